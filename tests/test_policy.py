@@ -1,0 +1,304 @@
+"""The decision, table-tested with a fixed clock: precedence, expiry, hours, DIDs, learning."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+
+from screener.numbers import Category, normalize
+from screener.policy import (
+    SOURCE_LEARNED,
+    DidPolicy,
+    Entry,
+    Hours,
+    ListKind,
+    Outcome,
+    Policy,
+    Route,
+    challenge_code,
+    decide,
+    learn,
+)
+
+NOW = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)  # Monday 12:00 in Tokyo
+PAST = NOW - dt.timedelta(days=1)
+FUTURE = NOW + dt.timedelta(days=1)
+TELE = "0120-121-852"
+TELE_E164 = "+81120121852"
+
+ALLOW, BLOCK = ListKind.ALLOW, ListKind.BLOCK
+
+
+def e(kind: ListKind, number: str, prefix: bool = False, **kw: object) -> Entry:
+    return Entry(kind=kind, number=number, prefix=prefix, created_at=PAST, **kw)  # type: ignore[arg-type]
+
+
+PRECEDENCE = [
+    # id, raw, entries, route, rule
+    ("no entries, toll-free", TELE, [], Route.CHALLENGE, "category"),
+    ("no entries, mobile", "090-1234-5678", [], Route.STAFF, "category"),
+    ("no entries, fixed", "03-1234-5678", [], Route.STAFF, "category"),
+    ("no entries, voip", "050-1234-5678", [], Route.STAFF, "category"),
+    ("withheld", "anonymous", [], Route.CHALLENGE, "category"),
+    ("invalid", "garbage", [], Route.CHALLENGE, "category"),
+    ("premium", "0990-123-456", [], Route.CHALLENGE, "category"),
+    ("shared cost", "0570-000-123", [], Route.CHALLENGE, "category"),
+    ("international", "+1 212 555 0100", [], Route.CHALLENGE, "category"),
+    ("exact allow", TELE, [e(ALLOW, TELE_E164)], Route.STAFF, "exact-allow"),
+    ("exact block", TELE, [e(BLOCK, TELE_E164)], Route.VOICEMAIL, "exact-block"),
+    (
+        "exact allow beats exact block",
+        TELE,
+        [e(BLOCK, TELE_E164), e(ALLOW, TELE_E164)],
+        Route.STAFF,
+        "exact-allow",
+    ),
+    (
+        "exact block beats prefix allow",
+        TELE,
+        [e(ALLOW, "+81120", True), e(BLOCK, TELE_E164)],
+        Route.VOICEMAIL,
+        "exact-block",
+    ),
+    (
+        "exact allow beats prefix block",
+        TELE,
+        [e(BLOCK, "+81120", True), e(ALLOW, TELE_E164)],
+        Route.STAFF,
+        "exact-allow",
+    ),
+    ("prefix block", TELE, [e(BLOCK, "+81120", True)], Route.VOICEMAIL, "prefix-block"),
+    (
+        "prefix allow beats category",
+        TELE,
+        [e(ALLOW, "+81120", True)],
+        Route.STAFF,
+        "prefix-allow",
+    ),
+    (
+        "longest prefix wins",
+        TELE,
+        [e(BLOCK, "+81120", True), e(ALLOW, "+81120121", True)],
+        Route.STAFF,
+        "prefix-allow",
+    ),
+    (
+        "longest prefix wins the other way",
+        TELE,
+        [e(ALLOW, "+81", True), e(BLOCK, "+81120", True)],
+        Route.VOICEMAIL,
+        "prefix-block",
+    ),
+    (
+        "prefix block applies to mobiles",
+        "090-1234-5678",
+        [e(BLOCK, "+8190", True)],
+        Route.VOICEMAIL,
+        "prefix-block",
+    ),
+    (
+        "prefix that does not match is ignored",
+        TELE,
+        [e(BLOCK, "+81800", True)],
+        Route.CHALLENGE,
+        "category",
+    ),
+    (
+        "exact entry for another number is ignored",
+        TELE,
+        [e(ALLOW, "+81120121853")],
+        Route.CHALLENGE,
+        "category",
+    ),
+    (
+        "expired exact allow is ignored",
+        TELE,
+        [e(ALLOW, TELE_E164, expires_at=PAST)],
+        Route.CHALLENGE,
+        "category",
+    ),
+    (
+        "expired exact block falls to the prefix rule",
+        TELE,
+        [e(BLOCK, TELE_E164, expires_at=PAST), e(ALLOW, "+81120", True)],
+        Route.STAFF,
+        "prefix-allow",
+    ),
+    (
+        "expired longest prefix falls to the shorter one",
+        TELE,
+        [e(ALLOW, "+81120121", True, expires_at=PAST), e(BLOCK, "+81120", True)],
+        Route.VOICEMAIL,
+        "prefix-block",
+    ),
+    (
+        "entry expiring later is active",
+        TELE,
+        [e(BLOCK, TELE_E164, expires_at=FUTURE)],
+        Route.VOICEMAIL,
+        "exact-block",
+    ),
+    (
+        "manual prefix beats learned prefix of equal length",
+        TELE,
+        [e(BLOCK, "+81120", True, source=SOURCE_LEARNED), e(ALLOW, "+81120", True)],
+        Route.STAFF,
+        "prefix-allow",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "entries", "route", "rule"),
+    [pytest.param(*case[1:], id=case[0]) for case in PRECEDENCE],
+)
+def test_precedence(raw: str, entries: list[Entry], route: Route, rule: str) -> None:
+    """exact allow > exact block > longest prefix > category > default, expired ignored."""
+    decision = decide(normalize(raw), entries, Policy(), NOW)
+    assert (decision.route, decision.rule) == (route, rule)
+
+
+def test_reasons_explain_the_decision() -> None:
+    """The reasons name the caller, skipped expired entries and the winning rule, in order."""
+    entries = [e(ALLOW, TELE_E164, expires_at=PAST, label="old friend"), e(BLOCK, "+81120", True)]
+    decision = decide(normalize(TELE), entries, Policy(), NOW)
+    assert decision.reasons[0].startswith("caller +81120121852: toll_free")
+    assert "ignored expired allow +81120121852 'old friend'" in decision.reasons[1]
+    assert decision.reasons[-1] == "longest prefix rule block prefix +81120 (manual) → voicemail"
+    assert decision.entry == entries[1]
+
+
+def test_default_route_for_unmapped_category() -> None:
+    """A category with no rule takes the default route."""
+    policy = Policy(categories={}, default_route=Route.VOICEMAIL)
+    decision = decide(normalize("03-1234-5678"), [], policy, NOW)
+    assert (decision.route, decision.rule) == (Route.VOICEMAIL, "default")
+
+
+def test_configured_routes_for_lists() -> None:
+    """The routes for allow- and block-listed callers come from the policy."""
+    policy = Policy(allow_route=Route.CHALLENGE, block_route=Route.REJECT)
+    assert decide(normalize(TELE), [e(ALLOW, TELE_E164)], policy, NOW).route is Route.CHALLENGE
+    assert decide(normalize(TELE), [e(BLOCK, TELE_E164)], policy, NOW).route is Route.REJECT
+
+
+WEEKDAYS_9_18 = {d: ((dt.time(9), dt.time(18)),) for d in range(5)}
+HOURS = Hours(
+    timezone="Asia/Tokyo",
+    open=WEEKDAYS_9_18,
+    quiet={d: ((dt.time(22), dt.time(6)),) for d in range(7)},
+)
+
+
+def tokyo(y: int, mo: int, d: int, h: int, mi: int = 0) -> dt.datetime:
+    return dt.datetime(y, mo, d, h, mi, tzinfo=dt.timezone(dt.timedelta(hours=9)))
+
+
+@pytest.mark.parametrize(
+    ("when", "raw", "entries", "route", "rule"),
+    [
+        (tokyo(2026, 11, 30, 12), "03-1234-5678", [], Route.STAFF, "category"),
+        (tokyo(2026, 11, 30, 8, 59), "03-1234-5678", [], Route.VOICEMAIL, "after-hours"),
+        (tokyo(2026, 11, 30, 18), "03-1234-5678", [], Route.VOICEMAIL, "after-hours"),
+        (tokyo(2026, 11, 28, 12), "03-1234-5678", [], Route.VOICEMAIL, "after-hours"),  # Saturday
+        (tokyo(2026, 11, 28, 12), TELE, [e(ALLOW, TELE_E164)], Route.STAFF, "exact-allow"),
+        (tokyo(2026, 11, 30, 23), TELE, [e(ALLOW, TELE_E164)], Route.VOICEMAIL, "quiet-hours"),
+        (tokyo(2026, 12, 1, 5, 59), "03-1234-5678", [], Route.VOICEMAIL, "quiet-hours"),
+        (tokyo(2026, 11, 30, 12), TELE, [e(BLOCK, TELE_E164)], Route.VOICEMAIL, "exact-block"),
+    ],
+)
+def test_hours(
+    when: dt.datetime, raw: str, entries: list[Entry], route: Route, rule: str
+) -> None:
+    """Outside business hours only allow-listed callers ring; in quiet hours nobody does."""
+    decision = decide(normalize(raw), entries, Policy(hours=HOURS), when.astimezone(dt.UTC))
+    assert (decision.route, decision.rule) == (route, rule)
+
+
+SUPPORT = "+81312340000"
+DID_POLICY = Policy(
+    dids={
+        SUPPORT: DidPolicy(categories={Category.MOBILE: Route.STAFF, Category.TOLL_FREE: Route.VOICEMAIL}),
+        "+81312340001": DidPolicy(default=Route.CHALLENGE),
+    },
+    categories={**Policy().categories, Category.MOBILE: Route.CHALLENGE},
+)
+
+
+@pytest.mark.parametrize(
+    ("did", "raw", "route", "rule"),
+    [
+        (SUPPORT, "090-1234-5678", Route.STAFF, "did-category"),
+        (None, "090-1234-5678", Route.CHALLENGE, "category"),
+        ("+81399999999", "090-1234-5678", Route.CHALLENGE, "category"),
+        (SUPPORT, TELE, Route.VOICEMAIL, "did-category"),
+        (SUPPORT, "03-1234-5678", Route.STAFF, "category"),
+        ("+81312340001", "03-1234-5678", Route.CHALLENGE, "did-default"),
+    ],
+)
+def test_per_did_policy(did: str | None, raw: str, route: Route, rule: str) -> None:
+    """A DID's own rules come before the office-wide category rules."""
+    decision = decide(normalize(raw), [], DID_POLICY, NOW, did)
+    assert (decision.route, decision.rule) == (route, rule)
+
+
+def test_withheld_announcement() -> None:
+    """With the announcement on, withheld callers are asked to call back instead of challenged."""
+    decision = decide(normalize("P"), [], Policy(withheld_announcement=True), NOW)
+    assert (decision.route, decision.announcement) == (Route.REJECT, "withheld")
+    toll_free = decide(normalize(TELE), [], Policy(withheld_announcement=True), NOW)
+    assert (toll_free.route, toll_free.announcement) == (Route.CHALLENGE, None)
+
+
+@pytest.mark.parametrize("digits", [2, 3, 4, 6])
+def test_challenge_code(digits: int) -> None:
+    """Codes have the right length, only digits, and never one repeated digit."""
+    rng = random.Random(7)
+    for _ in range(500):
+        code = challenge_code(digits, rng)
+        assert len(code) == digits and code.isdigit() and len(set(code)) > 1
+
+
+def test_challenge_code_needs_two_digits() -> None:
+    """A one-digit code could not avoid being all the same digit."""
+    with pytest.raises(ValueError, match="at least 2"):
+        challenge_code(1)
+
+
+LEARN = Policy(verified_days=90, fail_threshold=3, autoblock_days=30)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "existing", "failures", "kind", "days"),
+    [
+        (Outcome.PASS, None, 0, ALLOW, 90),
+        (Outcome.PASS, e(ALLOW, TELE_E164, source=SOURCE_LEARNED), 0, ALLOW, 90),
+        (Outcome.PASS, e(BLOCK, TELE_E164, source=SOURCE_LEARNED), 5, ALLOW, 90),
+        (Outcome.PASS, e(BLOCK, TELE_E164), 0, None, None),  # manual wins
+        (Outcome.PASS, e(BLOCK, TELE_E164, expires_at=PAST), 0, ALLOW, 90),  # expired manual
+        (Outcome.FAIL, None, 0, None, None),
+        (Outcome.FAIL, None, 1, None, None),
+        (Outcome.FAIL, None, 2, BLOCK, 30),  # the third failure
+        (Outcome.TIMEOUT, None, 2, BLOCK, 30),
+        (Outcome.TIMEOUT, e(ALLOW, TELE_E164), 9, None, None),  # manual wins
+        (Outcome.HANGUP, None, 9, None, None),
+    ],
+)
+def test_learning(
+    outcome: Outcome, existing: Entry | None, failures: int, kind: ListKind | None, days: int | None
+) -> None:
+    """Passing verifies a caller; the third failure in the window blocks; manual entries win."""
+    learned = learn(normalize(TELE), outcome, existing, failures, LEARN, NOW)
+    if kind is None:
+        assert learned is None
+        return
+    assert learned is not None
+    assert (learned.kind, learned.number, learned.source) == (kind, TELE_E164, SOURCE_LEARNED)
+    assert learned.expires_at == NOW + dt.timedelta(days=days or 0)
+
+
+def test_learning_needs_a_number() -> None:
+    """Withheld callers cannot be learned: there is nothing to key the entry on."""
+    assert learn(normalize("anonymous"), Outcome.PASS, None, 0, LEARN, NOW) is None
