@@ -1,0 +1,401 @@
+"""Configuration: one frozen object built once, in one place, from every source.
+
+Precedence, highest first: command-line flags > ``SCREENER_*`` environment variables > the TOML
+file (``--config`` / ``SCREENER_CONFIG``) > defaults. ``load_config`` validates everything up
+front and raises :class:`~screener.errors.ConfigError` naming the file, the key and what is
+allowed, so a broken configuration stops the program before it touches a call.
+
+Secrets (the AMI secret) come only from ``SCREENER_AMI_SECRET`` or a file
+(``ami.secret_file`` / ``SCREENER_AMI_SECRET_FILE``); the TOML file cannot hold one, and there
+is no default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from screener.errors import ConfigError
+from screener.numbers import Category, is_valid_region, normalize
+from screener.policy import DidPolicy, Hours, Policy, Route, Window
+
+LogFormat = Literal["auto", "json", "console"]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ROUTES = tuple(r.value for r in Route)
+CATEGORIES = tuple(c.value for c in Category)
+
+
+@dataclass(frozen=True)
+class AMIConfig:
+    """How to reach the Asterisk Manager Interface."""
+
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "screener"
+    secret: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    connect_timeout: float = 10.0
+    action_timeout: float = 2.0
+    ping_interval: float = 1.0
+    ping_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the CLI and the service need, validated."""
+
+    db_path: Path = Path("screener.db")
+    region: str = "JP"
+    ami: AMIConfig = field(default_factory=AMIConfig)
+    # Must match SCREEN_HOLD_SECONDS in extensions.conf: after that the dialplan's fallback runs.
+    hold_seconds: float = 4.0
+    # A decision not sent this long before the hold ends is dropped: the fallback wins.
+    late_margin: float = 0.5
+    policy: Policy = field(default_factory=Policy)
+    log_format: LogFormat = "auto"
+    log_level: str = "info"
+    source: str = "defaults"
+
+
+# ---- the TOML schema -------------------------------------------------------------------------
+
+
+class _Ctx:
+    """Where a value came from, for error messages."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.origin}: {key}: {problem}")
+
+
+def _check_keys(ctx: _Ctx, where: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            name = f"{where}.{key}" if where else key
+            raise ctx.fail(name, f"unknown key; allowed: {', '.join(allowed)}")
+
+
+def _table(ctx: _Ctx, key: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ctx.fail(key, f"expected a table, got {type(value).__name__}")
+    return value
+
+
+def _typed(ctx: _Ctx, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    # bool is an int in Python; TOML keeps them apart and so do we.
+    if isinstance(value, bool) and kind is not bool:
+        raise ctx.fail(key, f"expected {what}, got a boolean")
+    if not isinstance(value, kind):
+        raise ctx.fail(key, f"expected {what}, got {value!r}")
+    return value
+
+
+def _number(ctx: _Ctx, key: str, value: Any, minimum: float, maximum: float) -> float:
+    number = float(_typed(ctx, key, value, (int, float), "a number"))
+    if not minimum <= number <= maximum:
+        raise ctx.fail(key, f"expected a number from {minimum:g} to {maximum:g}, got {value!r}")
+    return number
+
+
+def _integer(ctx: _Ctx, key: str, value: Any, minimum: int, maximum: int) -> int:
+    number = _typed(ctx, key, value, int, "a whole number")
+    if not minimum <= number <= maximum:
+        raise ctx.fail(key, f"expected a whole number from {minimum} to {maximum}, got {value!r}")
+    return int(number)
+
+
+def _choice(ctx: _Ctx, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ctx.fail(key, f"expected one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def _route(ctx: _Ctx, key: str, value: Any) -> Route:
+    return Route(_choice(ctx, key, value, ROUTES))
+
+
+def _categories(ctx: _Ctx, key: str, value: Any) -> dict[Category, Route]:
+    table = _table(ctx, key, value)
+    _check_keys(ctx, key, table, CATEGORIES)
+    return {Category(name): _route(ctx, f"{key}.{name}", v) for name, v in table.items()}
+
+
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def _windows(ctx: _Ctx, key: str, value: Any) -> dict[int, tuple[Window, ...]]:
+    table = _table(ctx, key, value)
+    _check_keys(ctx, key, table, WEEKDAYS)
+    result: dict[int, tuple[Window, ...]] = {}
+    for day, spans in table.items():
+        name = f"{key}.{day}"
+        if not isinstance(spans, list):
+            raise ctx.fail(name, 'expected a list of "HH:MM-HH:MM" strings')
+        windows: list[Window] = []
+        for span in spans:
+            match = _WINDOW.match(span) if isinstance(span, str) else None
+            if not match:
+                raise ctx.fail(name, f'expected "HH:MM-HH:MM" (24-hour), got {span!r}')
+            h1, m1, h2, m2 = (int(g) for g in match.groups())
+            end = dt.time.max if (h2, m2) == (24, 0) else dt.time(h2 % 24, m2)
+            windows.append((dt.time(h1, m1), end))
+        result[WEEKDAYS.index(day)] = tuple(windows)
+    return result
+
+
+def _hours(ctx: _Ctx, value: Any) -> Hours:
+    table = _table(ctx, "hours", value)
+    _check_keys(ctx, "hours", table, ("timezone", "open", "quiet", "after_hours", "quiet_route"))
+    tz = table.get("timezone", "Asia/Tokyo")
+    try:
+        ZoneInfo(_typed(ctx, "hours.timezone", tz, str, "a time zone name"))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ctx.fail("hours.timezone", f"unknown time zone {tz!r}") from exc
+    defaults = Hours()
+    return Hours(
+        timezone=tz,
+        open=_windows(ctx, "hours.open", table["open"]) if "open" in table else {},
+        quiet=_windows(ctx, "hours.quiet", table["quiet"]) if "quiet" in table else {},
+        after_hours_route=_route(ctx, "hours.after_hours", table["after_hours"])
+        if "after_hours" in table
+        else defaults.after_hours_route,
+        quiet_route=_route(ctx, "hours.quiet_route", table["quiet_route"])
+        if "quiet_route" in table
+        else defaults.quiet_route,
+    )
+
+
+def did_key(did: str, region: str) -> str:
+    """The form a DID is compared in: E.164 when it is a valid number, else its digits."""
+    caller = normalize(did, region)
+    return caller.e164 or re.sub(r"[^0-9A-Za-z+*#]", "", did)
+
+
+def _dids(ctx: _Ctx, value: Any, region: str) -> dict[str, DidPolicy]:
+    table = _table(ctx, "dids", value)
+    result: dict[str, DidPolicy] = {}
+    for did, spec in table.items():
+        key = f"dids.{did}"
+        body = _table(ctx, key, spec)
+        _check_keys(ctx, key, body, ("categories", "default"))
+        result[did_key(did, region)] = DidPolicy(
+            categories=_categories(ctx, f"{key}.categories", body.get("categories", {})),
+            default=_route(ctx, f"{key}.default", body["default"]) if "default" in body else None,
+        )
+    return result
+
+
+_TOP = ("region", "database", "ami", "screening", "policy", "hours", "learning", "dids", "log")
+_AMI = (
+    "host",
+    "port",
+    "username",
+    "secret_file",
+    "tls",
+    "tls_ca_file",
+    "connect_timeout",
+    "action_timeout",
+    "ping_interval",
+    "ping_timeout",
+)
+_SCREENING = ("hold_seconds", "late_margin", "challenge_digits", "withheld_announcement")
+_POLICY = ("allow", "block", "default", "categories")
+_LEARNING = ("verified_days", "fail_threshold", "fail_window_days", "autoblock_days")
+_LOG = ("format", "level")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text") from exc
+
+
+def _read_secret_file(origin: str, key: str, path: Path) -> str:
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{origin}: {key}: cannot read {path}: {exc.strerror}") from exc
+    if not secret:
+        raise ConfigError(f"{origin}: {key}: {path} is empty")
+    return secret
+
+
+# Environment variables: name -> (dotted key, converter from string).
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "SCREENER_DB": ("database", str),
+    "SCREENER_REGION": ("region", str),
+    "SCREENER_AMI_HOST": ("ami.host", str),
+    "SCREENER_AMI_PORT": ("ami.port", int),
+    "SCREENER_AMI_USER": ("ami.username", str),
+    "SCREENER_AMI_SECRET_FILE": ("ami.secret_file", str),
+    "SCREENER_AMI_TLS": ("ami.tls", lambda s: s.strip().lower() in ("1", "true", "yes", "on")),
+    "SCREENER_AMI_TLS_CA_FILE": ("ami.tls_ca_file", str),
+    "SCREENER_HOLD_SECONDS": ("screening.hold_seconds", float),
+    "SCREENER_LOG_FORMAT": ("log.format", str),
+    "SCREENER_LOG_LEVEL": ("log.level", str),
+}
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            return  # the file has a scalar where a table belongs; validation reports it
+    target[leaf] = value
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the one Config from flags (``overrides``, dotted keys), environment, file, defaults."""
+    env = os.environ if env is None else env
+    if path is None and env.get("SCREENER_CONFIG"):
+        path = env["SCREENER_CONFIG"]
+    raw: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
+    origin = str(path) if path is not None else "configuration"
+    ctx = _Ctx(origin)
+    _check_keys(ctx, "", raw, _TOP)
+    for name, (dotted, convert) in _ENV.items():
+        if name in env and env[name] != "":
+            try:
+                _set_dotted(raw, dotted, convert(env[name]))
+            except ValueError as exc:
+                raise ConfigError(f"environment: {name}: cannot use {env[name]!r}") from exc
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted, value)
+    config = _build(ctx, raw)
+    secret = env.get("SCREENER_AMI_SECRET") or None
+    secret_file = _table(ctx, "ami", raw.get("ami", {})).get("secret_file")
+    if secret is None and secret_file:
+        secret = _read_secret_file(origin, "ami.secret_file", Path(secret_file))
+    ami = config.ami
+    return Config(
+        db_path=config.db_path,
+        region=config.region,
+        ami=AMIConfig(**{**ami.__dict__, "secret": secret}),
+        hold_seconds=config.hold_seconds,
+        late_margin=config.late_margin,
+        policy=config.policy,
+        log_format=config.log_format,
+        log_level=config.log_level,
+        source=origin,
+    )
+
+
+def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
+    defaults = Config()
+    region = raw.get("region", defaults.region)
+    _typed(ctx, "region", region, str, "a two-letter region code such as JP")
+    if not is_valid_region(region):
+        raise ctx.fail("region", f"unknown region {region!r}; expected a code such as JP or US")
+    region = region.upper()
+    database = _typed(ctx, "database", raw.get("database", str(defaults.db_path)), str, "a path")
+
+    ami_raw = _table(ctx, "ami", raw.get("ami", {}))
+    _check_keys(ctx, "ami", ami_raw, _AMI)
+    d = defaults.ami
+    ca = ami_raw.get("tls_ca_file")
+    ami = AMIConfig(
+        host=_typed(ctx, "ami.host", ami_raw.get("host", d.host), str, "a host name or address"),
+        port=_integer(ctx, "ami.port", ami_raw.get("port", d.port), 1, 65535),
+        username=_typed(ctx, "ami.username", ami_raw.get("username", d.username), str, "a name"),
+        tls=_typed(ctx, "ami.tls", ami_raw.get("tls", d.tls), bool, "true or false"),
+        tls_ca_file=Path(_typed(ctx, "ami.tls_ca_file", ca, str, "a path")) if ca else None,
+        connect_timeout=_number(
+            ctx, "ami.connect_timeout", ami_raw.get("connect_timeout", d.connect_timeout), 0.1, 300
+        ),
+        action_timeout=_number(
+            ctx, "ami.action_timeout", ami_raw.get("action_timeout", d.action_timeout), 0.05, 60
+        ),
+        ping_interval=_number(
+            ctx, "ami.ping_interval", ami_raw.get("ping_interval", d.ping_interval), 0.1, 60
+        ),
+        ping_timeout=_number(
+            ctx, "ami.ping_timeout", ami_raw.get("ping_timeout", d.ping_timeout), 0.1, 60
+        ),
+    )
+    if "secret_file" in ami_raw:
+        _typed(ctx, "ami.secret_file", ami_raw["secret_file"], str, "a path")
+
+    scr = _table(ctx, "screening", raw.get("screening", {}))
+    _check_keys(ctx, "screening", scr, _SCREENING)
+    hold = _number(ctx, "screening.hold_seconds", scr.get("hold_seconds", 4.0), 0.5, 60)
+    margin = _number(ctx, "screening.late_margin", scr.get("late_margin", 0.5), 0, 30)
+    if margin >= hold:
+        raise ctx.fail("screening.late_margin", f"must be less than hold_seconds ({hold:g})")
+    dp = Policy()
+    digits = _integer(ctx, "screening.challenge_digits", scr.get("challenge_digits", 2), 2, 8)
+    announce = _typed(
+        ctx,
+        "screening.withheld_announcement",
+        scr.get("withheld_announcement", dp.withheld_announcement),
+        bool,
+        "true or false",
+    )
+
+    pol = _table(ctx, "policy", raw.get("policy", {}))
+    _check_keys(ctx, "policy", pol, _POLICY)
+    categories = dict(dp.categories)
+    categories.update(_categories(ctx, "policy.categories", pol.get("categories", {})))
+
+    learn_raw = _table(ctx, "learning", raw.get("learning", {}))
+    _check_keys(ctx, "learning", learn_raw, _LEARNING)
+
+    def learned(key: str, default: float, minimum: float, maximum: float) -> float:
+        return _number(ctx, f"learning.{key}", learn_raw.get(key, default), minimum, maximum)
+
+    policy = Policy(
+        allow_route=_route(ctx, "policy.allow", pol.get("allow", dp.allow_route.value)),
+        block_route=_route(ctx, "policy.block", pol.get("block", dp.block_route.value)),
+        default_route=_route(ctx, "policy.default", pol.get("default", dp.default_route.value)),
+        categories=categories,
+        hours=_hours(ctx, raw["hours"]) if "hours" in raw else Hours(),
+        dids=_dids(ctx, raw["dids"], region) if "dids" in raw else {},
+        challenge_digits=digits,
+        withheld_announcement=announce,
+        verified_days=learned("verified_days", dp.verified_days, 0, 3650),
+        fail_threshold=_integer(
+            ctx, "learning.fail_threshold", learn_raw.get("fail_threshold", dp.fail_threshold), 0, 100
+        ),
+        fail_window_days=learned("fail_window_days", dp.fail_window_days, 0, 3650),
+        autoblock_days=learned("autoblock_days", dp.autoblock_days, 0, 3650),
+    )
+
+    log = _table(ctx, "log", raw.get("log", {}))
+    _check_keys(ctx, "log", log, _LOG)
+    log_format = _choice(ctx, "log.format", log.get("format", "auto"), ("auto", "json", "console"))
+    log_level = _choice(ctx, "log.level", log.get("level", "info"), LOG_LEVELS)
+    return Config(
+        db_path=Path(database),
+        region=region,
+        ami=ami,
+        hold_seconds=hold,
+        late_margin=margin,
+        policy=policy,
+        log_format=log_format,  # type: ignore[arg-type]  # checked by _choice above
+        log_level=log_level,
+    )
