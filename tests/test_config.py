@@ -1,0 +1,152 @@
+"""Configuration: precedence, validation with clear messages, secrets only from env or file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from screener.config import load_config
+from screener.errors import ConfigError
+from screener.numbers import Category
+from screener.policy import Route
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "screener.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults() -> None:
+    """With no file and no environment, the defaults suit a Japanese office."""
+    config = load_config(env={})
+    assert config.region == "JP"
+    assert config.ami.host == "127.0.0.1" and config.ami.secret is None
+    assert config.policy.categories[Category.TOLL_FREE] is Route.CHALLENGE
+    assert config.policy.categories[Category.MOBILE] is Route.STAFF
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    """A flag beats SCREENER_* which beats the TOML file which beats the default."""
+    path = write(tmp_path, 'database = "file.db"\n[ami]\nport = 5100\nhost = "::1"\n')
+    env = {"SCREENER_DB": "env.db", "SCREENER_AMI_PORT": "5200"}
+    config = load_config(path, env=env, overrides={"database": "flag.db"})
+    assert str(config.db_path) == "flag.db"
+    assert config.ami.port == 5200
+    assert config.ami.host == "::1"
+    assert load_config(path, env=env).db_path == Path("env.db")
+    assert load_config(path, env={}).db_path == Path("file.db")
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    """SCREENER_CONFIG names the file when no --config is given."""
+    path = write(tmp_path, 'region = "US"\n')
+    assert load_config(env={"SCREENER_CONFIG": str(path)}).region == "US"
+
+
+def test_full_file(tmp_path: Path) -> None:
+    """Every section of the reference configuration is read into the policy."""
+    path = write(
+        tmp_path,
+        """
+region = "JP"
+[screening]
+hold_seconds = 6
+challenge_digits = 3
+withheld_announcement = true
+[policy]
+block = "reject"
+[policy.categories]
+mobile = "challenge"
+[hours]
+timezone = "Asia/Tokyo"
+open = { mon = ["09:00-12:00", "13:00-18:00"], fri = ["09:00-24:00"] }
+quiet = { sun = ["22:00-06:00"] }
+after_hours = "voicemail"
+[learning]
+verified_days = 30
+fail_threshold = 5
+[dids."03-1234-0000"]
+default = "staff"
+[dids."03-1234-0000".categories]
+toll_free = "voicemail"
+[log]
+format = "json"
+level = "debug"
+""",
+    )
+    config = load_config(path, env={})
+    p = config.policy
+    assert config.hold_seconds == 6 and p.challenge_digits == 3 and p.withheld_announcement
+    assert p.block_route is Route.REJECT
+    assert p.categories[Category.MOBILE] is Route.CHALLENGE
+    assert p.categories[Category.TOLL_FREE] is Route.CHALLENGE  # defaults kept
+    assert p.hours.open[0] == ((dt.time(9), dt.time(12)), (dt.time(13), dt.time(18)))
+    assert p.hours.open[4][0][1] == dt.time.max
+    assert p.verified_days == 30 and p.fail_threshold == 5
+    assert p.dids["+81312340000"].categories[Category.TOLL_FREE] is Route.VOICEMAIL
+    assert (config.log_format, config.log_level) == ("json", "debug")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour = 1\n", "colour: unknown key; allowed: region, database"),
+        ("[ami]\nprot = 1\n", "ami.prot: unknown key"),
+        ("[ami]\nport = 'x'\n", "ami.port: expected a whole number, got 'x'"),
+        ("[ami]\nport = 70000\n", "ami.port: expected a whole number from 1 to 65535"),
+        ("[ami]\ntls = 'yes'\n", "ami.tls: expected true or false"),
+        ("[ami]\nsecret = 'x'\n", "ami.secret: unknown key"),
+        ('region = "XX"\n', "region: unknown region 'XX'"),
+        ("[policy]\nallow = 'ring'\n", "policy.allow: expected one of staff, challenge"),
+        ("[policy.categories]\ntollfree = 'staff'\n", "policy.categories.tollfree: unknown key"),
+        ("[hours]\ntimezone = 'Mars/Base'\n", "hours.timezone: unknown time zone"),
+        ("[hours]\nopen = { mon = ['9-5'] }\n", 'hours.open.mon: expected "HH:MM-HH:MM"'),
+        ("[hours]\nopen = { monday = [] }\n", "hours.open.monday: unknown key"),
+        ("[screening]\nhold_seconds = true\n", "screening.hold_seconds: expected a number, got a boolean"),
+        ("[screening]\nhold_seconds = 1\nlate_margin = 2\n", "must be less than hold_seconds"),
+        ("[screening]\nchallenge_digits = 1\n", "challenge_digits: expected a whole number from 2"),
+        ("[log]\nformat = 'xml'\n", "log.format: expected one of auto, json, console"),
+        ("ami = 3\n", "ami: expected a table"),
+        ("this is not toml\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    """Every mistake is one ConfigError naming the file, the key and what is allowed."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value).startswith(str(path))
+    assert message in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    """A missing config file, or one that is not UTF-8, is a ConfigError, not a traceback."""
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml", env={})
+    bad = tmp_path / "sjis.toml"
+    bad.write_bytes('region = "JP" # 日本'.encode("shift_jis"))
+    with pytest.raises(ConfigError, match="not"):
+        load_config(bad, env={})
+
+
+def test_bad_environment_value() -> None:
+    """A SCREENER_* variable that cannot be converted names the variable."""
+    with pytest.raises(ConfigError, match="SCREENER_AMI_PORT"):
+        load_config(env={"SCREENER_AMI_PORT": "five"})
+
+
+def test_secret_from_env_or_file_never_in_repr(tmp_path: Path) -> None:
+    """The AMI secret comes from the environment or a file, and repr() never shows it."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("s3cr3t-from-file\n")
+    path = write(tmp_path, f'[ami]\nsecret_file = "{secret_file}"\n')
+    config = load_config(path, env={})
+    assert config.ami.secret == "s3cr3t-from-file"
+    assert "s3cr3t" not in repr(config)
+    assert load_config(path, env={"SCREENER_AMI_SECRET": "env-secret"}).ami.secret == "env-secret"
+    with pytest.raises(ConfigError, match="ami.secret_file: cannot read"):
+        load_config(write(tmp_path, '[ami]\nsecret_file = "/nonexistent/x"\n'), env={})
