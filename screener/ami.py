@@ -1,0 +1,620 @@
+"""Our adapter around panoramisk: one supervised, logged-in AMI connection.
+
+panoramisk 1.4 parses AMI and correlates responses well, but its ``Manager`` connection
+lifecycle has the failure modes listed in ``AMI-NOTES.md``. So we keep its protocol class,
+``Action`` and ``Message`` and replace the lifecycle:
+
+- ``__aenter__`` returns only after ``Login`` succeeded (``Manager.connect()`` returns at TCP
+  connect). A refused login raises ``AMIAuthError`` at once instead of being retried silently.
+- ``_Protocol`` decodes UTF-8 incrementally (panoramisk drops a character split across TCP
+  chunks), parses events itself (first value wins when a header repeats) and hands them to a
+  callback that only ``put_nowait()``s: nothing that can raise or block runs in ``data_received``.
+- One task we own supervises the connection: it pings with a deadline (a half-open connection is
+  aborted), reconnects with backoff and logs in again. If the login is refused after a reconnect,
+  the error is reported through ``wait_failed()`` so that the service can exit non-zero.
+- Actions in flight fail with ``AMINotConnected`` as soon as the connection drops; nothing is ever
+  queued and replayed after a reconnect (a stale Redirect must not reach a call that has moved on),
+  so panoramisk's ``awaiting_actions``/``FullyBooted`` replay is never used.
+- Timed-out actions are removed from ``protocol.responses`` (panoramisk leaks them).
+- Every header we send is sanitized: no CR/LF injection through caller data.
+- Actions are built only inside the running loop: ``panoramisk.actions.Action`` creates its
+  ``asyncio.Future()`` at construction time, which outside a running loop on Python 3.11 silently
+  binds to a fresh, never-closed event loop (and warns on 3.12+).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import re
+import ssl as ssl_module
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import structlog
+from panoramisk.actions import Action
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
+from screener.errors import (
+    AMIActionError,
+    AMIAuthError,
+    AMIConnectionError,
+    AMIError,
+    AMINotConnected,
+    AMITimeout,
+)
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "AMIClient",
+    "AMISettings",
+    "Event",
+    "Headers",
+    "Response",
+    "build_action",
+    "parse_headers",
+    "sanitize_value",
+]
+
+EOL = "\r\n"
+MAX_LINE_BYTES = 1024  # Asterisk discards longer input lines
+MAX_HEADERS = 128  # Asterisk's limit per message
+MAX_BACKOFF = 30.0
+
+# C0, DEL, C1, the Unicode line/paragraph separators, and lone surrogates (cannot be encoded).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class AMISettings:
+    """How to reach and log in to the Asterisk Manager Interface."""
+
+    secret: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "screener"
+    ssl: bool | ssl_module.SSLContext = False  # AMI over TLS (manager.conf tlsenable, port 5039)
+    ca_file: str | None = None  # with ssl=True: trust this CA instead of the system store
+    connect_timeout: float = 10.0
+    action_timeout: float = 2.0
+    ping_interval: float = 1.0
+    ping_timeout: float = 2.0
+    reconnect_delay: float = 0.5
+    events: str = "user"  # Login ``Events:`` class list: Asterisk filters cheaply for us
+
+    @property
+    def address(self) -> str:
+        """``host:port``, for messages."""
+        return f"{self.host}:{self.port}"
+
+    def ssl_context(self) -> ssl_module.SSLContext | None:
+        """The TLS context to connect with, or None for plain TCP."""
+        if isinstance(self.ssl, ssl_module.SSLContext):
+            return self.ssl
+        if self.ssl:
+            return ssl_module.create_default_context(cafile=self.ca_file)
+        return None
+
+
+class Headers(Mapping[str, str]):
+    """Read-only AMI headers with case-insensitive lookup; iteration keeps the received case."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: dict[str, tuple[str, str]]) -> None:
+        self._store = store  # lower-cased key -> (key as received, value)
+
+    def __getitem__(self, key: str) -> str:
+        return self._store[key.lower()][1]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._store
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._store.values())
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+def parse_headers(lines: list[str]) -> tuple[Headers, frozenset[str]]:
+    """Parse ``Key: value`` lines; a repeated key keeps its FIRST value and is reported."""
+    store: dict[str, tuple[str, str]] = {}
+    duplicated: set[str] = set()
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue  # the greeting line, or noise
+        if value.startswith(" "):
+            value = value[1:]
+        lower = key.lower()
+        if lower in store:
+            duplicated.add(lower)  # possible header injection through caller data
+        else:
+            store[lower] = (key, value)
+    return Headers(store), frozenset(duplicated)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One AMI event. ``duplicated`` holds the (lower-cased) names of headers seen twice."""
+
+    name: str
+    headers: Headers
+    received_at: float
+    duplicated: frozenset[str] = frozenset()
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """Header value by case-insensitive name."""
+        return self.headers.get(key, default)
+
+
+@dataclass(frozen=True)
+class Response:
+    """The response to an action; ``events`` holds the items of an EventList response."""
+
+    headers: Headers
+    events: tuple[Headers, ...] = ()
+
+    @property
+    def success(self) -> bool:
+        """True for ``Response: Success`` (or ``Follows``/``Goodbye``)."""
+        return self.headers.get("Response", "") in Message.success_responses
+
+    @property
+    def message(self) -> str:
+        """The ``Message:`` header, or ``""``."""
+        return self.headers.get("Message", "")
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """Header value by case-insensitive name."""
+        return self.headers.get(key, default)
+
+
+def _headers_of(message: Any) -> Headers:
+    """Convert a panoramisk ``Message`` (its repeated headers are lists: first wins)."""
+    store: dict[str, tuple[str, str]] = {}
+    for key, value in message.items():
+        first = value[0] if isinstance(value, list) else value
+        store[key.lower()] = (key, str(first))
+    return Headers(store)
+
+
+def sanitize_value(value: str) -> str:
+    """Strip every control character (CR, LF, NUL, other C0/C1, U+2028/9, lone surrogates)."""
+    return _CONTROL.sub("", value)
+
+
+def build_action(action: Mapping[str, str]) -> dict[str, str]:
+    """Check keys and sanitize values of an action; ValueError if it cannot be sent safely."""
+    headers: dict[str, str] = {}
+    seen: set[str] = set()
+    for key, value in action.items():
+        # Keys come from our code, never from callers: a bad one is a bug, so refuse it loudly.
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise ValueError(f"invalid AMI header name {key!r}")
+        if key.lower() == "actionid":
+            raise ValueError("ActionID is set by the AMI client")
+        if key.lower() in seen:
+            raise ValueError(f"header {key!r} given twice (case-insensitively)")
+        seen.add(key.lower())
+        clean = sanitize_value(str(value))
+        if len(f"{key}: {clean}".encode()) > MAX_LINE_BYTES - 2:
+            raise ValueError(f"header {key!r} is longer than Asterisk's {MAX_LINE_BYTES}-byte line")
+        headers[key] = clean
+    if "action" not in seen:
+        raise ValueError("an AMI action needs an 'Action' header")
+    if len(headers) + 1 > MAX_HEADERS:
+        raise ValueError(f"more than {MAX_HEADERS} headers")
+    return headers
+
+
+class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
+    """panoramisk's protocol with incremental UTF-8, our event parsing and prompt failure."""
+
+    def __init__(self, on_event: Callable[[Headers, frozenset[str]], None]) -> None:
+        self._on_event = on_event
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self.closed = False
+        self.responses: dict[str, Any] = {}
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.encoding = "utf-8"
+
+    def send(self, data: Any, as_list: bool | None = None) -> asyncio.Future[Any]:
+        """Register and write an ``Action``; never logs it (a Login carries the secret)."""
+        if self.closed or self.transport.is_closing():
+            raise AMINotConnected("AMI connection is closing")
+        self.responses[data.id] = data
+        self.transport.write(str(data).encode("utf-8"))
+        future: asyncio.Future[Any] = data.future
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        # panoramisk decodes each chunk with errors='ignore': a character split across two
+        # chunks is lost. The incremental decoder keeps the partial bytes for the next chunk.
+        text = self._buffer + self._decoder.decode(data)
+        blocks = text.split(EOL + EOL)
+        self._buffer = blocks.pop()
+        for block in blocks:
+            try:
+                self._handle_block(block.strip("\r\n"))
+            except Exception:
+                # An exception escaping data_received kills the connection and the rest of the
+                # chunk; one bad message must not do that.
+                log.exception("ami.bad_message")
+
+    def _handle_block(self, block: str) -> None:
+        lines = block.split(EOL)
+        if lines[0].startswith("Asterisk Call Manager/"):  # the greeting precedes the first message
+            del lines[0]
+        if not lines:
+            return
+        if lines[0][:9].lower() != "response:":
+            headers, duplicated = parse_headers(lines)
+            action_id = headers.get("ActionID")
+            if action_id is None or action_id not in self.responses:  # not an EventList item
+                if "Event" in headers:
+                    self._on_event(headers, duplicated)
+                    if headers["Event"].lower() == "shutdown":
+                        self.close()  # Asterisk is going away: fail what is in flight, reconnect
+                return
+        message = Message.from_line(EOL.join(lines))
+        if message is not None:
+            self.handle_message(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def close(self) -> None:
+        # Fail what is in flight now instead of letting panoramisk queue it for replay.
+        for key in list(self.responses):
+            action = self.responses.pop(key)
+            if not action.future.done():
+                action.future.set_exception(AMINotConnected("AMI connection lost"))
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+class AMIClient:
+    """One logged-in AMI connection, supervised: use ``async with AMIClient(settings) as ami``."""
+
+    def __init__(
+        self,
+        settings: AMISettings,
+        *,
+        event_names: Collection[str] | None = None,
+        queue_size: int = 10000,
+    ) -> None:
+        self.settings = settings
+        self.events: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
+        self._names = None if event_names is None else frozenset(n.lower() for n in event_names)
+        self.reconnects = 0
+        self.drops = 0
+        self.timeouts = 0
+        self._protocol: _Protocol | None = None
+        self._up = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._failed: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<AMIClient {self.settings.username}@{self.settings.address} up={self.connected}>"
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while logged in on a live connection."""
+        return self._up.is_set()
+
+    @property
+    def pending_actions(self) -> int:
+        """Actions sent and still awaiting a response (size of panoramisk's responses dict)."""
+        return 0 if self._protocol is None else len(self._protocol.responses)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109  # the API
+        """Wait until logged in; AMINotConnected after ``timeout``, or the fatal error."""
+        waiter = asyncio.ensure_future(self._up.wait())
+        waits: set[asyncio.Future[Any]] = {waiter}
+        if self._failed is not None:
+            waits.add(self._failed)
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self._failed is not None and self._failed.done():
+            self._failed.result()
+        if not self.connected:
+            raise AMINotConnected(f"not connected to AMI at {self.settings.address}")
+
+    async def wait_failed(self) -> None:
+        """Return never; raise the fatal error (e.g. login refused after a reconnect)."""
+        if self._failed is None:
+            raise AMINotConnected("AMI client is not running")
+        await asyncio.shield(self._failed)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AMIClient:
+        loop = asyncio.get_running_loop()
+        self._failed = loop.create_future()
+        protocol = await self._connect_with_retry(self.settings.connect_timeout)
+        self._set_up(protocol)
+        self._supervisor = asyncio.create_task(self._supervise(protocol), name="ami-supervisor")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            self._supervisor = None
+        protocol, self._protocol = self._protocol, None
+        self._up.clear()
+        if protocol is not None:
+            await _close(protocol)
+        if self._failed is not None:
+            if self._failed.done():
+                self._failed.exception()  # retrieved: no "exception never retrieved" noise
+            else:
+                self._failed.cancel()
+        log.info("ami.closed", address=self.settings.address)
+
+    async def _open(self) -> _Protocol:
+        """Connect and log in once. Raises OSError, AMIAuthError or AMIConnectionError."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        log.info("ami.connect", address=s.address, tls=s.ssl is not False)
+        _, protocol = await loop.create_connection(
+            lambda: _Protocol(self._deliver), s.host, s.port, ssl=s.ssl_context()
+        )
+        try:
+            login = Action(
+                build_action(
+                    {
+                        "Action": "Login",
+                        "Username": s.username,
+                        "Secret": s.secret,
+                        "Events": s.events,
+                    }
+                )
+            )
+            try:
+                message = await protocol.send(login)
+            except AMINotConnected as exc:
+                raise AMIConnectionError(
+                    f"AMI at {s.address} closed the connection during login"
+                ) from exc
+            if isinstance(message, list):
+                message = message[0]
+            if not message.success:
+                reason = sanitize_value(str(message.get("Message", "")))
+                raise AMIAuthError(
+                    f"AMI login refused for user {s.username!r} at {s.address}: {reason}"
+                )
+        except BaseException:
+            protocol.transport.abort()
+            raise
+        log.info("ami.login", address=s.address, username=s.username)
+        return protocol
+
+    async def _connect_with_retry(self, budget: float) -> _Protocol:
+        """Connect and log in, retrying connection errors until ``budget`` seconds have passed."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        delay = s.reconnect_delay
+        last: BaseException | None = None
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AMIConnectionError(
+                    f"cannot connect to AMI at {s.address} within {budget:g}s: {last}"
+                ) from last
+            try:
+                async with asyncio.timeout(remaining):
+                    return await self._open()
+            except AMIAuthError:
+                raise
+            except (OSError, TimeoutError, AMIConnectionError) as exc:
+                last = exc
+                log.warning("ami.connect_failed", address=s.address, error=_describe(exc))
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def _set_up(self, protocol: _Protocol) -> None:
+        self._protocol = protocol
+        self._up.set()
+
+    async def _supervise(self, protocol: _Protocol) -> None:
+        """Run the supervision loop; a bug in it becomes a fatal error, never a silent stop."""
+        try:
+            await self._supervise_forever(protocol)
+        except Exception as exc:
+            log.exception("ami.supervisor_crashed", address=self.settings.address)
+            error = AMIConnectionError(f"AMI supervisor crashed: {_describe(exc)}")
+            error.__cause__ = exc
+            self._fail(error)
+        self._up.clear()
+
+    def _fail(self, error: AMIError) -> None:
+        """Report a fatal error through ``wait_failed()``."""
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(error)
+
+    async def _supervise_forever(self, protocol: _Protocol) -> None:
+        """Watch the connection; when it drops, reconnect and log in again, until auth fails."""
+        s = self.settings
+        while True:
+            await self._watch(protocol)
+            self._up.clear()
+            self._protocol = None
+            log.warning("ami.disconnect", address=s.address)
+            delay = s.reconnect_delay
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    async with asyncio.timeout(s.connect_timeout):
+                        protocol = await self._open()
+                    break
+                except AMIAuthError as exc:
+                    # Retrying will not fix a changed secret, and Asterisk's authlimit would
+                    # count the attempts: report it and let the service exit non-zero.
+                    log.error("ami.auth_failed", address=s.address, username=s.username)
+                    self._fail(exc)
+                    return
+                except (OSError, TimeoutError, AMIConnectionError) as exc:
+                    log.warning(
+                        "ami.reconnect_failed", address=s.address, error=_describe(exc), delay=delay
+                    )
+                    delay = min(delay * 2, MAX_BACKOFF)
+            self.reconnects += 1
+            self._set_up(protocol)
+            log.info("ami.reconnect", address=s.address, reconnects=self.reconnects)
+
+    async def _watch(self, protocol: _Protocol) -> None:
+        """Ping with a deadline until the connection is lost; abort it if a Ping goes unanswered."""
+        s = self.settings
+        while not protocol.lost.done():
+            await asyncio.wait([protocol.lost], timeout=s.ping_interval)
+            if protocol.lost.done():
+                return
+            try:
+                await self._send_on(protocol, {"Action": "Ping"}, s.ping_timeout)
+            except AMITimeout:
+                # Half-open (peer stopped, cable cut): TCP would not notice for minutes.
+                log.warning("ami.watchdog_abort", address=s.address, ping_timeout=s.ping_timeout)
+                protocol.transport.abort()
+                await protocol.lost
+                return
+            except AMIActionError:
+                pass  # an error response is still a response: the peer is alive
+            except AMINotConnected:
+                await protocol.lost
+                return
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _deliver(self, headers: Headers, duplicated: frozenset[str]) -> None:
+        """Called inside data_received: filter, build and ``put_nowait``; never raises."""
+        name = headers.get("Event", "")
+        try:
+            if self._names is not None and name.lower() not in self._names:
+                return
+            event = Event(name, headers, time.time(), duplicated)
+            try:
+                self.events.put_nowait(event)
+            except asyncio.QueueFull:
+                # Drop the oldest: it is the likeliest to be past its hold deadline already.
+                self.events.get_nowait()
+                self.events.put_nowait(event)
+                self.drops += 1
+        except Exception:
+            self.drops += 1
+            log.exception("ami.deliver_failed", event=name)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        action: Mapping[str, str],
+        timeout: float | None = None,  # noqa: ASYNC109  # a per-action deadline is the API
+    ) -> Response:
+        """Send one action and return its response.
+
+        Raises AMINotConnected when not logged in (nothing is queued for later), AMITimeout,
+        AMIActionError on ``Response: Error``, ValueError for an action that cannot be sent.
+        """
+        headers = build_action(action)
+        protocol = self._protocol
+        if protocol is None or not self.connected:
+            raise AMINotConnected(f"not connected to AMI at {self.settings.address}")
+        return await self._send_on(
+            protocol, headers, self.settings.action_timeout if timeout is None else timeout
+        )
+
+    async def _send_on(
+        self, protocol: _Protocol, headers: Mapping[str, str], seconds: float
+    ) -> Response:
+        action = Action(dict(headers))  # inside the running loop: see the module docstring
+        name = headers["Action"]
+        future = protocol.send(action)
+        try:
+            async with asyncio.timeout(seconds):
+                result = await future
+        except TimeoutError as exc:
+            self.timeouts += 1
+            raise AMITimeout(f"{name}: no response within {seconds:g}s") from exc
+        finally:
+            protocol.responses.pop(action.id, None)  # panoramisk leaks timed-out actions
+        if isinstance(result, list):
+            response = Response(_headers_of(result[0]), tuple(_headers_of(m) for m in result[1:]))
+        else:
+            response = Response(_headers_of(result))
+        if not response.success:
+            raise AMIActionError(f"{name} failed: {response.message or 'no message'}")
+        return response
+
+    async def ping(self) -> float:
+        """Send a Ping and return the round-trip time in seconds."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await self.send({"Action": "Ping"})
+        return loop.time() - start
+
+    async def redirect(self, channel: str, context: str, exten: str, priority: int = 1) -> None:
+        """Send the channel (name or Uniqueid) to ``context,exten,priority``."""
+        await self.send(
+            {
+                "Action": "Redirect",
+                "Channel": channel,
+                "Context": context,
+                "Exten": exten,
+                "Priority": str(priority),
+            }
+        )
+
+    async def setvar(self, channel: str, variable: str, value: str) -> None:
+        """Set a channel variable."""
+        await self.send(
+            {"Action": "Setvar", "Channel": channel, "Variable": variable, "Value": value}
+        )
+
+
+async def _close(protocol: _Protocol, grace: float = 1.0) -> None:
+    """Close gracefully; abort if the peer (e.g. a TLS shutdown) does not finish in time."""
+    protocol.close()
+    try:
+        async with asyncio.timeout(grace):
+            await asyncio.shield(protocol.lost)
+    except TimeoutError:
+        protocol.transport.abort()
+        await protocol.lost
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
