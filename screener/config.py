@@ -379,7 +379,11 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
         withheld_announcement=announce,
         verified_days=learned("verified_days", dp.verified_days, 0, 3650),
         fail_threshold=_integer(
-            ctx, "learning.fail_threshold", learn_raw.get("fail_threshold", dp.fail_threshold), 0, 100
+            ctx,
+            "learning.fail_threshold",
+            learn_raw.get("fail_threshold", dp.fail_threshold),
+            0,
+            100,
         ),
         fail_window_days=learned("fail_window_days", dp.fail_window_days, 0, 3650),
         autoblock_days=learned("autoblock_days", dp.autoblock_days, 0, 3650),

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure_logging(
-    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info", *, stream=None
+    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info", *, stream: TextIO | None = None
 ) -> None:
     """Set up structlog (and the stdlib logging that libraries use) for the process."""
     out = stream if stream is not None else sys.stderr
@@ -41,5 +45,8 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     # panoramisk and asyncio log through the standard library; keep them quiet unless asked.
-    logging.basicConfig(level=max(LEVELS[level], logging.WARNING), stream=out,
-                        format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=max(LEVELS[level], logging.WARNING),
+        stream=out,
+        format="%(name)s %(levelname)s %(message)s",
+    )

@@ -44,7 +44,7 @@ class ListKind(enum.StrEnum):
 class Outcome(enum.StrEnum):
     """How a DTMF challenge ended, as the dialplan reports it."""
 
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105  # a challenge outcome, not a password
     FAIL = "fail"
     TIMEOUT = "timeout"
     HANGUP = "hangup"
@@ -214,11 +214,11 @@ def decide(
         return Decision(route, "quiet-hours", tuple(reasons))
 
     for kind in (ListKind.ALLOW, ListKind.BLOCK):
-        entry = exact.get(kind)
-        if entry is not None:
+        found = exact.get(kind)
+        if found is not None:
             route = _route_for(kind, policy)
-            reasons.append(f"exact {entry.describe()} → {route}")
-            return Decision(route, f"exact-{kind}", tuple(reasons), entry)
+            reasons.append(f"exact {found.describe()} → {route}")
+            return Decision(route, f"exact-{kind}", tuple(reasons), found)
 
     if prefixes:
         # Longest prefix wins; at equal length a manual entry beats a learned one, then block

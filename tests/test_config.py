@@ -105,7 +105,10 @@ level = "debug"
         ("[hours]\ntimezone = 'Mars/Base'\n", "hours.timezone: unknown time zone"),
         ("[hours]\nopen = { mon = ['9-5'] }\n", 'hours.open.mon: expected "HH:MM-HH:MM"'),
         ("[hours]\nopen = { monday = [] }\n", "hours.open.monday: unknown key"),
-        ("[screening]\nhold_seconds = true\n", "screening.hold_seconds: expected a number, got a boolean"),
+        (
+            "[screening]\nhold_seconds = true\n",
+            "screening.hold_seconds: expected a number, got a boolean",
+        ),
         ("[screening]\nhold_seconds = 1\nlate_margin = 2\n", "must be less than hold_seconds"),
         ("[screening]\nchallenge_digits = 1\n", "challenge_digits: expected a whole number from 2"),
         ("[log]\nformat = 'xml'\n", "log.format: expected one of auto, json, console"),
@@ -148,5 +151,18 @@ def test_secret_from_env_or_file_never_in_repr(tmp_path: Path) -> None:
     assert config.ami.secret == "s3cr3t-from-file"
     assert "s3cr3t" not in repr(config)
     assert load_config(path, env={"SCREENER_AMI_SECRET": "env-secret"}).ami.secret == "env-secret"
-    with pytest.raises(ConfigError, match="ami.secret_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"ami\.secret_file: cannot read"):
         load_config(write(tmp_path, '[ami]\nsecret_file = "/nonexistent/x"\n'), env={})
+
+
+def test_example_config_is_the_defaults() -> None:
+    """The shipped reference file loads, and every value in it is the default."""
+    example = Path(__file__).parent.parent / "screener.example.toml"
+    loaded = load_config(example, env={})
+    defaults = load_config(env={})
+    assert loaded.policy == defaults.policy
+    assert (loaded.ami, loaded.hold_seconds, loaded.late_margin) == (
+        defaults.ami,
+        defaults.hold_seconds,
+        defaults.late_margin,
+    )

@@ -100,7 +100,14 @@ def test_parse_list_number(text: str, prefix: bool, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "prefix"),
-    [("abc", False), ("0120-12", False), ("", True), ("+0", True), ("12a", True), ("+" + "1" * 16, True)],
+    [
+        ("abc", False),
+        ("0120-12", False),
+        ("", True),
+        ("+0", True),
+        ("12a", True),
+        ("+" + "1" * 16, True),
+    ],
 )
 def test_parse_list_number_rejects(text: str, prefix: bool) -> None:
     """Unusable admin input raises ValueError naming the input."""

@@ -209,9 +209,7 @@ def tokyo(y: int, mo: int, d: int, h: int, mi: int = 0) -> dt.datetime:
         (tokyo(2026, 11, 30, 12), TELE, [e(BLOCK, TELE_E164)], Route.VOICEMAIL, "exact-block"),
     ],
 )
-def test_hours(
-    when: dt.datetime, raw: str, entries: list[Entry], route: Route, rule: str
-) -> None:
+def test_hours(when: dt.datetime, raw: str, entries: list[Entry], route: Route, rule: str) -> None:
     """Outside business hours only allow-listed callers ring; in quiet hours nobody does."""
     decision = decide(normalize(raw), entries, Policy(hours=HOURS), when.astimezone(dt.UTC))
     assert (decision.route, decision.rule) == (route, rule)
@@ -220,7 +218,9 @@ def test_hours(
 SUPPORT = "+81312340000"
 DID_POLICY = Policy(
     dids={
-        SUPPORT: DidPolicy(categories={Category.MOBILE: Route.STAFF, Category.TOLL_FREE: Route.VOICEMAIL}),
+        SUPPORT: DidPolicy(
+            categories={Category.MOBILE: Route.STAFF, Category.TOLL_FREE: Route.VOICEMAIL}
+        ),
         "+81312340001": DidPolicy(default=Route.CHALLENGE),
     },
     categories={**Policy().categories, Category.MOBILE: Route.CHALLENGE},
