@@ -1,0 +1,421 @@
+"""CSV import and export of the allow/block lists. No SQL here; parsing is pure.
+
+The format is UTF-8 (a byte-order mark is tolerated) with a header row::
+
+    number,kind,prefix,label,expires,note,source
+    +81312345678,allow,0,Tanaka Shoji,,,manual
+    0120,block,1,Telemarketers,2026-12-31,,manual
+
+Only ``number`` and ``kind`` are required (``kind`` not even that when a default is given);
+columns may come in any order. ``prefix`` takes 1/0, yes/no, true/false or empty (no);
+``expires`` an ISO-8601 date (midnight UTC of that day) or datetime (naive means UTC).
+
+Spreadsheets run a cell that begins with ``=``, ``+``, ``-``, ``@``, TAB or CR as a formula, so
+:func:`write_csv` puts a ``'`` in front of such free-text values (label, note, source) and
+:func:`read_csv` takes exactly one off again. The ``number`` column is E.164 and so begins with
+``+``: it is written as it is, because it is the data. Spreadsheet users must import that column
+as text, or the spreadsheet will turn it into an arithmetic expression or drop the ``+``.
+
+A bad row never stops the parse: it becomes a :class:`Reject` naming the physical line (1 is
+the header) and the reason. Only an unusable header raises :class:`~screener.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import operator
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import IO, TextIO
+
+import phonenumbers
+
+from screener.errors import InputError
+from screener.numbers import looks_e164, parse_list_number
+from screener.policy import SOURCE_MANUAL, Entry, ListKind
+
+COLUMNS = ("number", "kind", "prefix", "label", "expires", "note", "source")
+FREE_TEXT = frozenset({"label", "note", "source"})
+MAX_FIELD_CHARS = 1000
+MAX_LINE_BYTES = 1 << 20
+REJECT_TEXT_CHARS = 80
+
+_PREFIX_VALUES = {
+    "": False,
+    "0": False,
+    "no": False,
+    "false": False,
+    "1": True,
+    "yes": True,
+    "true": True,
+}
+# A value a spreadsheet would evaluate (=, +, -, @, TAB, CR first), possibly behind quotes that
+# protect() added before: quoting those too keeps protect/unprotect exact inverses.
+_NEEDS_QUOTE = re.compile(r"'*[=+\-@\t\r]")
+_QUOTED = re.compile(r"'+[=+\-@\t\r]")
+# The columns _row reads, in the order it unpacks them.
+_PICKED = ("kind", "prefix", "number", "label", "note", "source", "expires")
+_COUNTRY_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A row that was not imported: its first physical line, why, and (the start of) its text."""
+
+    line: int
+    reason: str
+    text: str
+
+
+@dataclass(slots=True)
+class ParsedCSV:
+    """The entries a CSV file yields, the rows it rejected, and how many data rows it had."""
+
+    entries: list[Entry] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    rows: int = 0
+
+
+# --- free text and spreadsheets ----------------------------------------------------------------
+
+
+def protect(value: str) -> str:
+    """Make a free-text value safe to open in a spreadsheet (see the module docstring)."""
+    return "'" + value if _NEEDS_QUOTE.match(value) else value
+
+
+def unprotect(value: str) -> str:
+    """Undo :func:`protect`: drop one leading ``'`` put in front of a formula character."""
+    return value[1:] if _QUOTED.match(value) else value
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def write_csv(entries: Iterable[Entry], stream: TextIO, *, bom: bool = False) -> int:
+    """Write ``entries`` as CSV with a header row to ``stream``; returns how many rows.
+
+    Open files with ``newline=""`` (the csv module writes its own CRLF line ends). ``bom`` puts
+    a UTF-8 byte-order mark first, which Excel needs to read the file as UTF-8 and not Shift_JIS.
+    """
+    writer = csv.writer(stream)
+    if bom:
+        stream.write("\ufeff")
+    writer.writerow(COLUMNS)
+    count = 0
+    for entry in entries:
+        writer.writerow(
+            (
+                entry.number,
+                str(entry.kind),
+                "1" if entry.prefix else "0",
+                protect(entry.label),
+                entry.expires_at.astimezone(dt.UTC).isoformat() if entry.expires_at else "",
+                protect(entry.note),
+                protect(entry.source),
+            )
+        )
+        count += 1
+    return count
+
+
+# --- import ------------------------------------------------------------------------------------
+
+
+class _Lines:
+    """Physical lines of a byte stream, decoded, with what was wrong with each bad one.
+
+    Hands the csv module one text line per physical line, always, so that its line count stays
+    the physical line number even when a line had to be replaced.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.number = 0
+        self.problems: dict[int, str] = {}
+        # The text of the lines read for the record being parsed (the csv module never reads ahead).
+        self.pending: list[str] = []
+
+    def _problem(self, reason: str, text: str) -> str:
+        self.problems[self.number] = reason
+        self.pending.append(text)
+        return "\n"  # a blank line in its place: the record it belongs to is rejected anyway
+
+    def __iter__(self) -> Iterator[str]:
+        readline = self._stream.readline
+        while True:
+            raw = readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            self.number += 1
+            if self.number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if len(raw) > MAX_LINE_BYTES:
+                head = raw[:REJECT_TEXT_CHARS].decode("utf-8", "replace")
+                # Skip the rest of the line a chunk at a time: memory stays bounded.
+                while raw and not raw.endswith(b"\n"):
+                    raw = readline(MAX_LINE_BYTES)
+                yield self._problem(f"line over {MAX_LINE_BYTES:,} bytes", head)
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield self._problem(_not_utf8(raw, self.number), raw.decode("utf-8", "replace"))
+                continue
+            if "\x00" in text:
+                yield self._problem("contains a NUL byte", text.replace("\x00", "\\x00"))
+                continue
+            self.pending.append(text)
+            yield text
+
+
+def _not_utf8(raw: bytes, line: int) -> str:
+    try:
+        raw.decode("cp932")
+    except UnicodeDecodeError:
+        hint = ""
+    else:
+        hint = ", looks like Shift_JIS"
+    return f"not UTF-8 (line {line}{hint}); save the file as UTF-8"
+
+
+def _open(source: str | os.PathLike[str] | IO[bytes] | TextIO, stack: ExitStack) -> IO[bytes]:
+    if isinstance(source, str | os.PathLike):
+        try:
+            return stack.enter_context(open(source, "rb"))
+        except OSError as exc:
+            raise InputError(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from exc
+    if isinstance(source, io.TextIOBase):
+        buffer = getattr(source, "buffer", None)
+        if buffer is None:
+            raise InputError("read_csv needs a binary stream (or a text stream with a .buffer)")
+        return buffer  # type: ignore[no-any-return]  # TextIOWrapper.buffer is a binary stream
+    return source  # type: ignore[return-value]  # IO[bytes] (TextIO without TextIOBase is rare)
+
+
+def _header(fields: list[str], default_kind: ListKind | None) -> dict[str, int]:
+    names = [name.strip().lower() for name in fields]
+    unknown = [name for name in names if name not in COLUMNS]
+    if unknown:
+        raise InputError(
+            f"CSV header (line 1): unknown column {unknown[0]!r}; the columns are"
+            f" {', '.join(COLUMNS)}"
+        )
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"CSV header (line 1): column {name!r} appears twice")
+        seen.add(name)
+    if "number" not in seen:
+        raise InputError("CSV header (line 1): no 'number' column")
+    if "kind" not in seen and default_kind is None:
+        raise InputError("CSV header (line 1): no 'kind' column and no default kind given")
+    return {name: index for index, name in enumerate(names)}
+
+
+def _number(text: str, region: str, prefix: bool) -> str:
+    """The list key for ``text``; E.164 input skips straight to phonenumbers' validity check."""
+    if not prefix and looks_e164(text):
+        # Building the PhoneNumber ourselves saves the parser's work (half the time per row on
+        # a million-row import); anything the fast path does not accept gets the full parse.
+        for size in (1, 2, 3):
+            code = int(text[1 : 1 + size])
+            if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                national = text[1 + size :]
+                number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+                if national.startswith("0"):
+                    number.italian_leading_zero = True
+                    number.number_of_leading_zeros = len(national) - len(national.lstrip("0"))
+                if phonenumbers.is_valid_number(number):
+                    return text
+                break
+    return parse_list_number(text, region, prefix=prefix)
+
+
+def _expiry(text: str) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        if "T" not in text and " " not in text and len(text) <= 10:
+            day = dt.date.fromisoformat(text)
+            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"bad expiry {text!r} (use an ISO date such as 2026-12-31)") from None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def iter_csv(
+    path_or_stream: str | os.PathLike[str] | IO[bytes] | TextIO,
+    *,
+    region: str,
+    default_kind: ListKind | None,
+    source: str = SOURCE_MANUAL,
+    now: dt.datetime,
+) -> Iterator[Entry | Reject]:
+    """Parse a list CSV row by row, yielding an :class:`Entry` or a :class:`Reject` per row.
+
+    Streams: memory stays bounded by one line (and a set of the keys seen, to catch duplicates).
+    A key that appears again is rejected, naming the line where it first appeared.
+    """
+    with ExitStack() as stack:
+        lines = _Lines(_open(path_or_stream, stack))
+        reader = csv.reader(lines, strict=True)
+        first: dict[str, int] = {}
+        end = 0
+        header: dict[str, int] | None = None
+        while True:
+            start = end + 1
+            fields: list[str] | None = None
+            error = ""
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                error = _csv_error(exc)
+            end = lines.number
+            text = lines.pending[0] if lines.pending else ""
+            lines.pending.clear()
+            problem = None
+            if lines.problems:
+                found = [
+                    lines.problems.pop(n) for n in range(start, end + 1) if n in lines.problems
+                ]
+                problem = found[0] if found else None
+            if header is None:
+                if problem is not None or fields is None:
+                    raise InputError(f"CSV header (line 1): {problem or error}")
+                header = _header(fields, default_kind)
+                # Short rows are padded with empty fields; a missing column reads the last pad.
+                pick = operator.itemgetter(*(header.get(name, len(header)) for name in _PICKED))
+                continue
+            if fields == [] and problem is None:
+                continue  # a blank line
+            if problem is None and fields is None:
+                problem = error
+            if problem is not None:
+                yield _reject(start, problem, text)
+                continue
+            assert fields is not None
+            result = _row(fields, header, pick, region, default_kind, source, now)
+            if isinstance(result, str):
+                yield _reject(start, result, text)
+                continue
+            # A str key, not a tuple: a million tuples would keep the garbage collector busy.
+            key = f"{result.number}/{int(result.prefix)}"
+            seen = first.setdefault(key, start)
+            if seen != start:
+                yield _reject(start, f"duplicate of line {seen} (same number and prefix)", text)
+                continue
+            yield result
+        if header is None:
+            raise InputError("the CSV file is empty: it needs a header row")
+
+
+def read_csv(
+    path_or_stream: str | os.PathLike[str] | IO[bytes] | TextIO,
+    *,
+    region: str,
+    default_kind: ListKind | None,
+    source: str = SOURCE_MANUAL,
+    now: dt.datetime,
+) -> ParsedCSV:
+    """Parse a whole list CSV into entries and rejects (see :func:`iter_csv`)."""
+    parsed = ParsedCSV()
+    for item in iter_csv(
+        path_or_stream, region=region, default_kind=default_kind, source=source, now=now
+    ):
+        if isinstance(item, Reject):
+            parsed.rejects.append(item)
+        else:
+            parsed.entries.append(item)
+    parsed.rows = len(parsed.entries) + len(parsed.rejects)
+    return parsed
+
+
+def _csv_error(exc: csv.Error) -> str:
+    text = str(exc)
+    if "field limit" in text:
+        # csv.field_size_limit() is process-wide state, so we leave it alone: its default
+        # (128 KiB) is far above any field we accept, and a field that reaches it (a runaway
+        # quote, say) is rejected like any other over-long field.
+        return f"a field is over {MAX_FIELD_CHARS:,} characters (or a quote is not closed)"
+    return f"not valid CSV: {text}"
+
+
+def _reject(line: int, reason: str, text: str) -> Reject:
+    return Reject(line, reason, text.rstrip("\r\n")[:REJECT_TEXT_CHARS])
+
+
+def _row(
+    fields: list[str],
+    header: dict[str, int],
+    pick: Callable[[list[str]], tuple[str, ...]],
+    region: str,
+    default_kind: ListKind | None,
+    source: str,
+    now: dt.datetime,
+) -> Entry | str:
+    """The entry a data row describes, or the reason it cannot be one."""
+    width = len(header)
+    if len(fields) > width:
+        return f"too many columns ({len(fields)}; the header has {width})"
+    if max(map(len, fields), default=0) > MAX_FIELD_CHARS:
+        name = next(
+            n for n, i in header.items() if i < len(fields) and len(fields[i]) > MAX_FIELD_CHARS
+        )
+        return f"{name} is over {MAX_FIELD_CHARS:,} characters"
+    padded = fields + [""] * (width + 1 - len(fields))
+    kind_raw, prefix_raw, number_raw, label, note, source_raw, expires_raw = pick(padded)
+    kind_text = kind_raw.strip().lower()
+    if kind_text == "allow":
+        kind = ListKind.ALLOW
+    elif kind_text == "block":
+        kind = ListKind.BLOCK
+    elif kind_text:
+        return f"unknown kind {kind_raw!r} (allow or block)"
+    elif default_kind is None:
+        return "no kind (allow or block)"
+    else:
+        kind = default_kind
+    prefix = _PREFIX_VALUES.get(prefix_raw.strip().lower())
+    if prefix is None:
+        return f"bad prefix value {prefix_raw!r} (1/0, yes/no, true/false or empty)"
+    try:
+        number = _number(number_raw, region, prefix)
+    except ValueError as exc:
+        return f"bad number: {exc}"
+    try:
+        expires = _expiry(expires_raw.strip()) if expires_raw else None
+    except ValueError as exc:
+        return str(exc)
+    return Entry(
+        kind=kind,
+        number=number,
+        prefix=prefix,
+        label=unprotect(label) if label else label,
+        source=(unprotect(source_raw) if source_raw else "") or source,
+        created_at=now,
+        expires_at=expires,
+        note=unprotect(note) if note else note,
+    )
+
+
+__all__ = [
+    "COLUMNS",
+    "MAX_FIELD_CHARS",
+    "MAX_LINE_BYTES",
+    "ParsedCSV",
+    "Reject",
+    "iter_csv",
+    "protect",
+    "read_csv",
+    "unprotect",
+    "write_csv",
+]

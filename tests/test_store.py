@@ -1,0 +1,550 @@
+"""Tests for screener.store against real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from screener.errors import StoreCorruptError, StoreError, StoreLockedError
+from screener.numbers import normalize
+from screener.policy import SOURCE_LEARNED, Entry, ListKind, Policy, decide
+from screener.store import APPLICATION_ID, SCHEMA_VERSION, CallRecord, ImportResult, Store
+
+NOW = dt.datetime(2026, 5, 1, 9, 30, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "screener.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[Store]:
+    async with Store.open(db_path) as opened:
+        yield opened
+
+
+def block(number: str, *, prefix: bool = False, **kw: object) -> Entry:
+    return Entry(ListKind.BLOCK, number, prefix=prefix, created_at=NOW, **kw)  # type: ignore[arg-type]
+
+
+def allow(number: str, *, prefix: bool = False, **kw: object) -> Entry:
+    return Entry(ListKind.ALLOW, number, prefix=prefix, created_at=NOW, **kw)  # type: ignore[arg-type]
+
+
+def pragma(path: Path, name: str) -> int:
+    with sqlite3.connect(path) as conn:
+        value = conn.execute(f"PRAGMA {name}").fetchone()[0]
+    conn.close()
+    return int(value)
+
+
+def read_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def call(call_id: str, at: dt.datetime, **kw: object) -> CallRecord:
+    fields: dict[str, object] = {
+        "call_id": call_id,
+        "received_at": at,
+        "raw_number": "0312345678",
+        "raw_name": "TANAKA",
+        "e164": "+81312345678",
+        "category": "fixed_line",
+        "did": "0501234567",
+        "route": "staff",
+        "rule": "category",
+        "reasons": ("caller +81312345678: fixed_line", "category rule fixed_line → staff"),
+        "latency_ms": 3.5,
+    }
+    fields.update(kw)
+    return CallRecord(**fields)  # type: ignore[arg-type]
+
+
+# --- opening and migrating ---------------------------------------------------------------------
+
+
+async def test_new_database_is_migrated_and_marked(db_path: Path) -> None:
+    """A new file gets every migration, the schema version and screener's application_id."""
+    with capture_logs() as logs:
+        async with Store.open(db_path) as store:
+            assert await store.count_entries() == 0
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION
+    assert pragma(db_path, "application_id") == APPLICATION_ID
+    with sqlite3.connect(db_path) as conn:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    assert mode == "wal"
+    assert [e["event"] for e in logs] == ["store.migrate", "store.open"]
+
+
+async def test_reopen_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
+    """Reopening an existing database finds its entries and applies no migration."""
+    async with Store.open(db_path) as store:
+        await store.add(block("+81312345678"))
+    with capture_logs() as logs:
+        async with Store.open(db_path, create=False) as store:
+            assert [e.number for e in await store.entries()] == ["+81312345678"]
+    assert [e["event"] for e in logs] == ["store.open"]
+
+
+async def test_newer_schema_is_refused(db_path: Path) -> None:
+    """A database from a newer screener (higher user_version) raises StoreCorruptError."""
+    async with Store.open(db_path):
+        pass
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreCorruptError, match="newer"):
+        async with Store.open(db_path):
+            pass
+
+
+async def test_random_bytes_file_is_refused_and_untouched(db_path: Path) -> None:
+    """A file that is not SQLite raises StoreCorruptError and is left byte for byte as it was."""
+    garbage = os.urandom(8192)
+    write_bytes(db_path, garbage)
+    with pytest.raises(StoreCorruptError, match="not an SQLite database"):
+        async with Store.open(db_path):
+            pass
+    assert read_bytes(db_path) == garbage
+    assert os.listdir(db_path.parent) == [db_path.name]
+
+
+async def test_foreign_sqlite_database_is_refused_and_untouched(db_path: Path) -> None:
+    """An SQLite database with other tables and no screener application_id is refused."""
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount REAL)")
+    conn.commit()
+    conn.close()
+    before = read_bytes(db_path)
+    with pytest.raises(StoreCorruptError, match=r"not a screener database.*invoices"):
+        async with Store.open(db_path):
+            pass
+    assert read_bytes(db_path) == before
+    assert pragma(db_path, "user_version") == 0
+
+
+async def test_damaged_database_fails_quick_check(db_path: Path) -> None:
+    """A database whose pages are damaged raises StoreCorruptError on open."""
+    async with Store.open(db_path) as store:
+        await store.import_entries(block(f"+8131234{i:04d}") for i in range(3000))
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(read_bytes(db_path))
+    page = 4096
+    for offset in range(3 * page, 6 * page):  # wipe some b-tree pages, keep the header
+        data[offset] = 0xA5
+    write_bytes(db_path, bytes(data))
+    with pytest.raises(StoreCorruptError, match=r"quick check|malformed"):
+        async with Store.open(db_path):
+            pass
+
+
+async def test_missing_file_without_create(db_path: Path) -> None:
+    """With create=False a missing database raises StoreError and no file is made."""
+    with pytest.raises(StoreError, match="does not exist") as info:
+        async with Store.open(db_path, create=False):
+            pass
+    assert str(db_path) in str(info.value)
+    assert os.listdir(db_path.parent) == []
+
+
+async def test_missing_directory_names_the_path(tmp_path: Path) -> None:
+    """A database in a directory that does not exist raises StoreError naming it and why."""
+    path = tmp_path / "nowhere" / "screener.db"
+    with pytest.raises(StoreError, match="No such file or directory") as info:
+        async with Store.open(path):
+            pass
+    assert str(path) in str(info.value)
+
+
+async def test_directory_as_database(tmp_path: Path) -> None:
+    """A directory where the database file should be raises StoreError with the OS reason."""
+    with pytest.raises(StoreError, match="Is a directory"):
+        async with Store.open(tmp_path):
+            pass
+
+
+async def test_readonly_reads_but_does_not_write(db_path: Path) -> None:
+    """A read-only store answers lookups and turns a write into StoreError."""
+    async with Store.open(db_path) as store:
+        await store.add(block("+81312345678"))
+    async with Store.open(db_path, readonly=True) as store:
+        assert len(await store.lookup("+81312345678")) == 1
+        with pytest.raises(StoreError, match="readonly"):
+            await store.add(block("+81312345679"))
+
+
+# --- entries -----------------------------------------------------------------------------------
+
+
+async def test_lookup_finds_exact_and_every_prefix(store: Store) -> None:
+    """lookup returns the exact entry and every prefix rule covering the number, nothing else."""
+    await store.add(allow("+81312345678"))
+    await store.add(block("+813", prefix=True))
+    await store.add(allow("+8131234", prefix=True))
+    await store.add(block("+81312345678", prefix=True))  # a prefix as long as the number
+    await store.add(block("+81312345679"))  # a neighbour
+    await store.add(block("+8131234567", prefix=False))  # exact entry for a shorter number
+    await store.add(block("+81120", prefix=True))
+    found = await store.lookup("+81312345678")
+    assert sorted((e.number, e.prefix) for e in found) == [
+        ("+813", True),
+        ("+8131234", True),
+        ("+81312345678", False),
+        ("+81312345678", True),
+    ]
+    assert await store.lookup("+442079460000") == []
+
+
+async def test_longest_prefix_decides(store: Store) -> None:
+    """Fed to decide, the matches of lookup make the longest prefix rule win."""
+    await store.add(block("+813", prefix=True))
+    await store.add(allow("+8131234", prefix=True))
+    caller = normalize("03-1234-5678")
+    assert caller.e164 is not None
+    decision = decide(caller, await store.lookup(caller.e164), Policy(), NOW)
+    assert decision.rule == "prefix-allow"
+    assert decision.entry is not None and decision.entry.number == "+8131234"
+
+
+async def test_lookup_is_one_statement(store: Store) -> None:
+    """A lookup of a 16-character number (15 candidate prefixes) runs exactly one statement."""
+    statements: list[str] = []
+    await store._db.set_trace_callback(statements.append)
+    try:
+        await store.lookup("+861234567890123")
+    finally:
+        await store._db.set_trace_callback(None)  # type: ignore[arg-type]  # None removes it
+    assert len(statements) == 1
+    assert statements[0].count("?") == 0  # the trace shows the bound values...
+    assert "'+86123456789012'" in statements[0]  # ...one of the 15 prefixes
+
+
+async def test_expired_entries_are_returned(store: Store) -> None:
+    """lookup returns expired entries too: decide explains that it ignored them."""
+    await store.add(block("+81312345678", expires_at=NOW - DAY))
+    (found,) = await store.lookup("+81312345678")
+    assert found.expires_at == NOW - DAY
+    assert not found.is_active(NOW)
+
+
+async def test_add_replaces_and_returns_previous(store: Store) -> None:
+    """add on an existing key replaces the entry in place and returns the one it replaced."""
+    first, previous = await store.add(block("+81312345678", label="spam"))
+    assert previous is None and first.id is not None
+    second, previous = await store.add(allow("+81312345678", label="client"))
+    assert previous == first
+    assert second.id == first.id and second.kind is ListKind.ALLOW and second.label == "client"
+    assert await store.count_entries() == 1
+
+
+async def test_entry_round_trips_all_fields(store: Store) -> None:
+    """Every field of an entry, timestamps included, comes back as stored (as aware UTC)."""
+    jst = dt.timezone(dt.timedelta(hours=9))
+    entry = Entry(
+        ListKind.BLOCK,
+        "+81120",
+        prefix=True,
+        label="テレアポ",
+        source="import",
+        created_at=dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=jst),
+        expires_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+        note="note, with 'quotes'",
+        hits=7,
+        last_seen=NOW,
+    )
+    stored, _ = await store.add(entry)
+    assert stored == dataclasses.replace(entry, id=stored.id)
+    assert stored.created_at.tzinfo is dt.UTC
+
+
+async def test_learn_never_overrides_active_manual(store: Store) -> None:
+    """learn leaves an active manual entry alone and reports that it stored nothing."""
+    manual, _ = await store.add(allow("+81312345678", label="client"))
+    learned = block("+81312345678", source=SOURCE_LEARNED)
+    assert await store.learn(learned, NOW) is False
+    assert await store.lookup("+81312345678") == [manual]
+
+
+async def test_learn_replaces_learned_and_expired_manual(store: Store) -> None:
+    """learn replaces a learned entry, and a manual entry that has expired."""
+    await store.add(allow("+81312345678", source=SOURCE_LEARNED))
+    assert await store.learn(block("+81312345678", source=SOURCE_LEARNED), NOW)
+    (found,) = await store.lookup("+81312345678")
+    assert found.kind is ListKind.BLOCK and found.is_learned
+    await store.add(allow("+81312345679", expires_at=NOW - DAY))
+    assert await store.learn(block("+81312345679", source=SOURCE_LEARNED), NOW)
+    (found,) = await store.lookup("+81312345679")
+    assert found.is_learned
+
+
+async def test_learn_refuses_manual_entries(store: Store) -> None:
+    """learn only takes learned entries (a programming error otherwise)."""
+    with pytest.raises(ValueError, match="learned"):
+        await store.learn(block("+81312345678"), NOW)
+
+
+async def test_remove(store: Store) -> None:
+    """remove deletes the entry for a key and returns it; a second remove returns None."""
+    stored, _ = await store.add(block("+81120", prefix=True))
+    await store.add(block("+81120", prefix=False))  # same number, other key: stays
+    assert await store.remove("+81120", True) == stored
+    assert await store.remove("+81120", True) is None
+    assert [(e.number, e.prefix) for e in await store.entries()] == [("+81120", False)]
+
+
+async def test_forget_learned(store: Store) -> None:
+    """forget_learned deletes learned entries only, all or for one number, and counts them."""
+    await store.add(allow("+81312345671", source=SOURCE_LEARNED))
+    await store.add(allow("+81312345672", source=SOURCE_LEARNED))
+    await store.add(allow("+81312345673", source=SOURCE_LEARNED))
+    await store.add(allow("+81312345674"))
+    assert await store.forget_learned("+81312345671") == 1
+    assert await store.forget_learned("+81312345674") == 0
+    assert await store.forget_learned() == 2
+    assert [e.number for e in await store.entries()] == ["+81312345674"]
+
+
+async def test_record_hit(store: Store) -> None:
+    """record_hit counts a match and remembers when it was seen."""
+    stored, _ = await store.add(block("+81312345678"))
+    assert stored.id is not None
+    await store.record_hit(stored.id, NOW)
+    await store.record_hit(stored.id, NOW + DAY)
+    (found,) = await store.lookup("+81312345678")
+    assert (found.hits, found.last_seen) == (2, NOW + DAY)
+
+
+async def test_entries_filters_and_iter_entries(store: Store) -> None:
+    """entries filters by kind, source and activity; iter_entries yields the same in chunks."""
+    await store.import_entries(
+        [
+            *(block(f"+8131234{i:04d}") for i in range(0, 50)),
+            *(allow(f"+8131234{i:04d}", source=SOURCE_LEARNED) for i in range(50, 80)),
+            *(block(f"+8131234{i:04d}", expires_at=NOW - DAY) for i in range(80, 100)),
+            block("+8131234", prefix=True),
+        ]
+    )
+    everything = await store.entries()
+    assert len(everything) == 101
+    assert everything == sorted(everything, key=lambda e: (e.number, e.prefix))
+    assert [e async for e in store.iter_entries(chunk=7)] == everything
+    assert len(await store.entries(kind=ListKind.ALLOW)) == 30
+    assert len(await store.entries(source=SOURCE_LEARNED, kind=ListKind.BLOCK)) == 0
+    active = [e async for e in store.iter_entries(active_at=NOW, kind=ListKind.BLOCK, chunk=9)]
+    assert active == await store.entries(active_at=NOW, kind=ListKind.BLOCK)
+    assert len(active) == 51
+
+
+# --- import ------------------------------------------------------------------------------------
+
+
+async def test_import_counts_added_and_replaced(store: Store) -> None:
+    """import_entries upserts every entry and says how many were new and how many replaced."""
+    await store.add(allow("+8131234" + "0000"))
+    progress: list[int] = []
+
+    async def source() -> AsyncIterator[Entry]:
+        for i in range(2500):
+            yield block(f"+8131234{i:04d}")
+
+    result = await store.import_entries(source(), batch=1000, on_progress=progress.append)
+    assert result == ImportResult(added=2499, replaced=1)
+    assert progress == [1000, 2000, 2500]
+    (found,) = await store.lookup("+81312340000")
+    assert found.kind is ListKind.BLOCK
+
+
+async def test_import_is_all_or_nothing(store: Store) -> None:
+    """An error in the second batch leaves the table exactly as it was before the import."""
+    await store.add(allow("+81312340005", label="client"))
+    await store.add(block("+81120", prefix=True))
+    before = await store.entries()
+    bad = Entry("maybe", "+81312349999", created_at=NOW)  # type: ignore[arg-type]
+    entries: Iterator[Entry] = (
+        bad if i == 1500 else block(f"+8131234{i:04d}", label="imported") for i in range(2000)
+    )
+    with pytest.raises(StoreError, match="CHECK constraint"):
+        await store.import_entries(entries, batch=1000)
+    assert await store.entries() == before
+    # and the connection is usable (no transaction left open)
+    await store.add(block("+81312345678"))
+
+
+async def test_reader_keeps_answering_during_import(db_path: Path) -> None:
+    """While one store imports, another on the same file answers lookups at once (WAL)."""
+    async with Store.open(db_path) as writer, Store.open(db_path, busy_timeout=1.0) as reader:
+        await writer.add(allow("+81312345678", label="old"))
+        target = "+819000000150"  # the import replaces this entry
+        await writer.add(allow(target, label="old"))
+        rows = (block(f"+8190{i:08d}", label="new") for i in range(200_000))
+        task = asyncio.create_task(writer.import_entries(rows, batch=5000))
+        seen: set[str] = set()
+        slowest = 0.0
+        lookups = 0
+        while not task.done():
+            lookups += 1
+            started = time.perf_counter()
+            found = await reader.lookup(target)
+            slowest = max(slowest, time.perf_counter() - started)
+            assert len(found) == 1
+            seen.add(found[0].label)
+            await asyncio.sleep(0.005)
+        result = await task
+        assert result.added == 199_999
+        assert seen <= {"old", "new"} and "old" in seen
+        assert lookups > 10
+        assert slowest < 1.0
+        assert (await reader.lookup(target))[0].label == "new"
+
+
+async def test_locked_database_raises_store_locked(db_path: Path) -> None:
+    """A write that waits longer than busy_timeout for another writer raises StoreLockedError."""
+    async with Store.open(db_path):
+        pass
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        async with Store.open(db_path, busy_timeout=0.2) as store:
+            assert await store.lookup("+81312345678") == []  # readers are not blocked (WAL)
+            started = time.monotonic()
+            with pytest.raises(StoreLockedError, match="locked"):
+                await store.add(block("+81312345678"))
+            assert time.monotonic() - started < 2.0
+            with pytest.raises(StoreLockedError):
+                await store.record_call(call("c1", NOW))
+            other.execute("ROLLBACK")
+            await store.add(block("+81312345678"))  # works once the lock is gone
+    finally:
+        other.close()
+
+
+# --- call log ----------------------------------------------------------------------------------
+
+
+async def test_call_log_round_trip_and_updates(store: Store) -> None:
+    """A call is logged, a second decision updates only the decision, outcomes are recorded."""
+    record = call("1700000000.1", NOW)
+    await store.record_call(record)
+    assert await store.get_call("1700000000.1") == record
+    assert await store.set_outcome("1700000000.1", "fail", NOW + dt.timedelta(seconds=20))
+    assert await store.set_voicemail("1700000000.1", "SUCCESS")
+    again = call(
+        "1700000000.1",
+        NOW + DAY,
+        raw_number="other",
+        route="voicemail",
+        rule="exact-block",
+        reasons=("blocked",),
+        latency_ms=9.0,
+    )
+    await store.record_call(again)
+    stored = await store.get_call("1700000000.1")
+    assert stored is not None
+    assert (stored.route, stored.rule, stored.reasons, stored.latency_ms) == (
+        "voicemail",
+        "exact-block",
+        ("blocked",),
+        9.0,
+    )
+    assert (stored.received_at, stored.raw_number) == (NOW, "0312345678")
+    assert (stored.outcome, stored.outcome_at, stored.voicemail) == (
+        "fail",
+        NOW + dt.timedelta(seconds=20),
+        "SUCCESS",
+    )
+    assert not await store.set_outcome("no-such-call", "pass", NOW)
+    assert not await store.set_voicemail("no-such-call", "FAILED")
+
+
+async def test_record_fallback(store: Store) -> None:
+    """A fallback inserts an unlogged call, or marks a logged one keeping its decision."""
+    late = call("a", NOW, route="staff", rule="fallback", reasons=("no decision",), fallback=True)
+    await store.record_fallback(late)
+    assert await store.get_call("a") == late
+    await store.record_call(call("b", NOW, route="challenge", rule="category", reasons=("r1",)))
+    await store.record_fallback(call("b", NOW + DAY, route="staff", reasons=("too late",)))
+    stored = await store.get_call("b")
+    assert stored is not None
+    assert (stored.route, stored.rule, stored.reasons, stored.fallback) == (
+        "staff",
+        "category",
+        ("r1", "too late"),
+        True,
+    )
+    assert stored.received_at == NOW
+
+
+async def test_calls_newest_first_since_and_limit(store: Store) -> None:
+    """calls lists the newest first, from ``since`` on, at most ``limit`` of them."""
+    for i in range(5):
+        await store.record_call(call(f"c{i}", NOW + i * DAY, fallback=i == 2, e164=None))
+    assert [c.call_id for c in await store.calls()] == ["c4", "c3", "c2", "c1", "c0"]
+    assert [c.call_id for c in await store.calls(since=NOW + 2 * DAY)] == ["c4", "c3", "c2"]
+    assert [c.call_id for c in await store.calls(limit=2)] == ["c4", "c3"]
+    (c2,) = [c for c in await store.calls() if c.call_id == "c2"]
+    assert c2.fallback and c2.e164 is None
+
+
+async def test_recent_failures(store: Store) -> None:
+    """recent_failures counts failed and timed-out challenges of one number since a time."""
+    outcomes = ["fail", "timeout", "pass", "hangup", None, "fail"]
+    for i, outcome in enumerate(outcomes):
+        await store.record_call(call(f"c{i}", NOW + i * DAY))
+        if outcome:
+            await store.set_outcome(f"c{i}", outcome, NOW + i * DAY)
+    await store.record_call(call("x", NOW, e164="+81312345679"))
+    await store.set_outcome("x", "fail", NOW)
+    assert await store.recent_failures("+81312345678", NOW) == 3
+    assert await store.recent_failures("+81312345678", NOW + DAY) == 2
+    assert await store.recent_failures("+81312345678", NOW + 10 * DAY) == 0
+
+
+async def test_integrity_check(store: Store) -> None:
+    """integrity_check runs SQLite's full check and says ok for a healthy database."""
+    await store.add(block("+81312345678"))
+    assert await store.integrity_check() == "ok"
+
+
+_raw = st.text(max_size=2000) | st.sampled_from(
+    ["", "\x00", "a\x00b", "'; DROP TABLE calls; --", '"', "\\", "０３-１２３４", "x" * 2000]
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_raw, _raw), min_size=1, max_size=8))
+def test_raw_caller_values_round_trip(pairs: list[tuple[str, str]]) -> None:
+    """Raw caller numbers and names come back exactly: any Unicode, NUL, SQL, 2,000 chars."""
+
+    async def run(path: Path) -> None:
+        async with Store.open(path) as store:
+            for i, (number, name) in enumerate(pairs):
+                await store.record_call(call(f"c{i}", NOW, raw_number=number, raw_name=name))
+            for i, (number, name) in enumerate(pairs):
+                stored = await store.get_call(f"c{i}")
+                assert stored is not None
+                assert (stored.raw_number, stored.raw_name) == (number, name)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(Path(tmp) / "s.db"))
