@@ -21,7 +21,10 @@ LEVELS = {
 
 
 def configure_logging(
-    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info", *, stream: TextIO | None = None
+    fmt: Literal["auto", "json", "console"] = "auto",
+    level: str = "info",
+    *,
+    stream: TextIO | None = None,
 ) -> None:
     """Set up structlog (and the stdlib logging that libraries use) for the process."""
     out = stream if stream is not None else sys.stderr
@@ -42,7 +45,8 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        # Not cached: tests (structlog.testing.capture_logs) and `run` reconfigure after import.
+        cache_logger_on_first_use=False,
     )
     # panoramisk and asyncio log through the standard library; keep them quiet unless asked.
     logging.basicConfig(

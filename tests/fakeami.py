@@ -178,7 +178,7 @@ class FakeAMI:
         self,
         *,
         username: str = "screener",
-        secret: str = "s3cret",  # noqa: S107  # a test server's default, not a real secret
+        secret: str = "s3cret",  # a test server's default, not a real secret
         fully_booted: bool = False,
         close_on_auth_failure: bool = True,
         ssl_context: ssl.SSLContext | None = None,

@@ -4,7 +4,7 @@ Each failure mode of AMI-NOTES.md has a pair of tests: ``test_panoramisk_*`` sho
 panoramisk 1.4 really has the problem, ``test_client_*`` shows that our adapter does not.
 """
 
-# ruff: noqa: S105, S106  # the secrets here are test fixtures; the test is that they never leak
+# the secrets here are test fixtures; the test is that they never leak
 
 from __future__ import annotations
 

@@ -1,0 +1,5 @@
+"""``python -m screener`` is the ``screener`` command."""
+
+from screener.cli import main
+
+main()

@@ -1,0 +1,497 @@
+"""The ``screener`` command: a thin shell over the library (no SQL and no policy here).
+
+Exit codes: 0 success; 1 unexpected failure (a bug: please report it); 2 bad input or usage;
+3 bad configuration; 4 database unusable; 5 Asterisk (AMI) unreachable; 6 AMI login refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from screener import __version__
+from screener.config import Config, load_config
+from screener.errors import InputError, ScreenerError
+from screener.log import configure_logging
+from screener.numbers import parse_list_number
+from screener.policy import SOURCE_MANUAL, Entry, ListKind
+from screener.screening import screen
+from screener.store import CallRecord, Store
+from screener.transfer import read_csv, write_csv
+from screener.when import parse_future, parse_past
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+# Progress bars only for files at least this long; short imports just print the result.
+PROGRESS_MIN_ROWS = 5000
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def common_options(func: F) -> F:
+    """``--db`` and ``--config`` on every command, as the README promises."""
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="SCREENER_CONFIG",
+        help="TOML configuration file  [env: SCREENER_CONFIG]",
+    )(func)
+    func = click.option(
+        "--db",
+        "db_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="SQLite database  [env: SCREENER_DB; default: screener.db]",
+    )(func)
+    return func
+
+
+def _config(db_path: Path | None, config_path: Path | None) -> Config:
+    return load_config(config_path, overrides={"database": str(db_path) if db_path else None})
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _entry_dict(entry: Entry) -> dict[str, Any]:
+    return {
+        "number": entry.number,
+        "kind": entry.kind.value,
+        "prefix": entry.prefix,
+        "label": entry.label,
+        "source": entry.source,
+        "created_at": entry.created_at.isoformat(),
+        "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
+        "note": entry.note,
+        "hits": entry.hits,
+        "last_seen": entry.last_seen.isoformat() if entry.last_seen else None,
+    }
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def _safe(text: str) -> str:
+    """Caller data is attacker-controlled: never let it drive the terminal."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+class ScreenerGroup(click.Group):
+    """Maps screener's errors to one line on stderr and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ScreenerError as exc:
+            click.echo(f"screener: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=ScreenerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="screener")
+def main() -> None:
+    """Call screening for Asterisk: unknown callers press buttons before staff phones ring."""
+    # Admin commands print their results on stdout; only warnings and errors go to the log
+    # (stderr). `screener run` reconfigures logging from its config.
+    configure_logging("console", "warning", stream=sys.stderr)
+
+
+# ---- lists ---------------------------------------------------------------------------------
+
+
+@main.group("list")
+def list_group() -> None:
+    """Edit, import and export the allow and block lists."""
+
+
+@list_group.command("add")
+@click.argument("number")
+@click.option("--allow", "kind", flag_value=ListKind.ALLOW.value, help="Ring staff at once.")
+@click.option("--block", "kind", flag_value=ListKind.BLOCK.value, help="Never ring staff.")
+@click.option("--prefix", is_flag=True, help="A rule for every number that starts this way.")
+@click.option("--label", default="", help="Who this is, for people reading the list.")
+@click.option("--expires", "expires", metavar="WHEN", help="30d, 12h, 2w or an ISO date.")
+@click.option("--note", default="", help="Free text.")
+@common_options
+def list_add(
+    number: str,
+    kind: str | None,
+    prefix: bool,
+    label: str,
+    expires: str | None,
+    note: str,
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Add NUMBER (or a prefix rule) to the allow or block list."""
+    if kind is None:
+        raise InputError("say which list: --allow or --block")
+    config = _config(db_path, config_path)
+    now = _now()
+    try:
+        key = parse_list_number(number, config.region, prefix=prefix)
+        expires_at = parse_future(expires, now) if expires else None
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if expires_at is not None and expires_at <= now:
+        raise InputError(f"--expires {expires}: that time has already passed")
+    entry = Entry(
+        kind=ListKind(kind),
+        number=key,
+        prefix=prefix,
+        label=label,
+        source=SOURCE_MANUAL,
+        created_at=now,
+        expires_at=expires_at,
+        note=note,
+    )
+
+    async def go() -> tuple[Entry, Entry | None]:
+        async with Store.open(config.db_path) as store:
+            return await store.add(entry)
+
+    stored, previous = _run(go())
+    click.echo(f"added {stored.describe()}")
+    if previous is not None:
+        click.echo(f"  (replaced {previous.describe()})")
+
+
+@list_group.command("remove")
+@click.argument("number")
+@click.option("--prefix", is_flag=True, help="Remove the prefix rule, not the exact number.")
+@common_options
+def list_remove(number: str, prefix: bool, db_path: Path | None, config_path: Path | None) -> None:
+    """Remove NUMBER (or the prefix rule with --prefix) from whichever list holds it."""
+    config = _config(db_path, config_path)
+    try:
+        key = parse_list_number(number, config.region, prefix=prefix)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+    async def go() -> Entry | None:
+        async with Store.open(config.db_path) as store:
+            return await store.remove(key, prefix)
+
+    removed = _run(go())
+    if removed is None:
+        raise InputError(f"{key}{' (prefix)' if prefix else ''} is on no list")
+    click.echo(f"removed {removed.describe()}")
+
+
+@list_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="One JSON list instead of a table.")
+@click.option("--kind", type=click.Choice([k.value for k in ListKind]), help="Only this list.")
+@click.option("--source", help="Only entries from this source (manual, learned, import:NAME).")
+@click.option("--active", is_flag=True, help="Leave out expired entries.")
+@common_options
+def list_show(
+    as_json: bool,
+    kind: str | None,
+    source: str | None,
+    active: bool,
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Show the list entries."""
+    config = _config(db_path, config_path)
+    now = _now()
+
+    async def go() -> list[Entry]:
+        async with Store.open(config.db_path) as store:
+            return await store.entries(
+                kind=ListKind(kind) if kind else None,
+                source=source,
+                active_at=now if active else None,
+            )
+
+    entries = _run(go())
+    if as_json:
+        _print_json([_entry_dict(e) for e in entries])
+        return
+    table = Table("number", "list", "label", "source", "expires", "hits", "last seen")
+    for e in entries:
+        expired = e.expires_at is not None and not e.is_active(now)
+        table.add_row(
+            _safe(e.number + ("…" if e.prefix else "")),
+            e.kind.value,
+            _safe(e.label),
+            _safe(e.source),
+            ("expired " if expired else "")
+            + (e.expires_at.date().isoformat() if e.expires_at else ""),
+            str(e.hits),
+            e.last_seen.isoformat(timespec="seconds") if e.last_seen else "",
+        )
+    Console().print(table)
+    click.echo(f"{len(entries)} entries")
+
+
+@list_group.command("forget")
+@click.argument("number", required=False)
+@common_options
+def list_forget(number: str | None, db_path: Path | None, config_path: Path | None) -> None:
+    """Forget learned entries (all of them, or NUMBER's). Manual entries are kept."""
+    config = _config(db_path, config_path)
+    try:
+        key = parse_list_number(number, config.region, prefix=False) if number else None
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+    async def go() -> int:
+        async with Store.open(config.db_path) as store:
+            return await store.forget_learned(key)
+
+    click.echo(f"forgot {_run(go())} learned entries")
+
+
+@list_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in ListKind]),
+    help="The list for rows that have no kind column.",
+)
+@click.option("--source", "source_name", help="Source name recorded on each entry.")
+@click.option("--skip-bad", is_flag=True, help="Import the good rows even if some are rejected.")
+@click.option("--dry-run", is_flag=True, help="Check the file and report; change nothing.")
+@common_options
+def list_import(
+    file: Path,
+    kind: str | None,
+    source_name: str | None,
+    skip_bad: bool,
+    dry_run: bool,
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Import entries from a CSV FILE with a header row (all or nothing by default)."""
+    config = _config(db_path, config_path)
+    source = f"import:{source_name or ('stdin' if str(file) == '-' else file.name)}"
+    if str(file) != "-" and not file.exists():
+        raise InputError(f"{file}: no such file")
+    try:
+        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+    except OSError as exc:
+        raise InputError(f"{file}: cannot read: {exc.strerror}") from exc
+    with stream:
+        parsed = read_csv(
+            stream,
+            region=config.region,
+            default_kind=ListKind(kind) if kind else None,
+            source=source,
+            now=_now(),
+        )
+    for reject in parsed.rejects[:50]:
+        click.echo(f"{file}:{reject.line}: {reject.reason}: {_safe(reject.text)}", err=True)
+    if len(parsed.rejects) > 50:
+        click.echo(f"... and {len(parsed.rejects) - 50} more rejected rows", err=True)
+    if parsed.rejects and not skip_bad:
+        raise InputError(
+            f"{file}: {len(parsed.rejects)} of {parsed.rows} rows rejected; nothing imported "
+            "(fix them, or use --skip-bad to import the rest)"
+        )
+    if dry_run:
+        click.echo(f"{len(parsed.entries)} rows would be imported; nothing changed (--dry-run)")
+        return
+
+    async def go() -> Any:
+        async with Store.open(config.db_path) as store:
+            total = len(parsed.entries)
+            if total < PROGRESS_MIN_ROWS or not sys.stderr.isatty():
+                return await store.import_entries(parsed.entries)
+            columns = (
+                TextColumn("importing"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("import", total=total)
+                return await store.import_entries(
+                    parsed.entries, on_progress=lambda n: bar.update(task, completed=n)
+                )
+
+    result = _run(go())
+    skipped = f", {len(parsed.rejects)} rejected rows skipped" if parsed.rejects else ""
+    click.echo(
+        f"imported {len(parsed.entries)} entries "
+        f"({result.added} new, {result.replaced} replaced){skipped}"
+    )
+
+
+@list_group.command("export")
+@click.argument(
+    "file", required=False, default="-", type=click.Path(dir_okay=False, allow_dash=True)
+)
+@click.option("--kind", type=click.Choice([k.value for k in ListKind]), help="Only this list.")
+@click.option("--source", help="Only entries from this source.")
+@common_options
+def list_export(
+    file: str, kind: str | None, source: str | None, db_path: Path | None, config_path: Path | None
+) -> None:
+    """Export entries as CSV to FILE (default: standard output)."""
+    config = _config(db_path, config_path)
+
+    async def go(out: TextIO) -> None:
+        async with Store.open(config.db_path) as store:
+            entries = [
+                e
+                async for e in store.iter_entries(
+                    kind=ListKind(kind) if kind else None, source=source
+                )
+            ]
+        write_csv(entries, out)
+
+    if file == "-":
+        _run(go(sys.stdout))
+        return
+    target = Path(file)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            _run(go(out))
+        partial.replace(target)  # never leave a half-written export under the real name
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputError(f"{file}: cannot write: {exc.strerror}") from exc
+
+
+# ---- explaining and history -----------------------------------------------------------------
+
+
+@main.command("check")
+@click.argument("number")
+@click.option("--did", help="The office number that was called (per-DID policy).")
+@click.option("--at", "at", metavar="WHEN", help="Decide as if at this ISO time (hours policy).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@common_options
+def check(
+    number: str,
+    did: str | None,
+    at: str | None,
+    as_json: bool,
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Explain where a call from NUMBER would go, and why, without a call."""
+    config = _config(db_path, config_path)
+    try:
+        now = parse_past(at, _now()) if at else _now()
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+    async def go() -> Any:
+        async with Store.open(config.db_path) as store:
+            return await screen(store, number, config.policy, config.region, now, did)
+
+    result = _run(go())
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    click.echo(f"{_safe(number)} → {result.decision.route.value}  (rule: {result.decision.rule})")
+    for reason in result.decision.reasons:
+        click.echo(f"  - {_safe(reason)}")
+
+
+def _call_dict(call: CallRecord) -> dict[str, Any]:
+    return {
+        "call_id": call.call_id,
+        "received_at": call.received_at.isoformat(),
+        "number": call.raw_number,
+        "name": call.raw_name,
+        "e164": call.e164,
+        "category": call.category,
+        "did": call.did,
+        "route": call.route,
+        "rule": call.rule,
+        "reasons": list(call.reasons),
+        "latency_ms": call.latency_ms,
+        "outcome": call.outcome,
+        "voicemail": call.voicemail,
+        "fallback": call.fallback,
+    }
+
+
+@main.command("calls")
+@click.option("--since", metavar="WHEN", help="Only calls since then: 1h, 2d, or an ISO time.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON list.")
+@common_options
+def calls(
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Show recent screening decisions, newest first."""
+    config = _config(db_path, config_path)
+    try:
+        start = parse_past(since, _now()) if since else None
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+    async def go() -> list[CallRecord]:
+        async with Store.open(config.db_path) as store:
+            return await store.calls(since=start, limit=limit)
+
+    records = _run(go())
+    if as_json:
+        _print_json([_call_dict(c) for c in records])
+        return
+    table = Table("time", "caller", "category", "route", "outcome", "why", "ms")
+    for c in records:
+        table.add_row(
+            c.received_at.astimezone().isoformat(timespec="seconds"),
+            _safe(c.e164 or c.raw_number or "(none)"),
+            c.category,
+            c.route + (" (fallback)" if c.fallback else ""),
+            (c.outcome or "") + (f" vm:{c.voicemail}" if c.voicemail else ""),
+            _safe(c.reasons[-1] if c.reasons else ""),
+            f"{c.latency_ms:.1f}",
+        )
+    Console().print(table)
+    click.echo(f"{len(records)} calls")
+
+
+@main.command("init")
+@common_options
+def init(db_path: Path | None, config_path: Path | None) -> None:
+    """Create (or upgrade) the database and check the configuration."""
+    config = _config(db_path, config_path)
+
+    async def go() -> int:
+        async with Store.open(config.db_path) as store:
+            return await store.count_entries()
+
+    count = _run(go())
+    click.echo(f"database {config.db_path} ready ({count} list entries); config: {config.source}")
+
+
+@main.command("run")
+@common_options
+def run_service(db_path: Path | None, config_path: Path | None) -> None:
+    """Run the screening agent: log in to Asterisk's AMI and route every inbound call.
+
+    The AMI secret comes from SCREENER_AMI_SECRET or SCREENER_AMI_SECRET_FILE (never a flag:
+    flags show in ps). Stops cleanly on SIGINT or SIGTERM.
+    """
+    from screener import service  # the service pulls in the AMI stack; other commands do not
+
+    config = _config(db_path, config_path)
+    configure_logging(config.log_format, config.log_level)
+    _run(service.run(config))

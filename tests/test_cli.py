@@ -1,0 +1,195 @@
+"""The admin CLI through click's runner: happy paths, and every error path's message and code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from screener.cli import main
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "screener.db"
+
+
+def run(
+    db: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> Result:
+    return CliRunner().invoke(
+        main, [*args, "--db", str(db)], input=input, env={"SCREENER_CONFIG": "", **(env or {})}
+    )
+
+
+def check_json(db: Path, number: str, *extra: str) -> dict[str, object]:
+    result = run(db, "check", number, "--json", *extra)
+    assert result.exit_code == 0, result.output
+    value = json.loads(result.stdout)
+    assert isinstance(value, dict)
+    return value
+
+
+def test_check_toll_free_then_blocked(db: Path) -> None:
+    """The telemarketer is challenged on a fresh database, and goes to voicemail once blocked."""
+    first = check_json(db, "0120-121-852")
+    assert first["route"] == "challenge"
+    assert first["e164"] == "+81120121852" and first["category"] == "toll_free"
+    assert first["input"] == "0120-121-852" and isinstance(first["reasons"], list)
+    added = run(db, "list", "add", "0120-121-852", "--block", "--label", "Tele Sales")
+    assert added.exit_code == 0, added.output
+    assert "added block +81120121852 'Tele Sales' (manual)" in added.output
+    assert check_json(db, "0120-121-852")["route"] == "voicemail"
+
+
+def test_check_withheld_has_null_e164(db: Path) -> None:
+    """A withheld caller has e164 null and is challenged."""
+    result = check_json(db, "anonymous")
+    assert (result["e164"], result["category"], result["route"]) == (None, "withheld", "challenge")
+
+
+def test_check_human_output_explains(db: Path) -> None:
+    """Without --json, check prints the route and one line per reason."""
+    run(db, "list", "add", "0120", "--prefix", "--block")
+    result = run(db, "check", "0120-999-999")
+    assert result.exit_code == 0
+    assert "→ voicemail  (rule: prefix-block)" in result.output
+    assert "  - longest prefix rule block prefix +81120 (manual) → voicemail" in result.output
+
+
+def test_prefix_allow_and_remove(db: Path) -> None:
+    """A prefix rule applies to every number under it until removed."""
+    assert run(db, "list", "add", "0120-121", "--prefix", "--allow").exit_code == 0
+    assert check_json(db, "0120-121-852")["route"] == "staff"
+    removed = run(db, "list", "remove", "0120-121", "--prefix")
+    assert removed.exit_code == 0 and "removed allow prefix +81120121" in removed.output
+    assert check_json(db, "0120-121-852")["route"] == "challenge"
+
+
+def test_expired_entry_is_ignored(db: Path) -> None:
+    """An entry past its expiry no longer applies, and the reasons say so."""
+    assert run(db, "list", "add", "03-1234-5678", "--block", "--expires", "2d").exit_code == 0
+    assert check_json(db, "03-1234-5678")["route"] == "voicemail"
+    later = check_json(db, "03-1234-5678", "--at", "2099-01-01")
+    assert later["route"] == "staff"
+    assert any("ignored expired" in r for r in later["reasons"])  # type: ignore[union-attr]
+
+
+def test_list_show_json(db: Path) -> None:
+    """list show --json lists every entry with its fields."""
+    run(db, "list", "add", "090-1234-5678", "--allow", "--label", "山田さん", "--note", "customer")
+    result = run(db, "list", "show", "--json")
+    assert result.exit_code == 0
+    [entry] = json.loads(result.stdout)
+    assert entry["number"] == "+819012345678" and entry["label"] == "山田さん"
+    assert entry["kind"] == "allow" and entry["source"] == "manual" and entry["note"] == "customer"
+
+
+def test_import_export_round_trip(db: Path, tmp_path: Path) -> None:
+    """Exported CSV imports back into a new database unchanged."""
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text(
+        "number,kind,prefix,label\n0120-121-852,block,,Tele Sales\n0120,block,yes,\n"
+        "090-1234-5678,allow,no,Customer\n",
+        encoding="utf-8",
+    )
+    result = run(db, "list", "import", str(csv_in))
+    assert result.exit_code == 0, result.output
+    assert "imported 3 entries (3 new, 0 replaced)" in result.output
+    out = tmp_path / "out.csv"
+    assert run(db, "list", "export", str(out)).exit_code == 0
+    other = tmp_path / "other.db"
+    assert run(other, "list", "import", str(out)).exit_code == 0
+    a = json.loads(run(db, "list", "show", "--json").stdout)
+    b = json.loads(run(other, "list", "show", "--json").stdout)
+    strip = lambda rows: [(r["number"], r["kind"], r["prefix"], r["label"]) for r in rows]  # noqa: E731
+    assert strip(a) == strip(b) and len(a) == 3
+
+
+def test_import_bad_rows_all_or_nothing(db: Path, tmp_path: Path) -> None:
+    """A file with a bad row imports nothing and names the line; --skip-bad imports the rest."""
+    csv_in = tmp_path / "bad.csv"
+    csv_in.write_text("number,kind\n0120-121-852,block\nnot-a-number,block\n", encoding="utf-8")
+    result = run(db, "list", "import", str(csv_in))
+    assert result.exit_code == 2
+    assert f"{csv_in}:3:" in result.output
+    assert "1 of 2 rows rejected; nothing imported" in result.output
+    assert json.loads(run(db, "list", "show", "--json").stdout) == []
+    partial = run(db, "list", "import", str(csv_in), "--skip-bad")
+    assert partial.exit_code == 0 and "1 rejected rows skipped" in partial.output
+    assert len(json.loads(run(db, "list", "show", "--json").stdout)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("list", "add", "not-a-number", "--block"), "'not-a-number' is not a phone number"),
+        (("list", "add", "0120-121-852"), "say which list: --allow or --block"),
+        (("list", "add", "0120-121-852", "--block", "--expires", "soon"), "'soon' is not a time"),
+        (
+            ("list", "add", "0120-121-852", "--block", "--expires", "2000-01-01"),
+            "--expires 2000-01-01: that time has already passed",
+        ),
+        (("list", "remove", "0120-121-852"), "+81120121852 is on no list"),
+        (("list", "import", "/nonexistent/file.csv"), "/nonexistent/file.csv: no such file"),
+        (("calls", "--since", "yesterday-ish"), "'yesterday-ish' is not a time"),
+        (("check", "0120", "--at", "noon"), "'noon' is not a time"),
+    ],
+)
+def test_input_errors(db: Path, args: tuple[str, ...], message: str) -> None:
+    """Bad input: one line on stderr naming the problem, exit code 2, nothing changed."""
+    result = run(db, *args)
+    assert result.exit_code == 2, result.output
+    assert f"screener: error: {message}" in result.output
+    assert "Traceback" not in result.output
+    assert json.loads(run(db, "list", "show", "--json").stdout) == []
+
+
+def test_corrupt_database(tmp_path: Path) -> None:
+    """A file that is not a screener database: exit 4, one line, and the file is untouched."""
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    before = bad.read_bytes()
+    result = run(bad, "check", "0120-121-852")
+    assert result.exit_code == 4
+    assert "screener: error:" in result.output and "Traceback" not in result.output
+    assert bad.read_bytes() == before
+
+
+def test_database_in_missing_directory(tmp_path: Path) -> None:
+    """A database path whose folder does not exist is a clear error, exit 4."""
+    result = run(tmp_path / "no" / "such" / "dir" / "x.db", "list", "show")
+    assert result.exit_code == 4
+    assert "screener: error:" in result.output
+
+
+def test_bad_config(db: Path, tmp_path: Path) -> None:
+    """A bad config key: exit 3 and a message naming the file and key."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[policy]\nallow = 'ring'\n")
+    result = run(db, "check", "0120", "--config", str(config))
+    assert result.exit_code == 3
+    assert f"screener: error: {config}: policy.allow: expected one of" in result.output
+
+
+def test_calls_empty_and_json(db: Path) -> None:
+    """calls on a fresh database lists nothing, as a table or as JSON."""
+    assert json.loads(run(db, "calls", "--json").stdout) == []
+    assert "0 calls" in run(db, "calls").output
+
+
+def test_forget_learned_keeps_manual(db: Path) -> None:
+    """list forget removes learned entries only."""
+    run(db, "list", "add", "0120-121-852", "--block")
+    result = run(db, "list", "forget")
+    assert result.exit_code == 0 and "forgot 0 learned entries" in result.output
+    assert len(json.loads(run(db, "list", "show", "--json").stdout)) == 1
+
+
+def test_caller_data_cannot_drive_the_terminal(db: Path) -> None:
+    """Control characters in labels are shown escaped in tables, never raw."""
+    run(db, "list", "add", "0120-121-852", "--block", "--label", "evil\x1b[2Jlabel")
+    result = run(db, "list", "show")
+    assert "\x1b[2J" not in result.output
