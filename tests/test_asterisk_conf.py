@@ -1,0 +1,525 @@
+"""Static checks of asterisk-conf/, the sandbox carrier and the Docker files.
+
+No Asterisk needed: these parse the files and hold them to docs/architecture.md.
+The end-to-end behaviour is checked against the real sandbox (scripts/sandbox).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "asterisk-conf"
+CARRIER = REPO / "scripts" / "sandbox-carrier"
+
+ROUTES = ("staff", "challenge", "voicemail", "reject")
+CONTRACT_CONTEXTS = (
+    "from-trunk",
+    "screen-staff",
+    "screen-voicemail",
+    "screen-reject",
+    "screen-challenge",
+    "screen-late",
+    "screen-fallback",
+    *(f"route-{r}" for r in ROUTES),
+)
+FORBIDDEN_WRITE = {"originate", "system", "command", "config", "all"}
+
+
+# --------------------------------------------------------------------------
+# A small parser for Asterisk's INI dialect (enough for these files)
+# --------------------------------------------------------------------------
+
+Section = tuple[str, list[tuple[str, str]]]
+
+
+def parse_conf(path: Path) -> list[Section]:
+    """Sections in order, each with its (key, value) lines; `=>` counts as `=`."""
+    sections: list[Section] = []
+    for raw in path.read_text().splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        head = re.fullmatch(r"\[([^\]]+)\](\(.*\))?", line)
+        if head:
+            sections.append((head.group(1), []))
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"{path.name}: not key = value: {raw!r}"
+        assert sections, f"{path.name}: setting before any section: {raw!r}"
+        sections[-1][1].append((key.strip(), value.lstrip(">").strip()))
+    return sections
+
+
+def section(path: Path, name: str, type_: str | None = None) -> dict[str, str]:
+    """The named section as a dict (the one of the given pjsip type, if any)."""
+    for sname, items in parse_conf(path):
+        if sname == name and (type_ is None or dict(items).get("type") == type_):
+            return dict(items)
+    raise KeyError(f"{path.name}: no [{name}] {type_ or ''}")
+
+
+def dialplan(path: Path = CONF / "extensions.conf") -> dict[str, list[str]]:
+    """Context -> its extension lines (the text after `exten =>` / `same =>`)."""
+    out: dict[str, list[str]] = {}
+    for name, items in parse_conf(path):
+        out.setdefault(name, []).extend(v for k, v in items if k in ("exten", "same"))
+    return out
+
+
+def app_calls(line: str) -> list[tuple[str, str]]:
+    """(application, raw argument text) for the application of one dialplan line."""
+    m = re.match(r"(?:[^,]*,)?(?:n|\d+)(?:\([a-z]+\))?,(\w+)\((.*)\)\s*$", line)
+    return [(m.group(1), m.group(2))] if m else []
+
+
+def expansions(text: str) -> list[str]:
+    """Top-level `${...}` and `$[...]` expressions in text, balanced."""
+    found, i = [], 0
+    while i < len(text):
+        if text.startswith(("${", "$["), i):
+            close = "}" if text[i + 1] == "{" else "]"
+            depth, j = 0, i + 1
+            while j < len(text):
+                if text[j] in "{[":
+                    depth += 1
+                elif text[j] in "}]":
+                    depth -= 1
+                    if depth == 0 and text[j] == close:
+                        break
+                j += 1
+            found.append(text[i : j + 1])
+            i = j + 1
+        else:
+            i += 1
+    return found
+
+
+def userevents() -> list[tuple[str, str]]:
+    """(context, UserEvent argument text) for every UserEvent in extensions.conf."""
+    return [
+        (ctx, args)
+        for ctx, lines in dialplan().items()
+        for line in lines
+        for app, args in app_calls(line)
+        if app == "UserEvent"
+    ]
+
+
+# --------------------------------------------------------------------------
+# A minimal YAML reader for docker-compose.yml (block maps, lists, scalars)
+# --------------------------------------------------------------------------
+
+
+def parse_yaml(text: str) -> object:
+    """Parse the block-style subset of YAML that docker-compose.yml uses."""
+    lines = []
+    for raw in text.splitlines():
+        stripped = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if stripped.strip():
+            lines.append((len(stripped) - len(stripped.lstrip()), stripped.strip()))
+
+    def scalar(s: str) -> object:
+        if s[:1] in "\"'" and s[-1:] == s[:1]:
+            return s[1:-1]
+        return None if s in ("", "~", "null") else s
+
+    def block(i: int, indent: int) -> tuple[object, int]:
+        if lines[i][1].startswith("- "):
+            items: list[object] = []
+            while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
+                items.append(scalar(lines[i][1][2:].strip()))
+                i += 1
+            return items, i
+        mapping: dict[str, object] = {}
+        while i < len(lines) and lines[i][0] == indent:
+            key, sep, rest = lines[i][1].partition(":")
+            assert sep, f"not a mapping line: {lines[i][1]!r}"
+            i += 1
+            if rest.strip():
+                mapping[key] = scalar(rest.strip())
+            elif i < len(lines) and lines[i][0] > indent:
+                mapping[key], i = block(i, lines[i][0])
+            else:
+                mapping[key] = None
+        return mapping, i
+
+    value, end = block(0, lines[0][0])
+    assert end == len(lines), f"unparsed YAML from line {end}: {lines[end]}"
+    return value
+
+
+def compose() -> dict[str, object]:
+    data = parse_yaml((REPO / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+# --------------------------------------------------------------------------
+# manager.conf
+# --------------------------------------------------------------------------
+
+
+def test_manager_binds_loopback_with_timestamps() -> None:
+    """AMI listens on 127.0.0.1:5038 only and stamps every event with Asterisk's clock."""
+    general = section(CONF / "manager.conf", "general")
+    assert general["enabled"] == "yes"
+    assert general["bindaddr"] == "127.0.0.1"
+    assert general["port"] == "5038"
+    assert general["timestampevents"] == "yes"
+    assert general.get("webenabled", "no") == "no"
+
+
+def test_manager_users_come_from_the_generated_include() -> None:
+    """manager.conf defines no user itself; it includes the generated manager_users.conf."""
+    text = (CONF / "manager.conf").read_text()
+    assert re.search(r"^#tryinclude manager_users\.conf$", text, re.M)
+    assert [name for name, _ in parse_conf(CONF / "manager.conf")] == ["general"]
+    assert not (CONF / "manager_users.conf").exists()
+
+
+def test_example_screener_user_is_least_privilege() -> None:
+    """The example screener user reads only `user`, writes only `call`, loopback only."""
+    user = section(CONF / "manager_users.conf.example", "screener")
+    assert user["read"] == "user"
+    assert user["write"] == "call"
+    assert user["deny"] == "0.0.0.0/0.0.0.0"
+    assert user["permit"] == "127.0.0.1/255.255.255.255"
+    assert user["secret"] == "CHANGE_ME"
+
+
+def test_no_committed_manager_user_may_originate() -> None:
+    """No AMI user under asterisk-conf/ gets originate, system, command, config or all."""
+    for path in CONF.glob("manager*"):
+        for name, items in parse_conf(path):
+            for key, value in items:
+                if key in ("read", "write"):
+                    rights = {r.strip() for r in value.split(",")}
+                    assert not rights & FORBIDDEN_WRITE, f"{path.name} [{name}] {key} = {value}"
+
+
+# --------------------------------------------------------------------------
+# extensions.conf: the contract
+# --------------------------------------------------------------------------
+
+
+def test_contract_contexts_exist() -> None:
+    """Every context named by docs/architecture.md exists in extensions.conf."""
+    missing = set(CONTRACT_CONTEXTS) - set(dialplan())
+    assert not missing
+
+
+def test_every_goto_target_context_exists() -> None:
+    """Every fixed context in a Goto/GotoIf/Gosub/hangup handler is defined."""
+    plan = dialplan()
+    destinations = []
+    for line in (line for lines in plan.values() for line in lines):
+        for app, args in app_calls(line):
+            if app in ("Goto", "Gosub"):
+                destinations.append(args)
+            elif app == "GotoIf":
+                destinations += args.split("?", 1)[1].split(":")
+            elif "hangup_handler_push)=" in args:
+                destinations.append(args.split(")=", 1)[1])
+    targets = {
+        d.split(",")[0] for d in destinations if d.count(",") == 2 and "$" not in d.split(",")[0]
+    }
+    assert targets, "no Goto found: the parser is broken"
+    assert targets <= set(plan), targets - set(plan)
+    # Computed targets route-${...} must exist for every route name.
+    assert {f"route-{r}" for r in ROUTES} <= set(plan)
+
+
+def test_contract_extensions() -> None:
+    """from-trunk answers `_X.` and `s`; decisions land on `s`; challenge on `_X.`."""
+    plan = dialplan()
+
+    def extens(ctx: str) -> set[str]:
+        return {line.split(",", 1)[0] for line in plan[ctx] if not line.startswith("n,")}
+
+    assert {"_X.", "s"} <= extens("from-trunk")
+    for route in ("staff", "voicemail", "reject"):
+        assert "s" in extens(f"screen-{route}")
+    assert "_X." in extens("screen-challenge")
+    assert "s" in extens("screen-fallback")
+
+
+def test_request_holds_then_falls_back() -> None:
+    """from-trunk sets holding, emits ScreenRequest, rings, waits the hold, then falls back."""
+    for ext in ("_X.", "s"):
+        lines = [line for line in dialplan()["from-trunk"]]
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{ext},1,"))
+        apps = [app_calls(line)[0] for line in lines[start : start + 5]]
+        assert apps == [
+            ("Set", "SCREEN_STATE=holding"),
+            ("UserEvent", "ScreenRequest,Version: 1"),
+            ("Ringing", ""),
+            ("Wait", "${SCREEN_HOLD_SECONDS}"),
+            ("Goto", "screen-fallback,s,1"),
+        ]
+
+
+def test_decision_gates_check_state_first() -> None:
+    """Each screen-<route> gate first sends a non-holding call to screen-late."""
+    for route in ROUTES:
+        first = dialplan()[f"screen-{route}"][0]
+        assert app_calls(first) == [
+            ("GotoIf", '$["${SCREEN_STATE}" != "holding"]?screen-late,s,1')
+        ], first
+
+
+def test_route_bodies_report_screenrouted_first() -> None:
+    """Each route body's first UserEvent is ScreenRouted naming its route and Fallback."""
+    for route in ROUTES:
+        events = [args for ctx, args in userevents() if ctx == f"route-{route}"]
+        assert events, route
+        assert events[0].startswith(f"ScreenRouted,Route: {route},Fallback: "), events[0]
+
+
+def test_outcome_events_are_present() -> None:
+    """The dialplan emits ScreenFallback, ScreenLate, every challenge outcome, ScreenVoicemail."""
+    text = "\n".join(args for _, args in userevents())
+    for needle in (
+        "ScreenFallback,Route: ",
+        "ScreenLate,",
+        "ScreenChallenge,Outcome: pass,Attempts: ",
+        "ScreenChallenge,Outcome: hangup,Attempts: ",
+        "ScreenChallenge,Outcome: ${FILTER(a-z,${SCREEN_OUTCOME})},Attempts: ",
+        "ScreenVoicemail,Status: ",
+    ):
+        assert needle in text, needle
+
+
+def test_userevent_bodies_carry_only_fixed_or_filtered_values() -> None:
+    """Every ${...} in a UserEvent body is FILTER()-wrapped; no raw caller data, no $[...]."""
+    events = userevents()
+    assert len(events) >= 10, "parser found too few UserEvents"
+    for ctx, args in events:
+        for expr in expansions(args):
+            assert expr.startswith("${FILTER("), f"[{ctx}] UserEvent({args}): {expr}"
+        outside = re.sub(r"\$\{FILTER\(.*?\)\}", "", args)
+        assert "$" not in outside, f"[{ctx}] UserEvent({args})"
+
+
+def test_challenge_code_is_sanitized() -> None:
+    """The challenge code taken from the Redirect's extension keeps digits only."""
+    assert "Set(SCREEN_CODE=${FILTER(0-9,${EXTEN})})" in "\n".join(dialplan()["screen-challenge"])
+
+
+def test_globals_have_contract_defaults() -> None:
+    """[globals] sets the hold, fallback, staff, voicemail and challenge defaults."""
+    g = section(CONF / "extensions.conf", "globals")
+    assert g["SCREEN_HOLD_SECONDS"] == "4"
+    assert g["SCREEN_FALLBACK_ROUTE"] == "staff"
+    assert g["STAFF_DIAL"] == "PJSIP/staff1&PJSIP/staff2"
+    assert g["STAFF_RING_SECONDS"] == "20"
+    assert g["VOICEMAIL_BOX"] == "100@office"
+    assert g["CHALLENGE_ATTEMPTS"] == "3"
+    assert g["CHALLENGE_TIMEOUT"] == "8"
+    assert g["CHALLENGE_FAIL_ROUTE"] == "voicemail"
+
+
+def test_voicemail_box_exists() -> None:
+    """The VOICEMAIL_BOX global names a mailbox defined in voicemail.conf."""
+    box, ctx = section(CONF / "extensions.conf", "globals")["VOICEMAIL_BOX"].split("@")
+    assert box in section(CONF / "voicemail.conf", ctx)
+
+
+# Applications built into the Asterisk core (no module to load).
+CORE_APPS = {"Answer", "Goto", "GotoIf", "Hangup", "Ringing", "Set", "Wait", "SayDigits", "NoOp"}
+APP_MODULES = {
+    "Dial": "app_dial.so",
+    "Read": "app_read.so",
+    "Playback": "app_playback.so",
+    "SendDTMF": "app_senddtmf.so",
+    "UserEvent": "app_userevent.so",
+    "Return": "app_stack.so",
+    "Gosub": "app_stack.so",
+    "ExecIf": "app_exec.so",
+    "VoiceMail": "app_voicemail.so",
+    "VoiceMailMain": "app_voicemail.so",
+}
+FUNC_MODULES = {
+    "FILTER": "func_strings.so",
+    "LEN": "func_strings.so",
+    "IF": "func_logic.so",
+    "CHANNEL": "func_channel.so",
+    "RAND": "func_rand.so",
+}
+
+
+@pytest.mark.parametrize("plan_path", [CONF / "extensions.conf", CARRIER / "extensions.conf"])
+def test_modules_conf_loads_what_the_dialplan_uses(plan_path: Path) -> None:
+    """Every application and function in the dialplan is core or loaded by modules.conf."""
+    loaded = {v for k, v in parse_conf(CONF / "modules.conf")[0][1] if k == "load"}
+    assert section(CONF / "modules.conf", "modules")["autoload"] == "no"
+    text = "\n".join(line for lines in dialplan(plan_path).values() for line in lines)
+    apps = {app for line in text.splitlines() for app, _ in app_calls(line)}
+    apps |= set(re.findall(r"\?(\w+)\(", text))  # ExecIf's inner application
+    unknown = apps - CORE_APPS - APP_MODULES.keys()
+    assert not unknown, f"add these to APP_MODULES: {unknown}"
+    needed = {APP_MODULES[a] for a in apps if a in APP_MODULES}
+    needed |= {mod for fn, mod in FUNC_MODULES.items() if f"{fn}(" in text}
+    assert needed <= loaded, needed - loaded
+
+
+# --------------------------------------------------------------------------
+# pjsip.conf, rtp.conf
+# --------------------------------------------------------------------------
+
+
+def test_pjsip_transport_is_loopback() -> None:
+    """SIP binds UDP 127.0.0.1:5060 (the carrier sandbox 127.0.0.1:5062)."""
+    assert section(CONF / "pjsip.conf", "transport-udp", "transport")["bind"] == "127.0.0.1:5060"
+    assert section(CARRIER / "pjsip.conf", "transport-udp", "transport")["bind"] == "127.0.0.1:5062"
+
+
+def test_staff_identified_by_username_before_trunk_ip() -> None:
+    """Staff phones are identified by username before the trunk's IP match."""
+    assert (
+        section(CONF / "pjsip.conf", "global", "global")["endpoint_identifier_order"]
+        == "username,ip"
+    )
+    trunk = section(CONF / "pjsip.conf", "trunk", "endpoint")
+    assert trunk["context"] == "from-trunk"
+    assert trunk["identify_by"] == "ip"
+    assert section(CONF / "pjsip.conf", "trunk", "identify")["endpoint"] == "trunk"
+
+
+def test_staff_endpoints() -> None:
+    """staff1/staff2 use from-staff, RFC 4733 DTMF, digest auth and one contact each."""
+    template = section(CONF / "pjsip.conf", "staff-endpoint")
+    aor_template = section(CONF / "pjsip.conf", "staff-aor")
+    assert template["context"] == "from-staff"
+    assert template["dtmf_mode"] == "rfc4733"
+    assert template["direct_media"] == "no"
+    assert aor_template["max_contacts"] == "1"
+    for name in ("staff1", "staff2"):
+        assert section(CONF / "pjsip.conf", name)["auth"] == f"{name}-auth"
+        example = section(CONF / "pjsip_auth.conf.example", f"{name}-auth")
+        assert example["username"] == name
+        assert example["password"] == "CHANGE_ME"
+    assert "#tryinclude pjsip_auth.conf" in (CONF / "pjsip.conf").read_text()
+
+
+def test_rtp_binds_to_media_address_on_every_endpoint() -> None:
+    """Every endpoint keeps RTP on 127.0.0.1 and never sends media directly."""
+    for path in (CONF / "pjsip.conf", CARRIER / "pjsip.conf"):
+        for name, items in parse_conf(path):
+            d = dict(items)
+            if d.get("type") == "endpoint":
+                assert d.get("bind_rtp_to_media_address") == "yes", f"{path.name} [{name}]"
+                assert d.get("media_address") == "127.0.0.1", f"{path.name} [{name}]"
+                assert d.get("direct_media") == "no", f"{path.name} [{name}]"
+    pbx = section(CONF / "rtp.conf", "general")
+    carrier = section(CARRIER / "rtp.conf", "general")
+    assert int(pbx["rtpend"]) < int(carrier["rtpstart"])
+
+
+def test_carrier_ami_is_loopback_on_its_own_port() -> None:
+    """The sandbox carrier's AMI listens on 127.0.0.1:5039."""
+    general = section(CARRIER / "manager.conf", "general")
+    assert (general["bindaddr"], general["port"]) == ("127.0.0.1", "5039")
+
+
+# --------------------------------------------------------------------------
+# scripts/sandbox
+# --------------------------------------------------------------------------
+
+
+def test_sandbox_script_uses_only_the_standard_library() -> None:
+    """scripts/sandbox imports nothing outside the standard library."""
+    tree = ast.parse((REPO / "scripts" / "sandbox").read_text())
+    names = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    }
+    assert names - {"__future__"} <= sys.stdlib_module_names
+
+
+def test_no_mirror_host_is_hard_coded() -> None:
+    """No package mirror host name appears in the sandbox, Docker or Asterisk files."""
+    files = [REPO / "scripts" / "sandbox", REPO / "docker-compose.yml", *REPO.glob("docker/*")]
+    files += [*CONF.iterdir(), *CARRIER.iterdir()]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"[a-z0-9-]+\.debian\.(org|net)|pypi\.org|pythonhosted", text), path
+
+
+# --------------------------------------------------------------------------
+# docker-compose.yml
+# --------------------------------------------------------------------------
+
+
+def test_compose_parses_with_the_two_services() -> None:
+    """docker-compose.yml parses and defines the asterisk and screener services."""
+    data = compose()
+    services = data["services"]
+    assert isinstance(services, dict)
+    assert set(services) == {"asterisk", "screener"}
+    try:
+        import yaml  # optional cross-check: PyYAML is not a project dependency
+    except ImportError:
+        return
+    assert yaml.safe_load((REPO / "docker-compose.yml").read_text()) == data
+
+
+def test_compose_keeps_ami_on_loopback() -> None:
+    """Both services use the host network and publish no ports, so AMI stays on 127.0.0.1."""
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    for name, svc in services.items():
+        assert svc["network_mode"] == "host", name
+        assert "ports" not in svc, name
+    env = services["screener"]["environment"]
+    manager = section(CONF / "manager.conf", "general")
+    assert env["SCREENER_AMI_HOST"] == manager["bindaddr"]
+    assert env["SCREENER_AMI_PORT"] == manager["port"]
+    assert env["SCREENER_AMI_USER"] == "screener"
+
+
+def test_compose_mounts_match_the_images() -> None:
+    """asterisk-conf is mounted read-only where the entrypoint reads it; the DB is on a volume."""
+    data = compose()
+    services = data["services"]
+    assert isinstance(services, dict)
+    ast_vols = services["asterisk"]["volumes"]
+    conf_mount = next(v for v in ast_vols if v.startswith("./asterisk-conf:"))
+    source, target, mode = conf_mount.split(":")
+    assert (REPO / source).resolve() == CONF
+    assert mode == "ro"
+    entrypoint = (REPO / "docker" / "asterisk-entrypoint.sh").read_text()
+    assert f"CONF_SRC=${{SCREENER_ASTERISK_CONF:-{target}}}" in entrypoint
+    assert "docker/asterisk-entrypoint.sh" in (REPO / "docker" / "asterisk.Dockerfile").read_text()
+    db_volume, db_target = services["screener"]["volumes"][0].split(":")
+    assert db_target == "/var/lib/screener"
+    assert db_volume in data["volumes"]
+    assert services["screener"]["environment"]["SCREENER_DB"].startswith("/var/lib/screener/")
+    for svc, dockerfile in (("asterisk", "asterisk"), ("screener", "screener")):
+        build = services[svc]["build"]
+        assert build["dockerfile"] == f"docker/{dockerfile}.Dockerfile"
+        assert (REPO / build["dockerfile"]).is_file()
+
+
+def test_entrypoint_writes_the_least_privilege_screener_user() -> None:
+    """The Docker entrypoint generates the same screener rights as the committed example."""
+    text = (REPO / "docker" / "asterisk-entrypoint.sh").read_text()
+    block = text.split("[screener]", 1)[1].split("EOT", 1)[0]
+    rights = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition("=") for line in block.splitlines())
+        if _
+    )
+    assert (rights["read"], rights["write"]) == ("user", "call")
+    assert rights["permit"] == "127.0.0.1/255.255.255.255"
