@@ -1,0 +1,490 @@
+"""The live agent: ``screener run``.
+
+One ``run(config)`` owns everything it starts (uvicorn's shape): it opens the store, logs in to
+AMI, then consumes the AMI event queue until SIGINT/SIGTERM. For each ``ScreenRequest`` the
+dialplan raises it normalizes the caller, looks it up, decides, records the decision and
+Redirects the channel; outcomes (challenge results, voicemail left, fallbacks) are written back
+to the call's record.
+
+Two database connections: lookups run on a reader so that a writer stuck behind another
+process's lock (a long ``list import``) never delays a routing decision. The call record is
+committed *before* the Redirect when the writer answers within ``RECORD_BUDGET`` (so a crash
+never loses a decision that was acted on), and after it otherwise (so a locked database never
+costs a call its route).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from screener.ami import AMIClient, AMISettings, Event
+from screener.config import Config
+from screener.errors import AMIError, ConfigError, StoreError
+from screener.numbers import Caller, normalize
+from screener.policy import Outcome, Route, challenge_code, learn
+from screener.screening import Screening, screen
+from screener.store import CallRecord, Store
+
+log = structlog.get_logger("screener.service")
+
+# The dialplan's events the service listens to (docs/architecture.md).
+REQUEST = "ScreenRequest"
+EVENTS = ("UserEvent",)
+USER_EVENTS = {
+    "screenrequest",
+    "screenchallenge",
+    "screenvoicemail",
+    "screenfallback",
+    "screenlate",
+}
+
+# How long a routing decision may wait for its call record to be committed first.
+RECORD_BUDGET = 0.25
+# Calls remembered in memory to match later outcome events without a database read.
+RECENT_CALLS = 20000
+SHUTDOWN_GRACE = 5.0
+
+
+@dataclass
+class Stats:
+    """Counters for the periodic status line and for tests."""
+
+    requests: int = 0
+    routed: int = 0
+    late: int = 0
+    failed: int = 0
+    outcomes: int = 0
+    fallbacks: int = 0
+    record_errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A screening request as read from a ScreenRequest event's channel snapshot."""
+
+    call_id: str
+    number: str
+    name: str
+    did: str | None
+    asterisk_time: float | None
+    received_at: float
+    suspicious: frozenset[str]
+
+    @classmethod
+    def from_event(cls, event: Event) -> Request | None:
+        """Read the request; None if the event has no Uniqueid to route by."""
+        call_id = event.get("Uniqueid")
+        if not call_id:
+            return None
+        stamp = event.get("Timestamp")
+        try:
+            asterisk_time = float(stamp) if stamp else None
+        except ValueError:
+            asterisk_time = None
+        exten = event.get("Exten") or ""
+        return cls(
+            call_id=call_id,
+            number=event.get("CallerIDNum") or "",
+            name=event.get("CallerIDName") or "",
+            did=exten if exten not in ("", "s") else None,
+            asterisk_time=asterisk_time,
+            received_at=event.received_at,
+            suspicious=event.duplicated,
+        )
+
+
+def ami_settings(config: Config) -> AMISettings:
+    """The adapter's settings from the validated config (a secret is required here)."""
+    ami = config.ami
+    if not ami.secret:
+        raise ConfigError(
+            "no AMI secret: set SCREENER_AMI_SECRET or SCREENER_AMI_SECRET_FILE, "
+            "or ami.secret_file in the config file"
+        )
+    return AMISettings(
+        host=ami.host,
+        port=ami.port,
+        username=ami.username,
+        secret=ami.secret,
+        ssl=ami.tls,
+        ca_file=str(ami.tls_ca_file) if ami.tls_ca_file else None,
+        connect_timeout=ami.connect_timeout,
+        action_timeout=ami.action_timeout,
+        ping_interval=ami.ping_interval,
+        ping_timeout=ami.ping_timeout,
+        events="user",
+    )
+
+
+def redirect_target(screening: Screening, code: str | None) -> tuple[str, str]:
+    """The dialplan context and extension for a decision (docs/architecture.md)."""
+    route = screening.decision.route
+    if route is Route.CHALLENGE:
+        assert code is not None
+        return "screen-challenge", code
+    if route is Route.REJECT and screening.decision.announcement:
+        return "screen-reject", screening.decision.announcement
+    return f"screen-{route.value}", "s"
+
+
+class Screener:
+    """The per-process state of the live agent; ``run()`` builds one and drives it."""
+
+    def __init__(
+        self,
+        config: Config,
+        reader: Store,
+        writer: Store,
+        ami: AMIClient,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.reader = reader
+        self.writer = writer
+        self.ami = ami
+        self.clock = clock
+        self.stats = Stats()
+        self.recent: OrderedDict[str, Caller] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._write_lock = asyncio.Lock()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Consume AMI events until ``stop`` is set; then let in-flight calls finish."""
+        async with asyncio.TaskGroup() as group:
+            stopper = group.create_task(stop.wait())
+            while not stop.is_set():
+                getter = group.create_task(self.ami.events.get())
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                self.dispatch(group, getter.result())
+            await self._drain()
+
+    async def _drain(self) -> None:
+        pending = [t for t in self._tasks if not t.done()]
+        if not pending:
+            return
+        log.info("waiting for calls in flight", calls=len(pending), grace_s=SHUTDOWN_GRACE)
+        _, still = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+        for task in still:
+            task.cancel()
+        if still:
+            log.warning("cancelled calls in flight at shutdown", calls=len(still))
+
+    def dispatch(self, group: asyncio.TaskGroup, event: Event) -> None:
+        """Start the handler for one event in the task group (never raises)."""
+        name = (event.get("UserEvent") or "").lower()
+        handler: Callable[[Event], Awaitable[None]] | None = {
+            "screenrequest": self.on_request,
+            "screenchallenge": self.on_challenge,
+            "screenvoicemail": self.on_voicemail,
+            "screenfallback": self.on_fallback,
+            "screenlate": self.on_late,
+        }.get(name)
+        if handler is None:
+            return
+        task = group.create_task(self._guard(handler, event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, handler: Callable[[Event], Awaitable[None]], event: Event) -> None:
+        # One call's failure must never take the service (and every other call) down with it.
+        try:
+            await handler(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.failed += 1
+            log.exception(
+                "event handler failed", event=event.get("UserEvent"), call_id=event.get("Uniqueid")
+            )
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def on_request(self, event: Event) -> None:
+        """Screen one call and route it, unless the dialplan's fallback has already won."""
+        request = Request.from_event(event)
+        if request is None:
+            log.warning("screen request without Uniqueid ignored")
+            return
+        self.stats.requests += 1
+        started = time.perf_counter()
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        with structlog.contextvars.bound_contextvars(call_id=request.call_id):
+            screening = await screen(
+                self.reader,
+                request.number,
+                self.config.policy,
+                self.config.region,
+                now,
+                request.did,
+            )
+            decision = screening.decision
+            code = (
+                challenge_code(self.config.policy.challenge_digits)
+                if decision.route is Route.CHALLENGE
+                else None
+            )
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            self._remember(request.call_id, screening.caller)
+            reasons = decision.reasons
+            if request.suspicious:
+                reasons = (
+                    *reasons,
+                    f"duplicated AMI headers ignored: {sorted(request.suspicious)}",
+                )
+            record = CallRecord(
+                call_id=request.call_id,
+                received_at=now,
+                raw_number=request.number,
+                raw_name=request.name,
+                e164=screening.caller.e164,
+                category=screening.caller.category.value,
+                did=screening.did,
+                route=decision.route.value,
+                rule=decision.rule,
+                reasons=reasons,
+                latency_ms=latency_ms,
+            )
+            if self._too_late(request):
+                self.stats.late += 1
+                await self._write(
+                    self.writer.record_call(
+                        _replace(
+                            record,
+                            fallback=True,
+                            reasons=(*reasons, "decided too late: the dialplan fallback ran"),
+                        )
+                    )
+                )
+                log.warning(
+                    "decision too late; fallback keeps the call", route=decision.route.value
+                )
+                return
+            write = asyncio.ensure_future(self._write(self.writer.record_call(record)))
+            self._tasks.add(write)
+            write.add_done_callback(self._tasks.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(write), RECORD_BUDGET)
+            context, exten = redirect_target(screening, code)
+            try:
+                await self.ami.redirect(request.call_id, context, exten)
+            except AMIError as exc:
+                # The call is not lost: the dialplan's fallback takes it when the hold ends.
+                self.stats.failed += 1
+                log.warning(
+                    "redirect failed; the dialplan fallback will take the call",
+                    error=str(exc),
+                    route=decision.route.value,
+                )
+                return
+            total_ms = (time.perf_counter() - started) * 1000.0
+            self.stats.routed += 1
+            self.stats.latencies_ms.append(total_ms)
+            if decision.entry is not None and decision.entry.id is not None:
+                entry_id = decision.entry.id
+                hit = asyncio.ensure_future(self._write(self.writer.record_hit(entry_id, now)))
+                self._tasks.add(hit)
+                hit.add_done_callback(self._tasks.discard)
+            log.info(
+                "call screened",
+                caller=screening.caller.display,
+                name=request.name,
+                category=screening.caller.category.value,
+                did=screening.did,
+                route=decision.route.value,
+                rule=decision.rule,
+                reasons=list(reasons),
+                decision_ms=round(latency_ms, 3),
+                redirect_ms=round(total_ms, 3),
+            )
+
+    def _too_late(self, request: Request) -> bool:
+        start = request.asterisk_time if request.asterisk_time is not None else request.received_at
+        deadline = start + self.config.hold_seconds - self.config.late_margin
+        return self.clock() > deadline
+
+    def _remember(self, call_id: str, caller: Caller) -> None:
+        self.recent[call_id] = caller
+        self.recent.move_to_end(call_id)
+        while len(self.recent) > RECENT_CALLS:
+            self.recent.popitem(last=False)
+
+    async def _write(self, operation: Awaitable[Any]) -> None:
+        """Run a database write; a failure (disk full, locked) is logged, never raised."""
+        try:
+            await operation
+        except StoreError as exc:
+            self.stats.record_errors += 1
+            log.error("could not write to the database; the call is still routed", error=str(exc))
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    async def on_challenge(self, event: Event) -> None:
+        """Store a challenge outcome on the call and learn from it."""
+        call_id = event.get("Uniqueid") or ""
+        raw = (event.get("Outcome") or "").strip().lower()
+        try:
+            outcome = Outcome(raw)
+        except ValueError:
+            log.warning("unknown challenge outcome ignored", call_id=call_id, outcome=raw[:40])
+            return
+        self.stats.outcomes += 1
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        caller = self.recent.get(call_id) or await self._caller_from_log(call_id)
+        await self._write(self.writer.set_outcome(call_id, outcome.value, now))
+        learned_entry = None
+        if caller is not None and caller.e164 is not None:
+            policy = self.config.policy
+            since = now - dt.timedelta(days=policy.fail_window_days)
+            failures = await self.reader.recent_failures(caller.e164, since)
+            if outcome in (Outcome.FAIL, Outcome.TIMEOUT):
+                failures = max(0, failures - 1)  # this call's outcome is already counted
+            existing = next(
+                (
+                    e
+                    for e in await self.reader.lookup(caller.e164)
+                    if not e.prefix and e.number == caller.e164
+                ),
+                None,
+            )
+            learned_entry = learn(caller, outcome, existing, failures, policy, now)
+            if learned_entry is not None:
+                stored = await self.writer.learn(learned_entry, now)
+                if not stored:
+                    learned_entry = None
+        log.info(
+            "challenge outcome",
+            call_id=call_id,
+            outcome=outcome.value,
+            caller=caller.display if caller else None,
+            learned=learned_entry.describe() if learned_entry else None,
+        )
+
+    async def _caller_from_log(self, call_id: str) -> Caller | None:
+        record = await self.reader.get_call(call_id)
+        if record is None:
+            return None
+        return normalize(record.raw_number, self.config.region)
+
+    async def on_voicemail(self, event: Event) -> None:
+        """Note on the call's record that the caller reached voicemail (and whether it left one)."""
+        call_id = event.get("Uniqueid") or ""
+        status = (event.get("Status") or "").strip()[:40]
+        await self._write(self.writer.set_voicemail(call_id, status))
+        log.info("voicemail", call_id=call_id, status=status)
+
+    async def on_fallback(self, event: Event) -> None:
+        """The dialplan gave up waiting: make sure the call log says so."""
+        self.stats.fallbacks += 1
+        await self._record_fallback(event, "no decision within the hold time: dialplan fallback")
+
+    async def on_late(self, event: Event) -> None:
+        """A Redirect arrived after the fallback began; the dialplan ignored it."""
+        await self._record_fallback(event, "decision arrived after the fallback began: ignored")
+
+    async def _record_fallback(self, event: Event, why: str) -> None:
+        request = Request.from_event(event)
+        if request is None:
+            return
+        route = (event.get("Route") or "staff").strip().lower()[:20]
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        caller = normalize(request.number, self.config.region)
+        await self._write(
+            self.writer.record_fallback(
+                CallRecord(
+                    call_id=request.call_id,
+                    received_at=now,
+                    raw_number=request.number,
+                    raw_name=request.name,
+                    e164=caller.e164,
+                    category=caller.category.value,
+                    did=request.did,
+                    route=route,
+                    rule="fallback",
+                    reasons=(why,),
+                    latency_ms=0.0,
+                    fallback=True,
+                )
+            )
+        )
+        log.warning(
+            "call took the dialplan fallback", call_id=request.call_id, route=route, why=why
+        )
+
+
+def _replace(record: CallRecord, **changes: Any) -> CallRecord:
+    import dataclasses
+
+    return dataclasses.replace(record, **changes)
+
+
+async def run(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[Screener], None] | None = None,
+) -> Stats:
+    """Run the agent until SIGINT/SIGTERM (or ``stop``); returns the final counters."""
+    settings = ami_settings(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        # The reader is opened first and must succeed: a service that cannot read its lists
+        # must not start (the dialplan's fallback covers calls meanwhile).
+        async with (
+            Store.open(config.db_path) as writer,
+            Store.open(config.db_path, readonly=True) as reader,
+            AMIClient(settings, event_names=EVENTS) as ami,
+        ):
+            log.info(
+                "screener running",
+                ami=settings.address,
+                database=str(config.db_path),
+                entries=await reader.count_entries(),
+                hold_s=config.hold_seconds,
+            )
+            screener = Screener(config, reader, writer, ami)
+            if ready is not None:
+                ready(screener)
+            failed = asyncio.ensure_future(ami.wait_failed())
+            serving = asyncio.ensure_future(screener.serve(stop))
+            done, _ = await asyncio.wait({failed, serving}, return_when=asyncio.FIRST_COMPLETED)
+            if failed in done:
+                stop.set()
+                await serving
+                failed.result()  # re-raises the AMI failure (for example a changed secret)
+            else:
+                failed.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await failed
+                serving.result()
+            log.info(
+                "screener stopped",
+                requests=screener.stats.requests,
+                routed=screener.stats.routed,
+                late=screener.stats.late,
+            )
+            return screener.stats
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
