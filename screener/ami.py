@@ -560,8 +560,12 @@ class AMIClient:
     async def _send_on(
         self, protocol: _Protocol, headers: Mapping[str, str], seconds: float
     ) -> Response:
-        action = Action(dict(headers))  # inside the running loop: see the module docstring
         name = headers["Action"]
+        # panoramisk would hold an async Originate's future open until its OriginateResponse
+        # event, which comes only when the call is answered: the response is what we want.
+        single = name.lower() == "originate" and headers.get("Async", "").lower() == "true"
+        # inside the running loop: see the module docstring
+        action = Action(dict(headers), as_list=False if single else None)
         future = protocol.send(action)
         try:
             async with asyncio.timeout(seconds):

@@ -1,0 +1,279 @@
+"""Place calls through a real Asterisk and watch where they go.
+
+Used by the demo, the end-to-end tests and the benchmark, never by the service: it logs in as
+the sandbox's test-only AMI user, which may ``Originate`` (the screener's own user never can).
+Two ways in:
+
+- ``call_local``: ``Originate Local/<DID>@from-trunk``; the ``;2`` half runs the inbound
+  dialplan with the caller ID we set, and we choose its Uniqueid (``OtherChannelId``) so every
+  event of the call can be matched to it.
+- ``call_sip``: the sandbox carrier (a second Asterisk) dials the PBX over real SIP with the
+  caller ID in the From header; its ``caller`` context can key in DTMF with ``SendDTMF``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from screener.ami import AMIClient, AMISettings, Event
+from screener.errors import AMIError
+
+WATCHED = ("UserEvent", "Newexten", "Hangup", "OriginateResponse", "DialBegin")
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """What ``scripts/sandbox up`` prints."""
+
+    raw: dict[str, Any]
+
+    @property
+    def pbx(self) -> AMISettings:
+        """The PBX's test-only AMI user."""
+        r = self.raw
+        return AMISettings(
+            host=r["ami_host"],
+            port=int(r["ami_port"]),
+            username=r["test_user"],
+            secret=r["test_secret"],
+            events="call,user,dialplan",
+        )
+
+    @property
+    def carrier(self) -> AMISettings | None:
+        """The carrier's test AMI user, when the carrier runs."""
+        c = self.raw.get("carrier")
+        if not c:
+            return None
+        return AMISettings(
+            host=c["ami_host"],
+            port=int(c["ami_port"]),
+            username=c["test_user"],
+            secret=c["test_secret"],
+            events="call,user,dialplan",
+        )
+
+    def screener_env(self) -> dict[str, str]:
+        """The environment ``screener run`` needs to reach this sandbox."""
+        r = self.raw
+        return {
+            "SCREENER_AMI_HOST": r["ami_host"],
+            "SCREENER_AMI_PORT": str(r["ami_port"]),
+            "SCREENER_AMI_USER": r["screener_user"],
+            "SCREENER_AMI_SECRET": r["screener_secret"],
+        }
+
+
+@dataclass
+class Watcher:
+    """Collects events from one AMI connection and lets callers wait for a match."""
+
+    ami: AMIClient
+    events: list[Event] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin collecting (in a task this object owns)."""
+        self._task = asyncio.create_task(self._collect())
+
+    async def stop(self) -> None:
+        """Stop collecting."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _collect(self) -> None:
+        while True:
+            event = await self.ami.events.get()
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+
+    async def wait_for(self, match: Callable[[Event], bool], within: float = 10.0) -> Event:
+        """The first event (already seen or yet to come) that matches; TimeoutError if none."""
+
+        def found() -> Event | None:
+            return next((e for e in self.events if match(e)), None)
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: found() is not None), within)
+            event = found()
+            assert event is not None
+            return event
+
+    def matching(self, match: Callable[[Event], bool]) -> list[Event]:
+        """Every event seen so far that matches."""
+        return [e for e in self.events if match(e)]
+
+
+def user_event(name: str, call_id: str | None = None, **headers: str) -> Callable[[Event], bool]:
+    """A matcher for ``UserEvent(name)`` of one call (by Uniqueid) with the given headers."""
+    lowered = name.lower()
+
+    def match(event: Event) -> bool:
+        if event.name.lower() != "userevent":
+            return False
+        if (event.get("UserEvent") or "").lower() != lowered:
+            return False
+        if call_id is not None and event.get("Uniqueid") != call_id:
+            return False
+        return all((event.get(k) or "").lower() == v.lower() for k, v in headers.items())
+
+    return match
+
+
+def new_call_id(half: str = "b") -> str:
+    """A Uniqueid for a test call that cannot collide with Asterisk's own.
+
+    All have the same length: Asterisk refuses a Uniqueid that is a prefix of one in use.
+    """
+    return f"probe-{uuid.uuid4().hex[:16]}-{half}"
+
+
+@dataclass
+class Call:
+    """One test call: the Uniqueid of the PBX channel that runs ``[from-trunk]``."""
+
+    call_id: str
+    number: str
+    did: str
+    started: float
+
+
+class Probe:
+    """Originates calls on the sandbox PBX (and carrier) and reports where they went."""
+
+    def __init__(self, pbx: AMIClient, carrier: AMIClient | None = None) -> None:
+        self.pbx = Watcher(pbx)
+        self.carrier = Watcher(carrier) if carrier is not None else None
+        self._carrier_ids: dict[str, str] = {}
+        self.calls: list[Call] = []
+
+    async def __aenter__(self) -> Probe:
+        self.pbx.start()
+        if self.carrier is not None:
+            self.carrier.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pbx.stop()
+        if self.carrier is not None:
+            await self.carrier.stop()
+
+    async def call_local(
+        self, number: str, *, did: str = "0312345678", name: str = "", hold: int = 60
+    ) -> Call:
+        """An inbound call through a Local channel; returns once Asterisk accepted it."""
+        call_id = new_call_id()
+        caller_id = f'"{name}" <{number}>' if name else f"<{number}>"
+        response = await self.pbx.ami.send(
+            {
+                "Action": "Originate",
+                "Channel": f"Local/{did}@from-trunk",
+                "CallerID": caller_id,
+                "Application": "Wait",
+                "Data": str(hold),
+                "Async": "true",
+                "ChannelId": call_id[:-1] + "a",
+                "OtherChannelId": call_id,
+                "Timeout": "30000",
+            },
+            timeout=5,
+        )
+        if not response.success:
+            raise RuntimeError(f"Originate refused: {response.message}")
+        call = Call(call_id, number, did, time.monotonic())
+        self.calls.append(call)
+        return call
+
+    async def call_sip(
+        self,
+        number: str,
+        *,
+        did: str = "0312345678",
+        name: str = "",
+        dtmf: str = "",
+        dtmf_delay: float = 4.0,
+        hold: int = 20,
+        within: float = 10.0,
+    ) -> Call:
+        """An inbound call over real SIP from the carrier; ``dtmf="wait"`` keys in the code
+        the screener picked (see ``send_code``). Returns once the PBX asked the screener."""
+        assert self.carrier is not None, "the sandbox runs without a carrier"
+        carrier_id = new_call_id("c")
+        caller_id = f'"{name}" <{number}>' if name else f"<{number}>"
+        variables = [f"DTMF={dtmf}", f"DTMF_DELAY={dtmf_delay:g}", f"HOLD={hold}"]
+        response = await self.carrier.ami.send(
+            {
+                "Action": "Originate",
+                "Channel": f"PJSIP/{did}@pbx",
+                "CallerID": caller_id,
+                "Context": "caller",
+                "Exten": "s",
+                "Priority": "1",
+                "Async": "true",
+                "ChannelId": carrier_id,
+                "Timeout": "30000",
+                "Variable": ",".join(variables),
+            },
+            timeout=5,
+        )
+        if not response.success:
+            raise RuntimeError(f"Originate refused: {response.message}")
+        request = await self.pbx.wait_for(
+            lambda e: user_event("ScreenRequest")(e) and e.get("CallerIDNum") == number,
+            within,
+        )
+        call = Call(request.get("Uniqueid") or "", number, did, time.monotonic())
+        self._carrier_ids[call.call_id] = carrier_id
+        self.calls.append(call)
+        return call
+
+    async def challenge_code(self, call: Call, within: float = 10.0) -> str:
+        """The code the screener sent this call to key in (seen as the Redirect target)."""
+        event = await self.pbx.wait_for(
+            lambda e: (
+                e.name.lower() == "newexten"
+                and e.get("Uniqueid") == call.call_id
+                and e.get("Context") == "screen-challenge"
+            ),
+            within,
+        )
+        return event.get("Exten") or ""
+
+    async def send_code(self, call: Call, code: str) -> None:
+        """Tell the carrier's caller (``dtmf="wait"``) which digits to key in."""
+        assert self.carrier is not None
+        carrier_id = self._carrier_ids[call.call_id]
+        await self.carrier.ami.send(
+            {"Action": "Setvar", "Channel": carrier_id, "Variable": "CODE", "Value": code},
+            timeout=5,
+        )
+
+    async def routed(self, call: Call, within: float = 10.0) -> tuple[str, bool]:
+        """The first route the call took (``ScreenRouted``) and whether it was the fallback."""
+        event = await self.pbx.wait_for(user_event("ScreenRouted", call.call_id), within)
+        return (event.get("Route") or "").lower(), (event.get("Fallback") or "").lower() == "yes"
+
+    async def hangup(self, call: Call) -> None:
+        """Hang the call up (whichever half still exists)."""
+        targets = [(self.pbx.ami, call.call_id)]
+        carrier_id = self._carrier_ids.get(call.call_id)
+        if carrier_id is not None and self.carrier is not None:
+            targets.append((self.carrier.ami, carrier_id))
+        for ami, channel in targets:
+            # The call may already be gone ("No such channel"): that is fine.
+            with contextlib.suppress(AMIError):
+                await ami.send({"Action": "Hangup", "Channel": channel}, timeout=5)
+
+    async def hangup_all(self) -> None:
+        """Hang up every call this probe placed."""
+        for call in self.calls:
+            await self.hangup(call)

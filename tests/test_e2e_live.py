@@ -1,0 +1,121 @@
+"""The live agent end to end: the real ``screener run`` against a real Asterisk 22.
+
+Calls enter ``[from-trunk]`` (through Local channels, and over real SIP from a second Asterisk
+acting as the carrier) and are followed through the ``ScreenRouted`` events and the call log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from screener.ami import AMIClient, AMISettings
+from screener.errors import AMIActionError
+from screener.probe import Probe, SandboxInfo, user_event
+from tests.conftest import ScreenerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+CUSTOMER = "09011112222"
+TELEMARKETER = "0120-121-852"
+
+CASES = [
+    # caller-ID number as the carrier sends it, route, category
+    (CUSTOMER, "staff", "mobile"),  # allow-listed
+    ("0120121852", "voicemail", "toll_free"),  # blocked telemarketer
+    ("anonymous", "challenge", "withheld"),
+    ("08001234567", "challenge", "toll_free"),  # unknown 0800
+    ("09087654321", "staff", "mobile"),
+    ("0312345678", "staff", "fixed_line"),
+    ("0570000123", "challenge", "shared_cost"),
+    ("+12125550100", "challenge", "international"),
+    ("0990123456", "voicemail", "premium_rate"),  # prefix rule: block +81990
+]
+
+
+async def test_calls_reach_the_route_their_caller_deserves(
+    screener: ScreenerProcess, probe: Probe
+) -> None:
+    """Every category and list entry routes as the policy says, not via the fallback."""
+    assert screener.cli("list", "add", CUSTOMER, "--allow", "--label", "Customer").returncode == 0
+    assert screener.cli("list", "add", TELEMARKETER, "--block").returncode == 0
+    assert screener.cli("list", "add", "0990", "--prefix", "--block").returncode == 0
+    screener.start()
+
+    calls = [await probe.call_local(number, name="Caller") for number, _, _ in CASES]
+    routes = await asyncio.gather(*(probe.routed(call, within=10) for call in calls))
+    assert [r for r in routes] == [(route, False) for _, route, _ in CASES]
+
+    log = json.loads(screener.cli("calls", "--json", "--limit", "50").stdout)
+    by_id = {row["call_id"]: row for row in log}
+    for call, (number, route, category) in zip(calls, CASES, strict=True):
+        row = by_id[call.call_id]
+        assert (row["number"], row["route"], row["category"]) == (number, route, category)
+        assert row["fallback"] is False and row["reasons"]
+    screened = [line for line in screener.wait_all("call screened", len(CASES))]
+    assert {line["call_id"] for line in screened} == {c.call_id for c in calls}
+    assert all(line["decision_ms"] < 1000 for line in screened)
+
+
+async def test_fallback_rings_staff_when_the_screener_is_down(
+    screener: ScreenerProcess, probe: Probe, sandbox: SandboxInfo
+) -> None:
+    """With no screener, the call takes the fallback (staff) when the 4 s hold ends."""
+    call = await probe.call_local(TELEMARKETER.replace("-", ""))
+    request = await probe.pbx.wait_for(user_event("ScreenRequest", call.call_id), 10)
+    fallback = await probe.pbx.wait_for(user_event("ScreenFallback", call.call_id), 10)
+    held = float(fallback.get("Timestamp") or 0) - float(request.get("Timestamp") or 0)
+    assert 3.5 <= held <= 5.0
+    assert await probe.routed(call) == ("staff", True)
+
+
+async def test_late_redirect_does_no_harm(probe: Probe, sandbox: SandboxInfo) -> None:
+    """A Redirect arriving after the fallback began is refused by the dialplan's gate."""
+    call = await probe.call_local("0120121852")
+    await probe.pbx.wait_for(user_event("ScreenFallback", call.call_id), 10)
+    settings = AMISettings(
+        host=sandbox.raw["ami_host"],
+        port=int(sandbox.raw["ami_port"]),
+        username=sandbox.raw["screener_user"],
+        secret=sandbox.raw["screener_secret"],
+    )
+    async with AMIClient(settings) as late:
+        await late.redirect(call.call_id, "screen-voicemail", "s")
+    await probe.pbx.wait_for(user_event("ScreenLate", call.call_id), 5)
+    routed = probe.pbx.matching(user_event("ScreenRouted", call.call_id))
+    await asyncio.sleep(0.5)
+    routed = probe.pbx.matching(user_event("ScreenRouted", call.call_id))
+    assert [(e.get("Route"), e.get("Fallback")) for e in routed] == [("staff", "yes")] * 2
+
+
+async def test_sip_call_from_the_carrier_rings_a_staff_phone(
+    screener: ScreenerProcess, probe: Probe
+) -> None:
+    """Over real SIP the caller ID comes from the From header and a staff endpoint rings."""
+    screener.start()
+    call = await probe.call_sip("09055556666", name="Suzuki", hold=5)
+    assert await probe.routed(call) == ("staff", False)
+    assert probe.carrier is not None
+    await probe.carrier.wait_for(user_event("StaffRinging"), 10)
+    row = json.loads(screener.cli("calls", "--json").stdout)[0]
+    assert (row["number"], row["e164"], row["name"]) == ("09055556666", "+819055556666", "Suzuki")
+
+
+async def test_screener_user_cannot_originate(sandbox: SandboxInfo) -> None:
+    """The least-privilege AMI user is refused Originate and Command by the real Asterisk."""
+    settings = AMISettings(
+        host=sandbox.raw["ami_host"],
+        port=int(sandbox.raw["ami_port"]),
+        username=sandbox.raw["screener_user"],
+        secret=sandbox.raw["screener_secret"],
+    )
+    async with AMIClient(settings) as ami:
+        for action in (
+            {"Action": "Originate", "Channel": "Local/100@from-staff", "Application": "Wait"},
+            {"Action": "Command", "Command": "core show version"},
+            {"Action": "GetConfig", "Filename": "manager.conf"},
+        ):
+            with pytest.raises(AMIActionError, match="Permission denied"):
+                await ami.send(action)
