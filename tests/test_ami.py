@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 import structlog
-from fakeami import FakeAMI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from panoramisk import Manager
@@ -40,6 +39,7 @@ from screener.errors import (
     AMITimeout,
     ScreenerError,
 )
+from tests.fakeami import FakeAMI
 
 SECRET = "hunter2-Zq9"  # distinctive, so that a leak is easy to spot
 
