@@ -201,15 +201,20 @@ class Probe:
         name: str = "",
         dtmf: str = "",
         dtmf_delay: float = 4.0,
+        repeat: float | None = None,
         hold: int = 20,
         within: float = 10.0,
     ) -> Call:
-        """An inbound call over real SIP from the carrier; ``dtmf="wait"`` keys in the code
-        the screener picked (see ``send_code``). Returns once the PBX asked the screener."""
+        """An inbound call over real SIP from the carrier. Returns once the PBX asked the
+        screener. The caller keys in ``dtmf`` ``dtmf_delay`` seconds after the PBX answers
+        (``"wait"``: the code the screener picked, see ``send_code``), again every ``repeat``
+        seconds if given, then stays ``hold`` seconds."""
         assert self.carrier is not None, "the sandbox runs without a carrier"
         carrier_id = new_call_id("c")
         caller_id = f'"{name}" <{number}>' if name else f"<{number}>"
         variables = [f"DTMF={dtmf}", f"DTMF_DELAY={dtmf_delay:g}", f"HOLD={hold}"]
+        if repeat is not None:
+            variables.append(f"REPEAT={repeat:g}")
         response = await self.carrier.ami.send(
             {
                 "Action": "Originate",
@@ -272,6 +277,13 @@ class Probe:
             # The call may already be gone ("No such channel"): that is fine.
             with contextlib.suppress(AMIError):
                 await ami.send({"Action": "Hangup", "Channel": channel}, timeout=5)
+
+    async def staff_dialled(self, call: Call, within: float = 15.0) -> Event:
+        """The moment the PBX starts dialling staff for this call (its ``DialBegin``)."""
+        return await self.pbx.wait_for(
+            lambda e: e.name.lower() == "dialbegin" and e.get("Uniqueid") == call.call_id,
+            within,
+        )
 
     async def hangup_all(self) -> None:
         """Hang up every call this probe placed."""

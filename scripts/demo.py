@@ -1,0 +1,196 @@
+"""The demo: a real Asterisk, the real screener, five sample calls, a table of where they went.
+
+Run through ``scripts/demo`` (which installs what is needed first). Everything it starts it
+stops again, by PID, even when interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from screener.ami import AMIClient
+from screener.probe import Call, Probe, SandboxInfo, user_event
+
+REPO = Path(__file__).resolve().parent.parent
+SANDBOX = REPO / "scripts" / "sandbox"
+# Wide enough for the table when the output is not a terminal (CI logs, a pipe).
+console = Console() if sys.stdout.isatty() else Console(width=160)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample caller and how it behaves when challenged."""
+
+    who: str
+    number: str
+    name: str
+    dtmf: str = ""  # "wait": keys in the code it hears; other digits: keys those
+    repeat: float | None = None
+
+
+SAMPLES = [
+    Sample("known customer", "090-1111-2222", "Tanaka"),
+    Sample("telemarketer", "0120-121-852", "Tele Sales"),
+    Sample("robodialer, number withheld", "anonymous", "", dtmf="00", repeat=4),
+    Sample("unknown 0800 caller (a person)", "0800-123-4567", "Sato", dtmf="wait"),
+    Sample("ordinary mobile", "080-3333-4444", "Suzuki"),
+]
+
+
+def sh(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, env=env, check=False, timeout=900)
+
+
+def screener_cli(env: dict[str, str], *args: str) -> str:
+    done = sh([sys.executable, "-m", "screener", *args], env)
+    if done.returncode != 0:
+        raise SystemExit(f"demo: screener {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str, Any]]]:
+    """Place every sample call over SIP from the carrier and follow it to its end."""
+    carrier = info.carrier
+    assert carrier is not None
+    results: dict[str, dict[str, Any]] = {}
+    async with (
+        AMIClient(info.pbx) as pbx,
+        AMIClient(carrier) as car,
+        Probe(pbx, car) as probe,
+    ):
+
+        async def one(sample: Sample, delay: float) -> Call:
+            await asyncio.sleep(delay)
+            number = sample.number.replace("-", "")
+            call = await probe.call_sip(
+                number,
+                name=sample.name,
+                dtmf=sample.dtmf,
+                dtmf_delay=3.5,
+                repeat=sample.repeat,
+                hold=8,
+                within=15,
+            )
+            route, fallback = await probe.routed(call, within=15)
+            result: dict[str, Any] = {"route": route, "fallback": fallback}
+            if route == "challenge":
+                routed_at = time.monotonic()
+                if sample.dtmf == "wait":
+                    await probe.send_code(call, await probe.challenge_code(call))
+                outcome = await probe.pbx.wait_for(user_event("ScreenChallenge", call.call_id), 60)
+                result["outcome"] = (outcome.get("Outcome") or "").lower()
+                if result["outcome"] == "pass":
+                    await probe.staff_dialled(call)
+                    result["to_staff_s"] = time.monotonic() - routed_at
+            results[call.call_id] = result
+            return call
+
+        calls = await asyncio.gather(*(one(s, i * 0.7) for i, s in enumerate(SAMPLES)))
+        await asyncio.sleep(2)  # let voicemail and hangup outcomes reach the screener
+        await probe.hangup_all()
+    return list(calls), results
+
+
+def main() -> int:
+    console.print("[bold]screener demo[/]: starting a real Asterisk 22 sandbox on loopback …")
+    up = sh([str(SANDBOX), "up", "--with-carrier"])
+    if up.returncode != 0:
+        console.print(f"[red]sandbox failed to start[/]: {up.stderr.strip()[-2000:]}")
+        return 1
+    screener: subprocess.Popen[bytes] | None = None
+    tmp = Path(tempfile.mkdtemp(prefix="screener-demo-"))
+    try:
+        info = SandboxInfo(json.loads(up.stdout.strip().splitlines()[-1]))
+        env = {
+            **os.environ,
+            **info.screener_env(),
+            "SCREENER_DB": str(tmp / "screener.db"),
+            "SCREENER_CONFIG": "",
+            "SCREENER_LOG_FORMAT": "json",
+        }
+        screener_cli(env, "list", "add", "090-1111-2222", "--allow", "--label", "Tanaka (customer)")
+        screener_cli(env, "list", "add", "0120-121-852", "--block", "--label", "Tele Sales")
+        log_path = tmp / "screener.log"
+        with log_path.open("wb") as log:
+            screener = subprocess.Popen(
+                [sys.executable, "-m", "screener", "run"],
+                env=env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 20
+        while "screener running" not in log_path.read_text(errors="replace"):
+            if time.monotonic() > deadline or screener.poll() is not None:
+                console.print(f"[red]screener did not start[/]:\n{log_path.read_text()[-2000:]}")
+                return 1
+            time.sleep(0.1)
+        console.print("screener is running; placing 5 sample calls over SIP from the carrier …")
+        calls, results = asyncio.run(place_calls(info))
+        records = {r["call_id"]: r for r in json.loads(screener_cli(env, "calls", "--json"))}
+        lines = [json.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
+        screened = {x["call_id"]: x for x in lines if x.get("event") == "call screened"}
+    finally:
+        if screener is not None and screener.poll() is None:
+            screener.send_signal(signal.SIGTERM)
+            try:
+                screener.wait(15)
+            except subprocess.TimeoutExpired:
+                screener.kill()
+                screener.wait()
+        sh([str(SANDBOX), "down"])
+
+    table = Table(title="Where each call went, and why")
+    for column in ("caller", "number", "category", "route", "challenge", "why", "decided in"):
+        table.add_column(column)
+    ok = True
+    expected = ["staff", "voicemail", "challenge", "challenge", "staff"]
+    for sample, call, want in zip(SAMPLES, calls, expected, strict=True):
+        result = results.get(call.call_id, {})
+        record = records.get(call.call_id, {})
+        line = screened.get(call.call_id, {})
+        outcome = result.get("outcome", "")
+        if outcome == "pass":
+            outcome += f" → staff rang after {result['to_staff_s']:.1f} s"
+        elif outcome:
+            outcome += " → voicemail"
+        ok &= result.get("route") == want and not result.get("fallback")
+        table.add_row(
+            sample.who,
+            sample.number,
+            record.get("category", "?"),
+            result.get("route", "?") + (" (fallback!)" if result.get("fallback") else ""),
+            outcome,
+            (record.get("reasons") or ["?"])[-1],
+            f"{line.get('decision_ms', float('nan')):.1f} ms",
+        )
+    console.print(table)
+    decisions = [x["decision_ms"] for x in screened.values()]
+    redirects = [x["redirect_ms"] for x in screened.values()]
+    if decisions:
+        console.print(
+            f"decision latency: median {statistics.median(decisions):.2f} ms, "
+            f"worst {max(decisions):.2f} ms; request → Redirect sent: median "
+            f"{statistics.median(redirects):.2f} ms, worst {max(redirects):.2f} ms "
+            f"({len(decisions)} calls)"
+        )
+    console.print("[green]every call went where it should[/]" if ok else "[red]unexpected route[/]")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
