@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -36,6 +36,7 @@ from screener.screening import Screening, screen
 from screener.store import CallRecord, Store
 
 log = structlog.get_logger("screener.service")
+T = TypeVar("T")
 
 # The dialplan's events the service listens to (docs/architecture.md).
 REQUEST = "ScreenRequest"
@@ -222,6 +223,13 @@ class Screener:
             log.warning("screen request without Uniqueid ignored")
             return
         self.stats.requests += 1
+        if "uniqueid" in request.suspicious:
+            # Header injection could have put a forged Uniqueid before the real one: we cannot
+            # tell which call this is, and redirecting someone else's call is worse than letting
+            # the dialplan's fallback take this one.
+            self.stats.failed += 1
+            log.warning("screen request with two Uniqueid headers ignored", call_id=request.call_id)
+            return
         started = time.perf_counter()
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         with structlog.contextvars.bound_contextvars(call_id=request.call_id):
@@ -278,8 +286,19 @@ class Screener:
             write = asyncio.ensure_future(self._write(self.writer.record_call(record)))
             self._tasks.add(write)
             write.add_done_callback(self._tasks.discard)
+            # Recording first is worth a little wait, never the call's route: spend at most half
+            # the time left before the deadline on it, and send nothing if it passed meanwhile.
+            budget = min(RECORD_BUDGET, self._remaining(request) / 2)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(write), RECORD_BUDGET)
+                await asyncio.wait_for(asyncio.shield(write), max(0.0, budget))
+            if self._too_late(request):
+                self.stats.late += 1
+                late = _replace(record, reasons=("decided too late: the dialplan fallback ran",))
+                await self._write(self.writer.record_fallback(late))
+                log.warning(
+                    "decision too late; fallback keeps the call", route=decision.route.value
+                )
+                return
             context, exten = redirect_target(screening, code)
             try:
                 await self.ami.redirect(request.call_id, context, exten)
@@ -313,10 +332,14 @@ class Screener:
                 redirect_ms=round(total_ms, 3),
             )
 
-    def _too_late(self, request: Request) -> bool:
+    def _remaining(self, request: Request) -> float:
+        """Seconds left before the dialplan's fallback may begin (negative once passed)."""
         start = request.asterisk_time if request.asterisk_time is not None else request.received_at
         deadline = start + self.config.hold_seconds - self.config.late_margin
-        return self.clock() > deadline
+        return deadline - self.clock()
+
+    def _too_late(self, request: Request) -> bool:
+        return self._remaining(request) < 0
 
     def _remember(self, call_id: str, caller: Caller) -> None:
         self.recent[call_id] = caller
@@ -324,13 +347,14 @@ class Screener:
         while len(self.recent) > RECENT_CALLS:
             self.recent.popitem(last=False)
 
-    async def _write(self, operation: Awaitable[Any]) -> None:
-        """Run a database write; a failure (disk full, locked) is logged, never raised."""
+    async def _write(self, operation: Awaitable[T]) -> T | None:
+        """Run a database write; a failure (disk full, locked) is logged, never raised (None)."""
         try:
-            await operation
+            return await operation
         except StoreError as exc:
             self.stats.record_errors += 1
             log.error("could not write to the database; the call is still routed", error=str(exc))
+            return None
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -346,13 +370,13 @@ class Screener:
         self.stats.outcomes += 1
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         caller = self.recent.get(call_id) or await self._caller_from_log(call_id)
-        await self._write(self.writer.set_outcome(call_id, outcome.value, now))
+        counted = await self._write(self.writer.set_outcome(call_id, outcome.value, now))
         learned_entry = None
         if caller is not None and caller.e164 is not None:
             policy = self.config.policy
             since = now - dt.timedelta(days=policy.fail_window_days)
             failures = await self.reader.recent_failures(caller.e164, since)
-            if outcome in (Outcome.FAIL, Outcome.TIMEOUT):
+            if counted and outcome in (Outcome.FAIL, Outcome.TIMEOUT):
                 failures = max(0, failures - 1)  # this call's outcome is already counted
             existing = next(
                 (
@@ -364,7 +388,7 @@ class Screener:
             )
             learned_entry = learn(caller, outcome, existing, failures, policy, now)
             if learned_entry is not None:
-                stored = await self.writer.learn(learned_entry, now)
+                stored = await self._write(self.writer.learn(learned_entry, now))
                 if not stored:
                     learned_entry = None
         log.info(
@@ -394,14 +418,35 @@ class Screener:
         await self._record_fallback(event, "no decision within the hold time: dialplan fallback")
 
     async def on_late(self, event: Event) -> None:
-        """A Redirect arrived after the fallback began; the dialplan ignored it."""
-        await self._record_fallback(event, "decision arrived after the fallback began: ignored")
+        """A Redirect reached a call no longer holding; the dialplan put the call back."""
+        call_id = event.get("Uniqueid") or ""
+        state = (event.get("State") or "").strip().lower()[:20]
+        if state == "routed":
+            # A repeated Redirect of a call a decision already routed: the dialplan restarts that
+            # route, so the call log's route and fallback flag are still right.
+            log.warning("late redirect of a routed call: route kept", call_id=call_id)
+            return
+        # ScreenLate carries no Route. ScreenFallback, raised before it, recorded the route the
+        # fallback took; keep it. Read on the writer, so that write is already committed.
+        route = None
+        if call_id:
+            try:
+                previous = await self.writer.get_call(call_id)
+            except StoreError as exc:
+                log.error("could not read the call log", call_id=call_id, error=str(exc))
+                previous = None
+            if previous is not None and previous.fallback:
+                route = previous.route
+        await self._record_fallback(
+            event, "decision arrived after the fallback began: ignored", route
+        )
 
-    async def _record_fallback(self, event: Event, why: str) -> None:
+    async def _record_fallback(self, event: Event, why: str, route: str | None = None) -> None:
         request = Request.from_event(event)
         if request is None:
             return
-        route = (event.get("Route") or "staff").strip().lower()[:20]
+        if route is None:
+            route = (event.get("Route") or "staff").strip().lower()[:20]
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         caller = normalize(request.number, self.config.region)
         await self._write(

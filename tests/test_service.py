@@ -1,0 +1,711 @@
+"""screener.service through its real lifecycle: ``run()`` against a FakeAMI and a real SQLite file.
+
+Each test starts the service with :func:`serving`, drives it with the events the dialplan of
+``asterisk-conf/extensions.conf`` raises (channel snapshot headers and ``Timestamp`` as Asterisk
+sends them) and checks the Redirects on the wire and the call log in the database.
+"""
+
+# the secrets here are test fixtures; the test is that they never leak
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from screener import service
+from screener.config import AMIConfig, Config
+from screener.errors import AMIAuthError, ConfigError, StoreCorruptError
+from screener.policy import SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
+from screener.service import Screener, Stats
+from screener.store import CallRecord, Store
+from tests.fakeami import FakeAMI, Received, encode
+
+SECRET = "hunter2-Svc7"  # distinctive, so that a leak is easy to spot
+TOLL_FREE = "0120121852"
+TOLL_FREE_E164 = "+81120121852"
+MOBILE = "09012345678"
+MOBILE_E164 = "+819012345678"
+FIXED = "0312345678"
+FIXED_E164 = "+81312345678"
+DID = "0355550000"
+
+_ids = itertools.count(1)
+
+
+def new_call_id() -> str:
+    """A fresh Asterisk-style Uniqueid."""
+    return f"1700000000.{next(_ids)}"
+
+
+def make_config(fake: FakeAMI, db: Path, **changes: Any) -> Config:
+    ami = AMIConfig(
+        host=fake.host,
+        port=fake.port,
+        secret=changes.pop("secret", SECRET),
+        connect_timeout=2.0,
+        action_timeout=1.0,
+        ping_interval=0.2,
+        ping_timeout=0.5,
+    )
+    return Config(db_path=db, ami=ami, hold_seconds=4.0, late_margin=0.5, **changes)
+
+
+def snapshot(
+    call_id: str,
+    number: str,
+    name: str = "",
+    *,
+    user_event: str = "ScreenRequest",
+    exten: str = DID,
+    context: str = "from-trunk",
+    timestamp: float | None = None,
+    **body: str,
+) -> dict[str, str]:
+    """A UserEvent as Asterisk 22 sends it: channel snapshot headers, then the body."""
+    return {
+        "Event": "UserEvent",
+        "Privilege": "user,all",
+        "Timestamp": f"{time.time() if timestamp is None else timestamp:.6f}",
+        "Channel": f"PJSIP/trunk-{call_id.rsplit('.', 1)[-1].zfill(8)}",
+        "ChannelState": "4",
+        "ChannelStateDesc": "Ring",
+        "CallerIDNum": number,
+        "CallerIDName": name,
+        "ConnectedLineNum": "<unknown>",
+        "ConnectedLineName": "<unknown>",
+        "Language": "en",
+        "AccountCode": "",
+        "Context": context,
+        "Exten": exten,
+        "Priority": "2",
+        "Uniqueid": call_id,
+        "Linkedid": call_id,
+        "UserEvent": user_event,
+        **body,
+    }
+
+
+def request(call_id: str, number: str, name: str = "", **kw: Any) -> dict[str, str]:
+    return snapshot(call_id, number, name, Version="1", **kw)
+
+
+@dataclass
+class Running:
+    """A service started by :func:`serving`, with the fake it talks to."""
+
+    fake: FakeAMI
+    screener: Screener
+    config: Config
+    stop: asyncio.Event
+    task: asyncio.Task[Stats]
+
+    async def redirects(self, count: int, within: float = 2.0) -> list[Received]:
+        """Wait for ``count`` Redirects on the wire and return them."""
+        await self.fake.wait_until(lambda: len(self.fake.actions("Redirect")) >= count, within)
+        return self.fake.actions("Redirect")
+
+    async def call(self, call_id: str, within: float = 2.0) -> CallRecord:
+        """Wait until the call log holds ``call_id`` and return its record (read independently)."""
+        record: CallRecord = await eventually(
+            lambda: read_call(self.config.db_path, call_id), within
+        )
+        return record
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Config, fake: FakeAMI) -> AsyncIterator[Running]:
+    """Run ``service.run(config)`` as a task until the block ends; then stop it and await it."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[Screener] = loop.create_future()
+    task = asyncio.create_task(service.run(config, stop=stop, ready=ready.set_result))
+    started: set[asyncio.Future[Any]] = {ready, task}
+    await asyncio.wait(started, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()  # raises the startup error
+    assert ready.done(), "the service did not start"
+    running = Running(fake, ready.result(), config, stop, task)
+    try:
+        yield running
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.shield(task), 10)
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], within: float = 2.0) -> Any:
+    """Poll ``probe`` until it returns something other than None."""
+    async with asyncio.timeout(within):
+        while True:
+            value = await probe()
+            if value is not None:
+                return value
+            await asyncio.sleep(0.02)
+
+
+async def read_call(db: Path, call_id: str) -> CallRecord | None:
+    async with Store.open(db, readonly=True) as store:
+        return await store.get_call(call_id)
+
+
+async def read_entry(db: Path, number: str) -> Entry | None:
+    async with Store.open(db, readonly=True) as store:
+        return await store.get(number, prefix=False)
+
+
+async def add_entry(db: Path, kind: ListKind, number: str, **kw: Any) -> None:
+    async with Store.open(db) as store:
+        await store.add(Entry(kind=kind, number=number, **kw))
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAMI]:
+    async with FakeAMI(secret=SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "screener.db"
+
+
+# -- routing -----------------------------------------------------------------------------------
+
+
+async def test_toll_free_caller_is_challenged(fake: FakeAMI, db: Path) -> None:
+    """A toll-free caller is Redirected to screen-challenge with a 2-digit code, and logged."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, TOLL_FREE, "TELE SALES"))
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id)
+    assert redirect.get("Channel") == call_id
+    assert redirect.get("Context") == "screen-challenge"
+    code = redirect.get("Exten") or ""
+    assert len(code) == 2 and code.isdigit() and len(set(code)) > 1
+    assert redirect.get("Priority") == "1"
+    assert (record.route, record.rule, record.category) == ("challenge", "category", "toll_free")
+    assert record.e164 == TOLL_FREE_E164
+    assert (record.raw_number, record.raw_name) == (TOLL_FREE, "TELE SALES")
+    assert record.did == "+81355550000"
+    assert any("category rule toll_free" in r for r in record.reasons)
+    assert record.latency_ms > 0 and not record.fallback
+
+
+async def test_mobile_caller_goes_to_staff(fake: FakeAMI, db: Path) -> None:
+    """A mobile caller is Redirected to screen-staff/s; the raw name is logged exactly as sent."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, MOBILE, "山田 太郎"))
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id)
+        assert svc.screener.stats.routed == 1
+    assert (redirect.get("Channel"), redirect.get("Context"), redirect.get("Exten")) == (
+        call_id,
+        "screen-staff",
+        "s",
+    )
+    assert (record.route, record.category, record.e164) == ("staff", "mobile", MOBILE_E164)
+    assert (record.raw_number, record.raw_name) == (MOBILE, "山田 太郎")
+
+
+async def test_blocked_caller_goes_to_voicemail(fake: FakeAMI, db: Path) -> None:
+    """A number on the block list is Redirected to screen-voicemail/s and the entry gets a hit."""
+    await add_entry(db, ListKind.BLOCK, FIXED_E164, label="pest")
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, FIXED))
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id)
+        entry = await eventually(
+            lambda: _hit_entry(db, FIXED_E164),
+        )
+    assert (redirect.get("Channel"), redirect.get("Context"), redirect.get("Exten")) == (
+        call_id,
+        "screen-voicemail",
+        "s",
+    )
+    assert (record.route, record.rule) == ("voicemail", "exact-block")
+    assert any("exact block" in r and "pest" in r for r in record.reasons)
+    assert entry.hits == 1 and entry.last_seen is not None
+
+
+async def _hit_entry(db: Path, number: str) -> Entry | None:
+    entry = await read_entry(db, number)
+    return entry if entry is not None and entry.hits > 0 else None
+
+
+async def test_allow_listed_toll_free_caller_goes_to_staff(fake: FakeAMI, db: Path) -> None:
+    """An allow-listed number skips its category's challenge and goes to screen-staff."""
+    await add_entry(db, ListKind.ALLOW, TOLL_FREE_E164, label="our bank")
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, TOLL_FREE))
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id)
+    assert (redirect.get("Context"), redirect.get("Exten")) == ("screen-staff", "s")
+    assert (record.route, record.rule, record.category) == ("staff", "exact-allow", "toll_free")
+
+
+async def test_late_request_is_not_redirected(fake: FakeAMI, db: Path) -> None:
+    """A request older than hold - margin is not Redirected; the log says fallback, and why."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, MOBILE, timestamp=time.time() - 3.6))
+        record = await svc.call(call_id)
+        ok_id = new_call_id()
+        await fake.emit(request(ok_id, MOBILE))
+        (redirect,) = await svc.redirects(1)
+        assert svc.screener.stats.late == 1
+    assert redirect.get("Channel") == ok_id
+    assert record.fallback
+    assert any("too late" in r for r in record.reasons)
+
+
+async def test_redirect_error_is_survived(fake: FakeAMI, db: Path) -> None:
+    """'Channel does not exist' is logged; the service goes on screening the next call."""
+    fake.replies["redirect"] = {"Response": "Error", "Message": "Channel does not exist"}
+    with structlog.testing.capture_logs() as logs:
+        async with serving(make_config(fake, db), fake) as svc:
+            gone = new_call_id()
+            await fake.emit(request(gone, MOBILE))
+            await svc.redirects(1)
+            await fake.wait_until(lambda: svc.screener.stats.failed == 1)
+            del fake.replies["redirect"]
+            next_id = new_call_id()
+            await fake.emit(request(next_id, MOBILE))
+            await fake.wait_until(lambda: svc.screener.stats.routed == 1)
+            assert (await svc.call(gone)).route == "staff"  # the decision is still logged
+    assert fake.actions("Redirect")[1].get("Channel") == next_id
+    (failed,) = [e for e in logs if e["event"].startswith("redirect failed")]
+    assert "Channel does not exist" in failed["error"]
+    assert svc.task.result().failed == 1
+
+
+# -- outcomes ----------------------------------------------------------------------------------
+
+
+async def challenged(svc: Running, number: str) -> str:
+    """Send a request for ``number`` and wait for its challenge Redirect; returns the call id."""
+    call_id = new_call_id()
+    count = len(svc.fake.actions("Redirect"))
+    await svc.fake.emit(request(call_id, number))
+    redirect = (await svc.redirects(count + 1))[-1]
+    assert (redirect.get("Channel"), redirect.get("Context")) == (call_id, "screen-challenge")
+    return call_id
+
+
+def challenge_event(call_id: str, number: str, outcome: str, attempts: str = "1") -> dict[str, str]:
+    return snapshot(
+        call_id,
+        number,
+        user_event="ScreenChallenge",
+        context="route-challenge",
+        exten="s",
+        Outcome=outcome,
+        Attempts=attempts,
+    )
+
+
+async def outcome_of(svc: Running, call_id: str) -> str:
+    async def probe() -> str | None:
+        record = await read_call(svc.config.db_path, call_id)
+        return None if record is None else record.outcome
+
+    result: str = await eventually(probe)
+    return result
+
+
+async def test_challenge_pass_learns_allow_entry(fake: FakeAMI, db: Path) -> None:
+    """A passed challenge is stored on the call and earns a learned allow for verified_days."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = await challenged(svc, TOLL_FREE)
+        before = dt.datetime.now(dt.UTC)
+        await fake.emit(challenge_event(call_id, TOLL_FREE, "pass"))
+        assert await outcome_of(svc, call_id) == "pass"
+        entry = await eventually(lambda: read_entry(db, TOLL_FREE_E164))
+        record = await svc.call(call_id)
+    assert record.outcome_at is not None and record.outcome_at >= before - dt.timedelta(seconds=1)
+    assert (entry.kind, entry.source) == (ListKind.ALLOW, SOURCE_LEARNED)
+    assert entry.expires_at is not None
+    days = svc.config.policy.verified_days
+    expected = before + dt.timedelta(days=days)
+    assert abs((entry.expires_at - expected).total_seconds()) < 5
+
+
+async def test_three_failed_challenges_learn_block_entry(fake: FakeAMI, db: Path) -> None:
+    """Three failed or timed-out challenges from one number (three calls) learn a block entry."""
+    async with serving(make_config(fake, db), fake) as svc:
+        for n, outcome in enumerate(("fail", "timeout", "fail"), start=1):
+            call_id = await challenged(svc, TOLL_FREE)
+            await fake.emit(challenge_event(call_id, TOLL_FREE, outcome, attempts="3"))
+            assert await outcome_of(svc, call_id) == outcome
+            await fake.wait_until(lambda: svc.screener.stats.outcomes == n)  # noqa: B023  # awaited here
+            if n < 3:
+                assert await read_entry(db, TOLL_FREE_E164) is None
+        entry = await eventually(lambda: read_entry(db, TOLL_FREE_E164))
+        # The next call from the number goes straight to voicemail.
+        blocked = new_call_id()
+        await fake.emit(request(blocked, TOLL_FREE))
+        redirect = (await svc.redirects(4))[-1]
+    assert (entry.kind, entry.source) == (ListKind.BLOCK, SOURCE_LEARNED)
+    assert (redirect.get("Channel"), redirect.get("Context")) == (blocked, "screen-voicemail")
+
+
+async def test_manual_entry_is_never_overridden_by_learning(fake: FakeAMI, db: Path) -> None:
+    """A manual block entry stays as it is, whatever challenge outcome the number reports."""
+    await add_entry(db, ListKind.BLOCK, TOLL_FREE_E164, label="office says no")
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, TOLL_FREE))
+        (redirect,) = await svc.redirects(1)
+        assert redirect.get("Context") == "screen-voicemail"
+        await svc.call(call_id)
+        await fake.emit(challenge_event(call_id, TOLL_FREE, "pass"))
+        assert await outcome_of(svc, call_id) == "pass"
+        await fake.wait_until(lambda: svc.screener.stats.outcomes == 1)
+        await asyncio.sleep(0.1)  # the learning step runs after the outcome is stored
+    entry = await read_entry(db, TOLL_FREE_E164)
+    assert entry is not None
+    assert (entry.kind, entry.source, entry.label) == (
+        ListKind.BLOCK,
+        SOURCE_MANUAL,
+        "office says no",
+    )
+
+
+async def test_garbage_outcome_is_ignored(fake: FakeAMI, db: Path) -> None:
+    """An Outcome that is not pass/fail/timeout/hangup changes nothing and is logged."""
+    with structlog.testing.capture_logs() as logs:
+        async with serving(make_config(fake, db), fake) as svc:
+            call_id = await challenged(svc, TOLL_FREE)
+            await svc.call(call_id)
+            await fake.emit(challenge_event(call_id, TOLL_FREE, "PASS; DROP TABLE calls"))
+            await fake.wait_until(
+                lambda: any(e["event"] == "unknown challenge outcome ignored" for e in logs)
+            )
+            record = await svc.call(call_id)
+            assert svc.screener.stats.outcomes == 0
+    assert record.outcome is None
+    assert await read_entry(db, TOLL_FREE_E164) is None
+
+
+async def test_voicemail_status_is_stored(fake: FakeAMI, db: Path) -> None:
+    """ScreenVoicemail's Status is stored on the call's record."""
+    await add_entry(db, ListKind.BLOCK, FIXED_E164)
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, FIXED))
+        await svc.redirects(1)
+        await svc.call(call_id)
+        await fake.emit(
+            snapshot(
+                call_id,
+                FIXED,
+                user_event="ScreenVoicemail",
+                context="route-voicemail",
+                exten="s",
+                Status="SUCCESS",
+            )
+        )
+
+        async def voicemail() -> str | None:
+            record = await read_call(db, call_id)
+            return None if record is None else record.voicemail
+
+        assert await eventually(voicemail) == "SUCCESS"
+
+
+async def test_fallback_for_unseen_call_is_logged(fake: FakeAMI, db: Path) -> None:
+    """ScreenFallback for a call the service never saw makes a fallback row with rule 'fallback'."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(
+            snapshot(
+                call_id,
+                MOBILE,
+                "Sato",
+                user_event="ScreenFallback",
+                context="screen-fallback",
+                exten="s",
+                Route="staff",
+            )
+        )
+        record = await svc.call(call_id)
+        assert svc.screener.stats.fallbacks == 1
+    assert record.fallback and record.rule == "fallback" and record.route == "staff"
+    assert (record.raw_number, record.raw_name, record.e164) == (MOBILE, "Sato", MOBILE_E164)
+    assert record.did is None
+    assert not fake.actions("Redirect")
+
+
+async def test_late_redirect_of_a_routed_call_keeps_its_route(fake: FakeAMI, db: Path) -> None:
+    """ScreenLate with State routed (a repeated Redirect) leaves the decided route alone."""
+    await add_entry(db, ListKind.BLOCK, FIXED_E164)
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, FIXED))
+        await svc.redirects(1)
+        await svc.call(call_id)
+        await fake.emit(
+            snapshot(
+                call_id,
+                FIXED,
+                user_event="ScreenLate",
+                context="screen-late",
+                exten="s",
+                State="routed",
+            )
+        )
+        await asyncio.sleep(0.2)
+        record = await svc.call(call_id)
+    assert (record.route, record.fallback) == ("voicemail", False)
+
+
+async def test_late_redirect_after_fallback_keeps_fallback_route(fake: FakeAMI, db: Path) -> None:
+    """ScreenLate after ScreenFallback keeps the route the fallback took and notes the late try."""
+    async with serving(make_config(fake, db), fake):
+        call_id = new_call_id()
+        where: dict[str, Any] = {"context": "screen-fallback", "exten": "s"}
+        await fake.emit(
+            snapshot(call_id, MOBILE, user_event="ScreenFallback", Route="voicemail", **where),
+            snapshot(call_id, MOBILE, user_event="ScreenLate", State="fallback", **where),
+        )
+
+        async def noted() -> CallRecord | None:
+            record = await read_call(db, call_id)
+            return record if record is not None and len(record.reasons) >= 2 else None
+
+        record = await eventually(noted)
+    assert (record.route, record.fallback) == ("voicemail", True)
+    assert any("after the fallback" in r for r in record.reasons)
+
+
+# -- hostile input -----------------------------------------------------------------------------
+
+
+async def test_duplicated_header_first_value_wins(fake: FakeAMI, db: Path) -> None:
+    """A name that smuggles a CallerIDNum header: the first value is used and the fact noted."""
+    call_id = new_call_id()
+    raw = (
+        "Event: UserEvent\r\nPrivilege: user,all\r\n"
+        f"Timestamp: {time.time():.6f}\r\n"
+        "Channel: PJSIP/trunk-00000042\r\n"
+        f"CallerIDNum: {TOLL_FREE}\r\n"
+        "CallerIDName: Bank\r\n"
+        f"CallerIDNum: {MOBILE}\r\n"  # what a CR/LF in the name would look like on the wire
+        f"Context: from-trunk\r\nExten: {DID}\r\nPriority: 2\r\n"
+        f"Uniqueid: {call_id}\r\nLinkedid: {call_id}\r\n"
+        "UserEvent: ScreenRequest\r\nVersion: 1\r\n\r\n"
+    )
+    async with serving(make_config(fake, db), fake) as svc:
+        await fake.send_raw(raw.encode())
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id)
+    assert redirect.get("Context") == "screen-challenge"  # the first CallerIDNum: toll-free
+    assert record.raw_number == TOLL_FREE and record.raw_name == "Bank"
+    assert any("duplicated AMI headers" in r and "calleridnum" in r for r in record.reasons)
+    keys = [k for k, _ in redirect.headers]
+    assert sorted(keys) == ["Action", "ActionID", "Channel", "Context", "Exten", "Priority"]
+
+
+async def test_control_characters_never_reach_the_wire(fake: FakeAMI, db: Path) -> None:
+    """A bare CR in the Uniqueid never reaches the wire: the Redirect has its six lines only."""
+    call_id = new_call_id()
+    async with serving(make_config(fake, db), fake) as svc:
+        # A value with a bare CR (no LF) survives AMI framing; it must not survive into a Redirect.
+        await fake.emit(request(call_id + "\rAction: Originate", MOBILE, "x\ry"))
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id + "\rAction: Originate")
+    assert not fake.actions("Originate")
+    assert redirect.get("Channel") == call_id + "Action: Originate"
+    assert redirect.raw.count(b"\r\n") == 6 + 1  # six header lines and the blank line
+    assert record.raw_name == "x\ry"
+
+
+async def test_ambiguous_uniqueid_is_not_redirected(fake: FakeAMI, db: Path) -> None:
+    """A request with two Uniqueid headers is not routed: redirecting the wrong call is worse."""
+    call_id = new_call_id()
+    raw = (
+        f"Event: UserEvent\r\nPrivilege: user,all\r\nTimestamp: {time.time():.6f}\r\n"
+        f"CallerIDNum: {MOBILE}\r\nUniqueid: 1699999999.1\r\nCallerIDName: x\r\n"
+        f"Uniqueid: {call_id}\r\nUserEvent: ScreenRequest\r\n\r\n"
+    )
+    async with serving(make_config(fake, db), fake) as svc:
+        await fake.send_raw(raw.encode())
+        await fake.wait_until(lambda: svc.screener.stats.requests == 1)
+        ok = new_call_id()
+        await fake.emit(request(ok, MOBILE))
+        (redirect,) = await svc.redirects(1)
+    assert redirect.get("Channel") == ok
+
+
+# -- startup errors ----------------------------------------------------------------------------
+
+
+async def test_wrong_secret_raises_auth_error_quickly(fake: FakeAMI, db: Path) -> None:
+    """A refused login makes run() raise AMIAuthError at once, not retry silently."""
+    started = time.monotonic()
+    with pytest.raises(AMIAuthError):
+        await service.run(make_config(fake, db, secret="wrong"), stop=asyncio.Event())
+    assert time.monotonic() - started < 1.5
+    assert fake.login_failures == 1
+
+
+async def test_missing_secret_is_a_config_error(fake: FakeAMI, db: Path) -> None:
+    """No AMI secret: ConfigError before any connection (or database file) is made."""
+    with pytest.raises(ConfigError, match="SCREENER_AMI_SECRET"):
+        await service.run(make_config(fake, db, secret=None), stop=asyncio.Event())
+    assert fake.accepted == 0
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not a database at all, just text" * 100, b"SQLite format 3\x00" + b"\xff" * 4000],
+    ids=["text", "damaged"],
+)
+async def test_corrupt_database_stops_before_ami(fake: FakeAMI, db: Path, content: bytes) -> None:
+    """A corrupt database file raises StoreCorruptError; no AMI login is attempted."""
+    db.write_bytes(content)
+    with pytest.raises(StoreCorruptError):
+        await service.run(make_config(fake, db), stop=asyncio.Event())
+    assert fake.accepted == 0 and not fake.actions("Login")
+    assert db.read_bytes() == content
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+
+async def test_stop_waits_for_the_call_in_flight(fake: FakeAMI, db: Path) -> None:
+    """Stop during a Redirect: run() returns once that call is done, leaving no task behind."""
+    before = asyncio.all_tasks()
+    held: list[Received] = []
+
+    def hold(received: Received) -> None:
+        held.append(received)
+
+    fake.replies["redirect"] = hold
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, MOBILE))
+        await fake.wait_until(lambda: bool(held))
+        svc.stop.set()
+        await asyncio.sleep(0.2)
+        assert not svc.task.done(), "run() returned with a call in flight"
+        action_id = held[0].get("ActionID") or ""
+        await fake.send_raw(
+            encode([("Response", "Success"), ("ActionID", action_id), ("Message", "ok")])
+        )
+        stats = await asyncio.wait_for(svc.task, 3)
+    assert stats.routed == 1 and stats.failed == 0
+    record = await read_call(db, call_id)
+    assert record is not None and record.route == "staff"
+    assert asyncio.all_tasks() == before
+
+
+async def test_reconnects_after_connection_drop(fake: FakeAMI, db: Path) -> None:
+    """When the AMI connection drops the service logs in again and screens the next call."""
+    async with serving(make_config(fake, db), fake) as svc:
+        first = new_call_id()
+        await fake.emit(request(first, MOBILE))
+        await svc.redirects(1)
+        fake.kill_connections()
+        await fake.wait_until(lambda: fake.logins == 2 and bool(fake.authenticated), within=5)
+        await fake.wait_until(lambda: svc.screener.ami.connected)
+        second = new_call_id()
+        await fake.emit(request(second, TOLL_FREE))
+        redirects = await svc.redirects(2)
+    assert redirects[1].get("Channel") == second and redirects[1].conn == 2
+    assert svc.task.result().routed == 2
+
+
+async def test_one_log_line_per_call_and_no_secret(fake: FakeAMI, db: Path) -> None:
+    """Each call gives one 'call screened' line with its facts; the secret is never logged."""
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as logs:
+        async with serving(make_config(fake, db), fake) as svc:
+            calls = [(new_call_id(), MOBILE), (new_call_id(), TOLL_FREE)]
+            await fake.emit(*(request(c, n) for c, n in calls))
+            await svc.redirects(2)
+            await fake.wait_until(lambda: svc.screener.stats.routed == 2)
+    lines = [e for e in logs if e["event"] == "call screened"]
+    assert sorted(e["call_id"] for e in lines) == sorted(c for c, _ in calls)
+    by_id = {e["call_id"]: e for e in lines}
+    mobile = by_id[calls[0][0]]
+    assert (mobile["caller"], mobile["category"], mobile["route"]) == (
+        MOBILE_E164,
+        "mobile",
+        "staff",
+    )
+    assert by_id[calls[1][0]]["route"] == "challenge"
+    for line in lines:
+        assert isinstance(line["reasons"], list) and line["reasons"]
+        assert isinstance(line["decision_ms"], float) and line["decision_ms"] >= 0
+    assert SECRET not in repr(logs)
+
+
+# -- a locked database -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def write_locked(db: Path) -> Any:
+    """Another process's writer: BEGIN IMMEDIATE held on a separate sqlite3 connection."""
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield other
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_locked_database_does_not_delay_routing(fake: FakeAMI, db: Path) -> None:
+    """With the write lock held elsewhere, calls are routed promptly and logged once it is free."""
+    await add_entry(db, ListKind.BLOCK, FIXED_E164)
+    async with serving(make_config(fake, db), fake) as svc:
+        with write_locked(db):
+            emitted = time.monotonic()
+            call_id = new_call_id()
+            await fake.emit(request(call_id, FIXED))
+            (redirect,) = await svc.redirects(1)
+            assert redirect.at - emitted < 1.0  # well within the 4 s hold
+            assert redirect.get("Context") == "screen-voicemail"  # the lookup still works
+            assert await read_call(db, call_id) is None  # the record waits for the lock
+            await asyncio.sleep(0.3)
+        record = await svc.call(call_id, within=3)
+    assert record.route == "voicemail"
+    assert svc.task.result().record_errors == 0
+
+
+async def test_locked_database_near_the_deadline_still_beats_it(fake: FakeAMI, db: Path) -> None:
+    """Waiting for a locked writer never pushes the Redirect past the deadline."""
+    async with serving(make_config(fake, db), fake) as svc:
+        config = svc.config
+        with write_locked(db):
+            call_id = new_call_id()
+            # The deadline (Timestamp + hold - margin) is 0.2 s away, less than RECORD_BUDGET.
+            left = 0.2
+            assert left < service.RECORD_BUDGET
+            stamp = time.time() - (config.hold_seconds - config.late_margin) + left
+            deadline = time.monotonic() + left
+            await fake.emit(request(call_id, MOBILE, timestamp=stamp))
+            (redirect,) = await svc.redirects(1)
+            assert redirect.at < deadline
+            await asyncio.sleep(0.1)
+        record = await svc.call(call_id, within=3)
+    assert (record.route, record.fallback) == ("staff", False)
+    assert svc.task.result().late == 0
