@@ -7,11 +7,12 @@ The glue between the pure core (``numbers``, ``policy``) and the store, shared b
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from screener.config import did_key
-from screener.numbers import Caller, normalize
+from screener.numbers import Caller, Category, normalize
 from screener.policy import Decision, Entry, Policy, decide
 from screener.store import Store
 
@@ -58,9 +59,20 @@ async def screen(
     region: str,
     now: dt.datetime,
     did: str | None = None,
+    *,
+    forged: Collection[str] = (),
 ) -> Screening:
-    """Normalize ``raw``, fetch its list matches in one query, and decide."""
+    """Normalize ``raw``, fetch its list matches in one query, and decide.
+
+    ``forged`` names AMI headers that arrived twice in the request: caller data (a CR/LF in
+    the caller ID) tried to inject headers. Nothing in the snapshot can then be trusted except
+    the channel itself, so the caller counts as invalid (no list entry, no DID policy applies).
+    """
     caller = normalize(raw, region)
+    if forged:
+        headers = ", ".join(sorted(forged))
+        caller = Caller(raw, None, Category.INVALID, f"caller data forged AMI headers: {headers}")
+        did = None
     matches = tuple(await store.lookup(caller.e164)) if caller.e164 else ()
     key = did_key(did, region) if did else None
     return Screening(caller, key, matches, decide(caller, matches, policy, now, key))

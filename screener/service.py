@@ -240,6 +240,7 @@ class Screener:
                 self.config.region,
                 now,
                 request.did,
+                forged=request.suspicious,
             )
             decision = screening.decision
             code = (
@@ -250,11 +251,6 @@ class Screener:
             latency_ms = (time.perf_counter() - started) * 1000.0
             self._remember(request.call_id, screening.caller)
             reasons = decision.reasons
-            if request.suspicious:
-                reasons = (
-                    *reasons,
-                    f"duplicated AMI headers ignored: {sorted(request.suspicious)}",
-                )
             record = CallRecord(
                 call_id=request.call_id,
                 received_at=now,

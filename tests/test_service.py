@@ -495,16 +495,16 @@ async def test_late_redirect_after_fallback_keeps_fallback_route(fake: FakeAMI, 
 # -- hostile input -----------------------------------------------------------------------------
 
 
-async def test_duplicated_header_first_value_wins(fake: FakeAMI, db: Path) -> None:
-    """A name that smuggles a CallerIDNum header: the first value is used and the fact noted."""
+async def test_forged_header_makes_the_caller_invalid(fake: FakeAMI, db: Path) -> None:
+    """A name that smuggles a CallerIDNum header: nothing is trusted, the caller is challenged."""
     call_id = new_call_id()
     raw = (
         "Event: UserEvent\r\nPrivilege: user,all\r\n"
         f"Timestamp: {time.time():.6f}\r\n"
         "Channel: PJSIP/trunk-00000042\r\n"
-        f"CallerIDNum: {TOLL_FREE}\r\n"
+        f"CallerIDNum: {MOBILE}\r\n"
         "CallerIDName: Bank\r\n"
-        f"CallerIDNum: {MOBILE}\r\n"  # what a CR/LF in the name would look like on the wire
+        f"CallerIDNum: {TOLL_FREE}\r\n"  # what a CR/LF in the name would look like on the wire
         f"Context: from-trunk\r\nExten: {DID}\r\nPriority: 2\r\n"
         f"Uniqueid: {call_id}\r\nLinkedid: {call_id}\r\n"
         "UserEvent: ScreenRequest\r\nVersion: 1\r\n\r\n"
@@ -513,9 +513,11 @@ async def test_duplicated_header_first_value_wins(fake: FakeAMI, db: Path) -> No
         await fake.send_raw(raw.encode())
         (redirect,) = await svc.redirects(1)
         record = await svc.call(call_id)
-    assert redirect.get("Context") == "screen-challenge"  # the first CallerIDNum: toll-free
-    assert record.raw_number == TOLL_FREE and record.raw_name == "Bank"
-    assert any("duplicated AMI headers" in r and "calleridnum" in r for r in record.reasons)
+    # The first CallerIDNum is a mobile (staff), but a forged snapshot earns the challenge.
+    assert redirect.get("Context") == "screen-challenge"
+    assert record.raw_number == MOBILE and record.raw_name == "Bank"
+    assert (record.category, record.e164) == ("invalid", None)
+    assert any("caller data forged AMI headers: calleridnum" in r for r in record.reasons)
     keys = [k for k, _ in redirect.headers]
     assert sorted(keys) == ["Action", "ActionID", "Channel", "Context", "Exten", "Priority"]
 
