@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
@@ -44,7 +45,6 @@ APPLICATION_ID = 0x5343524E
 # command that does.
 CREATE_HINT = "create it with `screener init` (or check the path)"
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Each migration is a sequence of statements, applied in one transaction together with the
 # ``PRAGMA user_version`` bump to its 1-based position. Never edit a released migration: append.
@@ -714,10 +714,15 @@ def _fail(exc: OSError, message: str) -> NoReturn:
 
 
 def _check_path(path: str, *, create: bool, readonly: bool) -> tuple[str, bool]:
-    """Check the file before SQLite sees it; returns (what to connect to, whether it existed).
+    """Check the path before SQLite sees it; returns (what to connect to, whether it existed).
 
-    SQLite's own messages ("unable to open database file") name neither the path nor the reason,
-    and a file that is not a database must be refused before anything could write to it.
+    SQLite's own messages ("unable to open database file") name neither the path nor the reason.
+    The file itself is never opened here: closing any descriptor of a database file drops every
+    POSIX lock this process holds on it, including those of SQLite connections already open
+    (the service opens a writer and then a reader). Another process could then think it is the
+    last user, checkpoint and reset the WAL under our writer, and commits would vanish. A file
+    that is not a database is refused by SQLite itself (SQLITE_NOTADB) on the first read, before
+    anything is written.
     """
     if path == ":memory:":
         return path, False
@@ -728,22 +733,23 @@ def _check_path(path: str, *, create: bool, readonly: bool) -> tuple[str, bool]:
     except OSError as exc:
         _fail(exc, f"cannot open database {path}: directory {parent}")
     try:
-        with open(file, "rb") as handle:
-            header = handle.read(len(_SQLITE_MAGIC))
+        info = os.stat(file)
     except FileNotFoundError:
-        header = None
+        info = None
     except OSError as exc:
         _fail(exc, f"cannot open database {path}")
-    if header is None:
+    if info is None:
         if not create or readonly:
             raise StoreError(f"database {path} does not exist; {CREATE_HINT}")
         if not os.access(parent, os.W_OK):
             raise StoreError(f"cannot create database {path}: directory {parent} is not writable")
         return path, False
-    if header and header != _SQLITE_MAGIC:
-        raise StoreCorruptError(
-            f"{path} is not an SQLite database (file is not a database); refusing to touch it"
-        )
+    if stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"database {path} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"database {path} is not a regular file")
+    if not os.access(file, os.R_OK):
+        raise StoreError(f"cannot open database {path}: permission denied")
     if readonly:
         return f"{file.absolute().as_uri()}?mode=ro", True
     if not os.access(file, os.W_OK):

@@ -7,6 +7,8 @@ import dataclasses
 import datetime as dt
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -122,7 +124,7 @@ async def test_random_bytes_file_is_refused_and_untouched(db_path: Path) -> None
     """A file that is not SQLite raises StoreCorruptError and is left byte for byte as it was."""
     garbage = os.urandom(8192)
     write_bytes(db_path, garbage)
-    with pytest.raises(StoreCorruptError, match="not an SQLite database"):
+    with pytest.raises(StoreCorruptError, match="not a database"):
         async with Store.open(db_path):
             pass
     assert read_bytes(db_path) == garbage
@@ -180,7 +182,7 @@ async def test_missing_directory_names_the_path(tmp_path: Path) -> None:
 
 async def test_directory_as_database(tmp_path: Path) -> None:
     """A directory where the database file should be raises StoreError with the OS reason."""
-    with pytest.raises(StoreError, match="Is a directory"):
+    with pytest.raises(StoreError, match="is a directory"):
         async with Store.open(tmp_path):
             pass
 
@@ -548,3 +550,28 @@ def test_raw_caller_values_round_trip(pairs: list[tuple[str, str]]) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(Path(tmp) / "s.db"))
+
+
+async def test_second_store_in_one_process_keeps_commits_visible(db_path: Path) -> None:
+    """A writer and a reader Store in one process: other processes still see every commit.
+
+    Opening and closing the database file by hand (to sniff its header) once dropped this
+    process's POSIX locks; another process then reset the WAL under the writer and later
+    commits became invisible until the service stopped.
+    """
+    peek = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+        " print(c.execute('select count(*) from entries').fetchone()[0]); c.close()"
+    )
+
+    def count_from_another_process() -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", peek, str(db_path)], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout)
+
+    async with Store.open(db_path) as writer, Store.open(db_path, readonly=True) as reader:
+        for n in range(3):
+            await writer.add(block(f"+8131234567{n}"))
+            assert len(await reader.lookup(f"+8131234567{n}")) == 1
+            assert await asyncio.to_thread(count_from_another_process) == n + 1
