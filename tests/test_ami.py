@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from panoramisk import Manager
 from panoramisk.actions import Action
 
-from screener.ami import AMIClient, AMISettings, Event, build_action
+from screener.ami import AMIClient, AMISettings, Event, _Protocol, build_action
 from screener.errors import (
     AMIActionError,
     AMIAuthError,
@@ -504,6 +504,19 @@ async def test_client_filters_events_case_insensitively() -> None:
         assert isinstance(event, Event) and event.name == "UserEvent"
         assert client.events.empty()
         assert abs(event.received_at - time.time()) < 5
+
+
+async def test_protocol_drops_unwanted_events_before_parsing() -> None:
+    """Filtered-out events are dropped unparsed; Shutdown and EventList items are never dropped."""
+    proto = _Protocol(lambda headers, duplicated: None, frozenset({"userevent"}))
+    assert proto._unwanted("Event: Newexten\r\nUniqueid: 1")
+    assert not proto._unwanted("Event: UserEvent\r\nUniqueid: 1")
+    assert not proto._unwanted("event: SHUTDOWN\r\nShutdown: Cleanly")
+    assert not proto._unwanted("Response: Success\r\nActionID: 7")
+    proto.responses["7"] = object()  # an action waiting for its EventList items
+    assert proto._unwanted("Event: Newexten\r\nUniqueid: 1")
+    assert not proto._unwanted("Event: CoreShowChannel\r\nactionid: 7\r\nChannel: x")
+    assert not _Protocol(lambda headers, duplicated: None)._unwanted("Event: Newexten")
 
 
 async def test_event_keeps_first_of_duplicated_headers() -> None:
