@@ -1,0 +1,273 @@
+"""The screener benchmark: ``.venv/bin/python -m bench`` (or ``bench/run``). See bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import dataset, decision, lists, loadgen
+from bench.stats import ratio
+from screener.log import configure_logging
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {
+    "decision_p99_ms": 1.0,
+    "decision_vs_floor": 3.0,
+    "agent_rate": 500,
+    "agent_p99_ms": 20.0,
+    "agent_vs_floor": 2.0,
+    "import_rows_per_s": 50_000,
+    "rss_mb": 150.0,
+}
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--entries", type=int, default=10_000_000, help="list size (default 10M)")
+    p.add_argument("--callers", type=int, default=20_000, help="decisions timed per method")
+    p.add_argument("--rates", default="50,100,200,500,1000,2000", help="calls/s steps")
+    p.add_argument("--step-seconds", type=float, default=3.0, help="seconds per rate step")
+    p.add_argument("--import-rows", type=int, default=1_000_000, help="CSV rows for part 4")
+    p.add_argument("--only", default="decision,agent,lists", help="comma list of parts to run")
+    p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="JSON folder")
+    return p.parse_args()
+
+
+def _ms(v: float) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _x(v: float) -> str:
+    return "—" if math.isnan(v) else f"{v:.1f}×"
+
+
+def _ok(flag: bool | None) -> str:
+    return "" if flag is None else ("[green]yes[/]" if flag else "[red]NO[/]")
+
+
+async def _agent(args: argparse.Namespace, db: Path, log: Any) -> dict[str, Any]:
+    rates = [int(r) for r in args.rates.split(",") if r]
+    numbers = loadgen.shuffled(dataset.callers(args.entries, 50_000, seed=11))
+    logs = dataset.CACHE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, Any] = {}
+    plan = [
+        ("floor", loadgen.floor_argv(), {}),
+        ("screener", loadgen.screener_argv(), {"SCREENER_LOG_LEVEL": "warning"}),
+        (
+            "screener_info_json",
+            loadgen.screener_argv(),
+            {"SCREENER_LOG_LEVEL": "info", "SCREENER_LOG_FORMAT": "json"},
+        ),
+    ]
+    for label, argv, extra in plan:
+        env = dict(extra)
+        if label != "floor":
+            dataset.reset_calls(db)
+            env["SCREENER_DB"] = str(db)
+        log(f"agent: {label} at {rates} calls/s, {args.step_seconds:g}s each")
+        client = loadgen.Client(label, argv, env, logs / f"{label}.log")
+        runs[label] = await loadgen.run_client(client, rates, args.step_seconds, numbers)
+    dataset.reset_calls(db)
+    return runs
+
+
+def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
+    verdict: dict[str, bool] = {}
+    t = Table(title=f"screener benchmark — {results['started']}", show_lines=False)
+    for col in ("part", "measure", "result", "target", "ok"):
+        t.add_column(col, justify="right" if col in ("result", "target") else "left")
+
+    d = results.get("decision")
+    if d:
+        n = f"{d['entries']:,} entries"
+        s, f = d["screen_async"], d["floor_sqlite3_point"]
+        verdict["decision_p99"] = s["p99_ms"] <= TARGETS["decision_p99_ms"]
+        verdict["decision_vs_floor"] = d["ratio_p99"] <= TARGETS["decision_vs_floor"]
+        t.add_row(
+            "1 decision",
+            f"screen() async p50 / p99 ({n})",
+            f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])} ms",
+            "p99 ≤ 1 ms",
+            _ok(verdict["decision_p99"]),
+        )
+        t.add_row(
+            "",
+            "floor: sqlite3 point lookup p50 / p99",
+            f"{_ms(f['p50_ms'])} / {_ms(f['p99_ms'])} ms",
+            "",
+            "",
+        )
+        t.add_row(
+            "",
+            "ratio to floor p50 / p99",
+            f"{_x(d['ratio_p50'])} / {_x(d['ratio_p99'])}",
+            "≤ 3×",
+            _ok(verdict["decision_vs_floor"]),
+        )
+        for key, what in (
+            ("sync_screen", "sync path (no thread hop) p50 / p99"),
+            ("store_lookup_async", "Store.lookup alone p50 / p99"),
+            ("normalize_uncached", "normalize, cache miss p50 / p99"),
+            ("normalize_cached", "normalize, cache hit p50 / p99"),
+        ):
+            v = d[key]
+            t.add_row("", what, f"{_ms(v['p50_ms'])} / {_ms(v['p99_ms'])} ms", "", "")
+        t.add_section()
+
+    a = results.get("agent")
+    if a:
+        floor = {s["rate"]: s for s in a["floor"]["steps"]}
+        for label in ("screener", "screener_info_json"):
+            run = a.get(label)
+            if not run:
+                continue
+            tag = "warning logs" if label == "screener" else "info, JSON logs"
+            for s in run["steps"]:
+                fl = floor.get(s["rate"], {})
+                r99 = ratio(s["p99_ms"], fl.get("p99_ms", math.nan))
+                t.add_row(
+                    "2 agent" if s is run["steps"][0] and label == "screener" else "",
+                    f"{tag}: {s['rate']}/s p50 / p99 (floor p50 / p99)",
+                    f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])} ms "
+                    f"({_ms(fl.get('p50_ms', math.nan))} / {_ms(fl.get('p99_ms', math.nan))})"
+                    + (f" lost {s['lost']}" if s["lost"] else ""),
+                    f"p99 {_x(r99)} floor",
+                    "",
+                )
+            t.add_row(
+                "",
+                f"{tag}: highest rate with p99 < 50 ms",
+                f"{run['max_sustained_rate']}/s (floor {a['floor']['max_sustained_rate']}/s)",
+                "",
+                "",
+            )
+        main = {s["rate"]: s for s in a["screener"]["steps"]}
+        at = main.get(TARGETS["agent_rate"])
+        fl = floor.get(TARGETS["agent_rate"])
+        if at and fl:
+            verdict["agent_p99"] = at["lost"] == 0 and at["p99_ms"] <= TARGETS["agent_p99_ms"]
+            r50 = ratio(at["p50_ms"], fl["p50_ms"])
+            r99 = ratio(at["p99_ms"], fl["p99_ms"])
+            verdict["agent_vs_floor"] = r99 <= TARGETS["agent_vs_floor"]
+            t.add_row(
+                "", "at 500/s: p99", f"{_ms(at['p99_ms'])} ms", "≤ 20 ms", _ok(verdict["agent_p99"])
+            )
+            t.add_row(
+                "",
+                "at 500/s: ratio to floor p50 / p99",
+                f"{_x(r50)} / {_x(r99)}",
+                "≤ 2×",
+                _ok(verdict["agent_vs_floor"]),
+            )
+        rss = a["screener"]["peak_rss_bytes"] / 1e6
+        verdict["rss"] = rss <= TARGETS["rss_mb"]
+        t.add_row(
+            "4 lists",
+            f"screener run peak RSS under load ({results['entries']:,} entries)",
+            f"{rss:.1f} MB",
+            "≤ 150 MB",
+            _ok(verdict["rss"]),
+        )
+        t.add_section()
+    t.add_row(
+        "3 asterisk",
+        "real Asterisk 22 (sandbox) request → Redirect p50 / p99",
+        "[yellow]not run here: the lead runs it[/]",
+        "",
+        "",
+    )
+    t.add_section()
+    lst = results.get("lists")
+    if lst:
+        verdict["import"] = lst["cli_import_rows_per_s"] >= TARGETS["import_rows_per_s"]
+        t.add_row(
+            "4 lists",
+            f"`list import` {lst['rows']:,} rows, CLI end to end",
+            f"{lst['cli_import_rows_per_s']:,.0f} rows/s ({lst['cli_import_s']:.1f} s)",
+            "≥ 50,000 rows/s",
+            _ok(verdict["import"]),
+        )
+        t.add_row(
+            "",
+            "  parse (read_csv) alone",
+            f"{lst['parse_rows_per_s']:,.0f} rows/s ({lst['parse_s']:.1f} s)",
+            "",
+            "",
+        )
+        t.add_row(
+            "",
+            "  Store.import_entries alone",
+            f"{lst['store_import_rows_per_s']:,.0f} rows/s ({lst['store_import_s']:.1f} s)",
+            "",
+            "",
+        )
+        t.add_row(
+            "",
+            f"`list export` {lst['exported_rows']:,} rows, CLI end to end",
+            f"{lst['cli_export_rows_per_s']:,.0f} rows/s ({lst['cli_export_s']:.1f} s)",
+            "",
+            "",
+        )
+    if results.get("db_build_s") is not None:
+        t.add_row("setup", "built the list database", f"{results['db_build_s']:.1f} s", "", "")
+    t.add_row(
+        "",
+        "whole benchmark",
+        f"{results['total_s']:.0f} s",
+        "< 600 s",
+        _ok(results["total_s"] < 600),
+    )
+    console.print(t)
+    return verdict
+
+
+def main() -> None:
+    """Run the parts asked for, print the table, write the JSON."""
+    args = _args()
+    parts = set(args.only.split(","))
+    console = Console(width=150)
+    configure_logging("console", "warning")
+    started = time.perf_counter()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    results: dict[str, Any] = {
+        "started": stamp,
+        "entries": args.entries,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "targets": TARGETS,
+    }
+    db, built = dataset.ensure_db(args.entries, log=console.log)
+    results["db"] = str(db)
+    results["db_build_s"] = built
+    if "decision" in parts:
+        console.log(f"decision: {args.callers:,} callers per method")
+        results["decision"] = asyncio.run(decision.run(db, args.entries, args.callers))
+    if "agent" in parts:
+        results["agent"] = asyncio.run(_agent(args, db, console.log))
+    if "lists" in parts:
+        csv_path = dataset.ensure_csv(args.import_rows, log=console.log)
+        console.log(f"lists: import and export of {args.import_rows:,} rows")
+        results["lists"] = asyncio.run(lists.run(csv_path, args.import_rows))
+    results["total_s"] = time.perf_counter() - started
+    results["verdict"] = _print(results, console)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench-{stamp}.json"
+    text = json.dumps(results, indent=2, default=str, allow_nan=True)
+    path.write_text(text)
+    (args.out / "latest.json").write_text(text)
+    console.print(f"JSON: {path}")
+
+
+if __name__ == "__main__":
+    main()

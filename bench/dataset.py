@@ -1,0 +1,215 @@
+"""Generated list databases and CSV files, cached under ``/var/tmp/screener-bench`` by size.
+
+The numbers are deterministic, so a cached database and the lookups drawn against it agree:
+
+- exact entries: half Tokyo fixed lines ``+813`` + 8 digits, half mobiles ``+8190`` + 8 digits,
+  ``10000000 + 7*i`` (so ``+3`` is always a miss in the same index range); one in three allow;
+  one in fifty expired;
+- prefix rules: ``+8150`` + 5 digits (050 IP-phone blocks) and a few office-wide blocks
+  (``+81120`` toll free, ``+81570`` navi-dial, ``+81990`` premium, ``+86``, ``+7``).
+
+The schema comes from :class:`screener.store.Store` (its migrations); the rows go in with a
+plain ``sqlite3`` bulk insert in key order (the bench's own setup code, not the product path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from screener.store import Store
+
+CACHE = Path(os.environ.get("SCREENER_BENCH_CACHE", "/var/tmp/screener-bench"))  # noqa: S108  # a cache, by design
+BLOCK_PREFIXES = (
+    ("+81120", "block", "toll free"),
+    ("+81570", "block", "navi-dial"),
+    ("+81990", "block", "premium"),
+    ("+86", "block", "China"),
+    ("+7", "block", "Russia"),
+)
+CREATED = 1_700_000_000.0
+EXPIRED = 1_700_100_000.0  # long past
+STRIDE = 7
+BASE = 10_000_000
+FIXED = "+813"
+MOBILE = "+8190"
+IP = "+8150"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How many rows of each kind a database of ``size`` entries holds."""
+
+    size: int
+
+    @property
+    def prefixes(self) -> int:
+        return min(100_000, max(1, self.size // 100))
+
+    @property
+    def exact(self) -> int:
+        return max(0, self.size - self.prefixes - len(BLOCK_PREFIXES))
+
+    @property
+    def fixed(self) -> int:
+        return self.exact // 2
+
+    @property
+    def mobile(self) -> int:
+        return self.exact - self.fixed
+
+
+def exact_number(block: str, i: int, miss: bool = False) -> str:
+    """The i-th exact entry of a block (or the number just beside it, which is never listed)."""
+    return f"{block}{BASE + STRIDE * i + (3 if miss else 0)}"
+
+
+def _row(number: str, i: int, prefix: int) -> tuple[Any, ...]:
+    kind = "allow" if i % 3 == 0 else "block"
+    label = f"Customer {i}" if kind == "allow" else f"Tele sales {i % 997}"
+    expires = EXPIRED if i % 50 == 49 else None
+    return (kind, number, prefix, label, "manual", CREATED, expires, "", 0, None)
+
+
+def _rows(layout: Layout) -> Iterator[tuple[Any, ...]]:
+    # Key order (+813 < +8150 < +8190): the unique index is appended to, not split at random.
+    for i in range(layout.fixed):
+        yield _row(exact_number(FIXED, i), i, 0)
+    for j in range(layout.prefixes):
+        yield _row(f"{IP}{j:05d}", j, 1)
+    for i in range(layout.mobile):
+        yield _row(exact_number(MOBILE, i), i, 0)
+    for number, kind, label in BLOCK_PREFIXES:
+        yield (kind, number, 1, label, "manual", CREATED, None, "", 0, None)
+
+
+def db_path(size: int) -> Path:
+    """Where the cached database of ``size`` entries lives."""
+    return CACHE / f"entries-{size}.db"
+
+
+async def _create_schema(path: Path) -> None:
+    async with Store.open(path):
+        pass
+
+
+def ensure_db(size: int, log: Any = print) -> tuple[Path, float | None]:
+    """The cached database of ``size`` entries, built if missing; returns (path, build seconds)."""
+    path = db_path(size)
+    if path.exists():
+        return path, None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".building")
+    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+        leftover.unlink(missing_ok=True)
+    log(f"building {path} ({size:,} entries; cached for later runs)")
+    started = time.perf_counter()
+    asyncio.run(_create_schema(tmp))
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("PRAGMA cache_size = -1048576")
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO entries (kind, number, prefix, label, source, created_at, expires_at,"
+            " note, hits, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _rows(Layout(size)),
+        )
+        db.execute("COMMIT")
+        db.execute("ANALYZE")
+        db.execute("PRAGMA journal_mode = WAL")
+    finally:
+        db.close()
+    tmp.replace(path)
+    seconds = time.perf_counter() - started
+    log(f"built {path} in {seconds:.1f}s")
+    return path, seconds
+
+
+def reset_calls(path: Path) -> None:
+    """Empty the call log of a cached database (the agent benchmark writes one row per call)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("DELETE FROM calls")
+        db.execute("UPDATE entries SET hits = 0, last_seen = NULL WHERE hits > 0")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+# --- callers to screen ----------------------------------------------------------------------
+
+
+def _national(e164: str, style: int) -> str:
+    """A Japanese number as a carrier or a person might write it."""
+    national = "0" + e164[3:]
+    if style == 0:
+        return national
+    if style == 1:  # 090-1234-5678 / 03-1234-5678
+        if national.startswith("03"):
+            return f"{national[:2]}-{national[2:6]}-{national[6:]}"
+        return f"{national[:3]}-{national[3:7]}-{national[7:]}"
+    if style == 2:
+        return e164
+    return f"sip:{national}@192.0.2.10"
+
+
+def callers(size: int, count: int, seed: int = 5) -> list[str]:
+    """``count`` raw caller IDs against a database of ``size``: hits, misses, prefixes, withheld."""
+    layout = Layout(size)
+    rng = random.Random(seed)
+    out: list[str] = []
+    for _ in range(count):
+        roll = rng.random()
+        style = rng.randrange(4)
+        if roll < 0.35 and layout.exact:  # exact entry (allow or block)
+            block, n = (FIXED, layout.fixed) if rng.random() < 0.5 else (MOBILE, layout.mobile)
+            out.append(_national(exact_number(block, rng.randrange(max(1, n))), style))
+        elif roll < 0.65:  # a number next to listed ones, not listed itself
+            block, n = (FIXED, layout.fixed) if rng.random() < 0.5 else (MOBILE, layout.mobile)
+            out.append(_national(exact_number(block, rng.randrange(max(1, n)), miss=True), style))
+        elif roll < 0.80:  # 050 IP phone under a prefix rule
+            j = rng.randrange(layout.prefixes)
+            out.append(_national(f"{IP}{j:05d}{rng.randrange(1000):03d}", style))
+        elif roll < 0.88:  # toll free under the +81120 block
+            out.append(_national(f"+81120{rng.randrange(100000, 999999)}", style))
+        elif roll < 0.94:  # international
+            out.append(f"+1 212 555 {rng.randrange(10000):04d}")
+        else:  # withheld, no lookup
+            out.append(rng.choice(("anonymous", "P", "", "O", "C")))
+    return out
+
+
+# --- CSV for the import benchmark -----------------------------------------------------------
+
+
+def ensure_csv(rows: int, log: Any = print) -> Path:
+    """A list CSV with ``rows`` data rows (mobile +8180 numbers, 1% prefix rules), cached."""
+    path = CACHE / f"import-{rows}.csv"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    log(f"writing {path}")
+    with tmp.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(("number", "kind", "prefix", "label", "expires", "note", "source"))
+        for i in range(rows):
+            if i % 100 == 99:
+                writer.writerow((f"+8170{i:07d}", "block", "1", f"range {i}", "", "", "bench"))
+            else:
+                kind = "allow" if i % 3 == 0 else "block"
+                expires = "2030-12-31" if i % 10 == 0 else ""
+                number = f"+8180{BASE + STRIDE * i}"
+                writer.writerow((number, kind, "0", f"Caller {i}", expires, "", "bench"))
+    tmp.replace(path)
+    return path

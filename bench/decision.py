@@ -1,0 +1,110 @@
+"""Part 1: one decision in-process (normalize + lookup + decide) against a bare sqlite3 lookup.
+
+Every method sees the same raw caller IDs, in the same order, one at a time (a call is screened
+as it arrives, never batched). ``normalize``'s LRU cache is cleared before each method so that
+every method pays for parsing, as a stream of distinct callers would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.dataset import callers
+from bench.stats import ratio, summary
+from screener import numbers
+from screener.config import did_key
+from screener.numbers import normalize
+from screener.policy import Decision, Policy, decide
+from screener.screening import screen
+from screener.store import _ENTRY_COLUMNS, Store, _entry_from_row, _prefixes
+
+REGION = "JP"
+DID = "0355550100"
+NOW = dt.datetime(2026, 11, 25, 1, 30, tzinfo=dt.UTC)  # a Wednesday, 10:30 in Tokyo
+EXACT_SQL = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number = ?"
+
+
+def _clear() -> None:
+    numbers._normalize.cache_clear()
+
+
+def _sync_screen(db: sqlite3.Connection, raw: str, policy: Policy) -> Decision:
+    """The same work as ``screening.screen`` on a plain sqlite3 connection, no thread hop."""
+    caller = normalize(raw, REGION)
+    matches = []
+    if caller.e164:
+        candidates = _prefixes(caller.e164)
+        marks = ", ".join("?" * len(candidates))
+        rows = db.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})",
+            candidates,
+        ).fetchall()
+        matches = [_entry_from_row(r) for r in rows if r[3] == 1 or r[2] == caller.e164]
+    return decide(caller, matches, policy, NOW, did_key(DID, REGION))
+
+
+def _time_sync(items: list[str], fn: Callable[[str], object]) -> list[float]:
+    out = []
+    clock = time.perf_counter
+    for item in items:
+        start = clock()
+        fn(item)
+        out.append((clock() - start) * 1000.0)
+    return out
+
+
+async def run(path: Path, size: int, count: int) -> dict[str, Any]:
+    """Time every method over ``count`` callers against the database at ``path``."""
+    raws = callers(size, count)
+    policy = Policy()
+    e164s = [c.e164 for c in (normalize(r, REGION) for r in raws) if c.e164]
+    routes: dict[str, int] = {}
+    result: dict[str, Any] = {"entries": size, "callers": count, "with_e164": len(e164s)}
+    clock = time.perf_counter
+
+    uri = f"{path.absolute().as_uri()}?mode=ro"  # noqa: ASYNC240  # setup, not timed
+    db = sqlite3.connect(uri, uri=True)
+    try:
+        # Warm the OS page cache and SQLite's own (both paths open their own connection).
+        for e164 in e164s:
+            db.execute(EXACT_SQL, (e164,)).fetchall()
+        result["floor_sqlite3_point"] = summary(
+            _time_sync(e164s, lambda n: db.execute(EXACT_SQL, (n,)).fetchall())
+        )
+        _clear()
+        result["normalize_uncached"] = summary(_time_sync(raws, lambda r: normalize(r, REGION)))
+        result["normalize_cached"] = summary(_time_sync(raws, lambda r: normalize(r, REGION)))
+        _clear()
+        result["sync_screen"] = summary(_time_sync(raws, lambda r: _sync_screen(db, r, policy)))
+    finally:
+        db.close()
+
+    async with Store.open(path, readonly=True) as store:
+        for e164 in e164s[:2000]:
+            await store.lookup(e164)
+        lookups = []
+        for e164 in e164s:
+            start = clock()
+            await store.lookup(e164)
+            lookups.append((clock() - start) * 1000.0)
+        result["store_lookup_async"] = summary(lookups)
+        _clear()
+        times = []
+        for raw in raws:
+            start = clock()
+            screening = await screen(store, raw, policy, REGION, NOW, DID)
+            times.append((clock() - start) * 1000.0)
+            route = screening.decision.route.value
+            routes[route] = routes.get(route, 0) + 1
+        result["screen_async"] = summary(times)
+    result["routes"] = routes
+    floor = result["floor_sqlite3_point"]
+    got = result["screen_async"]
+    result["ratio_p50"] = ratio(got["p50_ms"], floor["p50_ms"])
+    result["ratio_p99"] = ratio(got["p99_ms"], floor["p99_ms"])
+    return result
