@@ -232,8 +232,13 @@ class Probe:
         )
         if not response.success:
             raise RuntimeError(f"Originate refused: {response.message}")
+        known = {c.call_id for c in self.calls}
         request = await self.pbx.wait_for(
-            lambda e: user_event("ScreenRequest")(e) and e.get("CallerIDNum") == number,
+            lambda e: (
+                user_event("ScreenRequest")(e)
+                and e.get("CallerIDNum") == number
+                and e.get("Uniqueid") not in known
+            ),
             within,
         )
         call = Call(request.get("Uniqueid") or "", number, did, time.monotonic())
