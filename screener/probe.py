@@ -59,6 +59,17 @@ class SandboxInfo:
             events="call,user,dialplan",
         )
 
+    @property
+    def screener(self) -> AMISettings:
+        """The PBX's least-privilege screener user (what ``screener run`` logs in as)."""
+        r = self.raw
+        return AMISettings(
+            host=r["ami_host"],
+            port=int(r["ami_port"]),
+            username=r["screener_user"],
+            secret=r["screener_secret"],
+        )
+
     def screener_env(self) -> dict[str, str]:
         """The environment ``screener run`` needs to reach this sandbox."""
         r = self.raw

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from screener.ami import AMIClient, AMISettings
+from screener.ami import AMIClient
 from screener.errors import AMIActionError
 from screener.probe import Probe, SandboxInfo, user_event
 from tests.conftest import ScreenerProcess
@@ -46,7 +46,7 @@ async def test_calls_reach_the_route_their_caller_deserves(
 
     calls = [await probe.call_local(number, name="Caller") for number, _, _ in CASES]
     routes = await asyncio.gather(*(probe.routed(call, within=10) for call in calls))
-    assert [r for r in routes] == [(route, False) for _, route, _ in CASES]
+    assert routes == [(route, False) for _, route, _ in CASES]
 
     log = json.loads(screener.cli("calls", "--json", "--limit", "50").stdout)
     by_id = {row["call_id"]: row for row in log}
@@ -54,7 +54,7 @@ async def test_calls_reach_the_route_their_caller_deserves(
         row = by_id[call.call_id]
         assert (row["number"], row["route"], row["category"]) == (number, route, category)
         assert row["fallback"] is False and row["reasons"]
-    screened = [line for line in screener.wait_all("call screened", len(CASES))]
+    screened = screener.wait_all("call screened", len(CASES))
     assert {line["call_id"] for line in screened} == {c.call_id for c in calls}
     assert all(line["decision_ms"] < 1000 for line in screened)
 
@@ -75,16 +75,9 @@ async def test_late_redirect_does_no_harm(probe: Probe, sandbox: SandboxInfo) ->
     """A Redirect arriving after the fallback began is refused by the dialplan's gate."""
     call = await probe.call_local("0120121852")
     await probe.pbx.wait_for(user_event("ScreenFallback", call.call_id), 10)
-    settings = AMISettings(
-        host=sandbox.raw["ami_host"],
-        port=int(sandbox.raw["ami_port"]),
-        username=sandbox.raw["screener_user"],
-        secret=sandbox.raw["screener_secret"],
-    )
-    async with AMIClient(settings) as late:
+    async with AMIClient(sandbox.screener) as late:
         await late.redirect(call.call_id, "screen-voicemail", "s")
     await probe.pbx.wait_for(user_event("ScreenLate", call.call_id), 5)
-    routed = probe.pbx.matching(user_event("ScreenRouted", call.call_id))
     await asyncio.sleep(0.5)
     routed = probe.pbx.matching(user_event("ScreenRouted", call.call_id))
     assert [(e.get("Route"), e.get("Fallback")) for e in routed] == [("staff", "yes")] * 2
@@ -105,13 +98,7 @@ async def test_sip_call_from_the_carrier_rings_a_staff_phone(
 
 async def test_screener_user_cannot_originate(sandbox: SandboxInfo) -> None:
     """The least-privilege AMI user is refused Originate and Command by the real Asterisk."""
-    settings = AMISettings(
-        host=sandbox.raw["ami_host"],
-        port=int(sandbox.raw["ami_port"]),
-        username=sandbox.raw["screener_user"],
-        secret=sandbox.raw["screener_secret"],
-    )
-    async with AMIClient(settings) as ami:
+    async with AMIClient(sandbox.screener) as ami:
         for action in (
             {"Action": "Originate", "Channel": "Local/100@from-staff", "Application": "Wait"},
             {"Action": "Command", "Command": "core show version"},
