@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,15 +17,16 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from screener import __version__
 from screener.config import Config, load_config
 from screener.errors import InputError, ScreenerError
-from screener.log import configure_logging
+from screener.log import configure_logging, dumps
 from screener.numbers import parse_list_number
 from screener.policy import SOURCE_MANUAL, Entry, ListKind
 from screener.screening import screen
-from screener.store import CallRecord, Store
+from screener.store import CallRecord, ImportResult, Store
 from screener.transfer import read_csv, write_csv
 from screener.when import parse_future, parse_past
 
@@ -82,13 +82,28 @@ def _entry_dict(entry: Entry) -> dict[str, Any]:
     }
 
 
+def _count_lines(path: Path) -> int:
+    """Lines in a file, cheaply (for the progress bar's total); 0 if it cannot be read."""
+    try:
+        with path.open("rb") as fh:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except OSError:
+        return 0
+
+
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+    click.echo(dumps(value, indent=2))
 
 
 def _safe(text: str) -> str:
     """Caller data is attacker-controlled: never let it drive the terminal."""
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """A table row of plain text: rich would read ``[red]`` or ``[link=...]`` as markup (and
+    raise on an unbalanced ``[/x]``), so every cell is a ``Text`` with non-printables escaped."""
+    table.add_row(*(Text(_safe(cell)) for cell in cells))
 
 
 class ScreenerGroup(click.Group):
@@ -226,11 +241,12 @@ def list_show(
     table = Table("number", "list", "label", "source", "expires", "hits", "last seen")
     for e in entries:
         expired = e.expires_at is not None and not e.is_active(now)
-        table.add_row(
-            _safe(e.number + ("…" if e.prefix else "")),
+        _add_row(
+            table,
+            e.number + ("…" if e.prefix else ""),
             e.kind.value,
-            _safe(e.label),
-            _safe(e.source),
+            e.label,
+            e.source,
             ("expired " if expired else "")
             + (e.expires_at.date().isoformat() if e.expires_at else ""),
             str(e.hits),
@@ -287,14 +303,29 @@ def list_import(
         stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
     except OSError as exc:
         raise InputError(f"{file}: cannot read: {exc.strerror}") from exc
-    with stream:
+    # A progress bar on long files read from disk, when someone is watching (stderr is a tty).
+    lines = _count_lines(file) if str(file) != "-" and sys.stderr.isatty() else 0
+    show = lines > PROGRESS_MIN_ROWS
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+    )
+    with (
+        stream,
+        Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as bar,
+    ):
+        checking = bar.add_task("checking ", total=max(lines - 1, 1))
         parsed = read_csv(
             stream,
             region=config.region,
             default_kind=ListKind(kind) if kind else None,
             source=source,
             now=_now(),
+            on_progress=lambda n: bar.update(checking, completed=n),
         )
+        bar.update(checking, completed=parsed.rows)
     for reject in parsed.rejects[:50]:
         click.echo(f"{file}:{reject.line}: {reject.reason}: {_safe(reject.text)}", err=True)
     if len(parsed.rejects) > 50:
@@ -308,19 +339,12 @@ def list_import(
         click.echo(f"{len(parsed.entries)} rows would be imported; nothing changed (--dry-run)")
         return
 
-    async def go() -> Any:
+    async def go() -> ImportResult:
         async with Store.open(config.db_path) as store:
-            total = len(parsed.entries)
-            if total < PROGRESS_MIN_ROWS or not sys.stderr.isatty():
-                return await store.import_entries(parsed.entries)
-            columns = (
-                TextColumn("importing"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TimeRemainingColumn(),
-            )
-            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task("import", total=total)
+            with Progress(
+                *columns, console=Console(stderr=True), transient=True, disable=not show
+            ) as bar:
+                task = bar.add_task("importing", total=max(len(parsed.entries), 1))
                 return await store.import_entries(
                     parsed.entries, on_progress=lambda n: bar.update(task, completed=n)
                 )
@@ -455,13 +479,14 @@ def calls(
         return
     table = Table("time", "caller", "category", "route", "outcome", "why", "ms")
     for c in records:
-        table.add_row(
+        _add_row(
+            table,
             c.received_at.astimezone().isoformat(timespec="seconds"),
-            _safe(c.e164 or c.raw_number or "(none)"),
+            c.e164 or c.raw_number or "(none)",
             c.category,
             c.route + (" (fallback)" if c.fallback else ""),
             (c.outcome or "") + (f" vm:{c.voicemail}" if c.voicemail else ""),
-            _safe(c.reasons[-1] if c.reasons else ""),
+            c.reasons[-1] if c.reasons else "",
             f"{c.latency_ms:.1f}",
         )
     Console().print(table)

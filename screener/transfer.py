@@ -325,16 +325,23 @@ def read_csv(
     default_kind: ListKind | None,
     source: str = SOURCE_MANUAL,
     now: dt.datetime,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ParsedCSV:
-    """Parse a whole list CSV into entries and rejects (see :func:`iter_csv`)."""
+    """Parse a whole list CSV into entries and rejects (see :func:`iter_csv`).
+
+    ``on_progress`` is called with the number of rows read so far, every 10,000 rows.
+    """
     parsed = ParsedCSV()
-    for item in iter_csv(
-        path_or_stream, region=region, default_kind=default_kind, source=source, now=now
+    for count, item in enumerate(
+        iter_csv(path_or_stream, region=region, default_kind=default_kind, source=source, now=now),
+        start=1,
     ):
         if isinstance(item, Reject):
             parsed.rejects.append(item)
         else:
             parsed.entries.append(item)
+        if on_progress is not None and count % 10_000 == 0:
+            on_progress(count)
     parsed.rows = len(parsed.entries) + len(parsed.rejects)
     return parsed
 
