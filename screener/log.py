@@ -6,9 +6,10 @@ lines about a call carry them; the service writes one canonical line per call.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -18,6 +19,20 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+# Characters json.dumps(ensure_ascii=False) leaves raw that still end a line for someone
+# (U+0085, U+2028, U+2029 for str.splitlines() and JavaScript), drive a terminal (DEL and the C1
+# controls, U+009B is CSI) or cannot be written as UTF-8 (lone surrogates). As \uXXXX escapes
+# the JSON still decodes to exactly the same value.
+_JSON_ESCAPES = {
+    cp: f"\\u{cp:04x}" for cp in (*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
+}
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` with no raw control or line-separator character (caller data is hostile)."""
+    return json.dumps(value, ensure_ascii=False, **kwargs).translate(_JSON_ESCAPES)
 
 
 def configure_logging(
@@ -30,9 +45,10 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(ensure_ascii=False)
+        structlog.processors.JSONRenderer(dumps)
         if json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # repr() every value: a bare string would reach the terminal raw (ESC, C1 CSI, NUL).
+        else structlog.dev.ConsoleRenderer(colors=out.isatty(), repr_native_str=True)
     )
     structlog.configure(
         processors=[
