@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -124,6 +125,9 @@ def main() -> None:
     # Admin commands print their results on stdout; only warnings and errors go to the log
     # (stderr). `screener run` reconfigures logging from its config.
     configure_logging("console", "warning", stream=sys.stderr)
+    # The database holds who calls the office (personal data) and the lists; exports too. Files
+    # screener creates are its user's alone, whatever the login's umask (group/other bits off).
+    os.umask(os.umask(0o077) | 0o077)
 
 
 # ---- lists ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,16 @@ def test_caller_data_cannot_drive_the_terminal(db: Path) -> None:
     run(db, "list", "add", "0120-121-852", "--block", "--label", "evil\x1b[2Jlabel")
     result = run(db, "list", "show")
     assert "\x1b[2J" not in result.output
+
+
+def test_created_files_are_private(db: Path, tmp_path: Path) -> None:
+    """The database and exports screener creates are readable by its user only."""
+    previous = os.umask(0o022)
+    try:
+        assert run(db, "list", "add", "0120-121-852", "--block").exit_code == 0
+        out = tmp_path / "export.csv"
+        assert run(db, "list", "export", str(out)).exit_code == 0
+    finally:
+        os.umask(previous)
+    assert db.stat().st_mode & 0o077 == 0
+    assert out.stat().st_mode & 0o077 == 0
