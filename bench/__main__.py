@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import dataset, decision, lists, loadgen
+from bench import asterisk, dataset, decision, lists, loadgen
 from bench.stats import ratio
 from screener.log import configure_logging
 
@@ -28,6 +28,7 @@ TARGETS = {
     "agent_vs_floor": 2.0,
     "import_rows_per_s": 50_000,
     "rss_mb": 150.0,
+    "asterisk_added_p50_ms": 20.0,
 }
 
 
@@ -38,7 +39,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--rates", default="50,100,200,500,1000,2000", help="calls/s steps")
     p.add_argument("--step-seconds", type=float, default=3.0, help="seconds per rate step")
     p.add_argument("--import-rows", type=int, default=1_000_000, help="CSV rows for part 4")
-    p.add_argument("--only", default="decision,agent,lists", help="comma list of parts to run")
+    p.add_argument(
+        "--only", default="decision,agent,asterisk,lists", help="comma list of parts to run"
+    )
+    p.add_argument("--asterisk-calls", type=int, default=60, help="part 3 calls per dialplan")
+    p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
+    p.add_argument("--astdb", type=int, default=1_000_000, help="part 3 AstDB blacklist size")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="JSON folder")
     return p.parse_args()
 
@@ -180,14 +186,44 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
             _ok(verdict["rss"]),
         )
         t.add_section()
-    t.add_row(
-        "3 asterisk",
-        "real Asterisk 22 (sandbox) request → Redirect p50 / p99",
-        "[yellow]not run here: the lead runs it[/]",
-        "",
-        "",
-    )
-    t.add_section()
+    ast = results.get("asterisk")
+    if ast and "error" in ast:
+        t.add_row("3 asterisk", "real Asterisk 22 (sandbox)", f"[red]{ast['error']}[/]", "", "")
+        t.add_section()
+    elif ast:
+        st = ast["stats"]
+        labels = {
+            "direct": "dial staff directly (floor)",
+            "blacklist": f"built-in DB_EXISTS on AstDB of {ast['astdb_entries']:,}",
+            "screened": "screened by the screener",
+        }
+        first = True
+        for name in ("direct", "blacklist", "screened"):
+            t.add_row(
+                "3 asterisk" if first else "",
+                f"\\[from-trunk] → staff Dial, {labels[name]} p50 / p90",
+                f"{_ms(st[name]['p50_ms'])} / {_ms(st[name]['p90_ms'])} ms (n={st[name]['n']})",
+                "",
+                "",
+            )
+            first = False
+        added = ast["added_vs_direct_p50_ms"]
+        verdict["asterisk_added"] = added <= TARGETS["asterisk_added_p50_ms"]
+        t.add_row(
+            "",
+            f"added by the screener over direct dialling, p50 ({ast['rate_per_s']:g} calls/s)",
+            f"{_ms(added)} ms",
+            "≤ 20 ms",
+            _ok(verdict["asterisk_added"]),
+        )
+        t.add_row(
+            "",
+            "screened / built-in blacklist, p50",
+            _x(ast["screened_vs_blacklist_p50"]),
+            "",
+            "",
+        )
+        t.add_section()
     lst = results.get("lists")
     if lst:
         verdict["import"] = lst["cli_import_rows_per_s"] >= TARGETS["import_rows_per_s"]
@@ -255,6 +291,11 @@ def main() -> None:
         results["decision"] = asyncio.run(decision.run(db, args.entries, args.callers))
     if "agent" in parts:
         results["agent"] = asyncio.run(_agent(args, db, console.log))
+    if "asterisk" in parts:
+        console.log(
+            f"asterisk: {args.asterisk_calls} calls per dialplan at {args.asterisk_rate:g}/s"
+        )
+        results["asterisk"] = asterisk.run(args.asterisk_calls, args.asterisk_rate, args.astdb)
     if "lists" in parts:
         csv_path = dataset.ensure_csv(args.import_rows, log=console.log)
         console.log(f"lists: import and export of {args.import_rows:,} rows")

@@ -15,16 +15,134 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from screener.ami import AMIClient, AMISettings, Event
 from screener.errors import AMIError
 
 WATCHED = ("UserEvent", "Newexten", "Hangup", "OriginateResponse", "DialBegin")
+SANDBOX = Path(__file__).resolve().parent.parent / "scripts" / "sandbox"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be brought up."""
+
+
+@contextlib.contextmanager
+def sandbox_session(*, with_carrier: bool = True, wait: float = 900) -> Iterator[SandboxInfo]:
+    """``scripts/sandbox up`` … ``down``, holding a lock so that one user has it at a time.
+
+    The sandbox uses fixed loopback ports and one chroot: the test suite, the demo and the
+    benchmark each take it whole, and a second one waits (up to ``wait`` seconds) for the first.
+    """
+    run_dir = Path(os.environ.get("SCREENER_SANDBOX_RUN", "/run/screener-sandbox"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir.parent / f"{run_dir.name}.lock").open("w") as lock:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"the sandbox stayed busy for {wait:g}s") from None
+                time.sleep(0.5)
+        args = [str(SANDBOX), "up", *(["--with-carrier"] if with_carrier else [])]
+        up = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
+        try:
+            if up.returncode != 0:
+                raise SandboxError(f"scripts/sandbox up failed: {up.stderr.strip()[-2000:]}")
+            yield SandboxInfo(json.loads(up.stdout.strip().splitlines()[-1]))
+        finally:
+            subprocess.run([str(SANDBOX), "down"], capture_output=True, timeout=120, check=False)
+
+
+class ScreenerProcess:
+    """``screener run`` as a real subprocess (stopped by its PID), logging JSON to a file."""
+
+    def __init__(self, env: Mapping[str, str], db: Path, log: Path) -> None:
+        self.db = db
+        self.log = log
+        self.env = {
+            **os.environ,
+            "SCREENER_DB": str(db),
+            "SCREENER_CONFIG": "",
+            "SCREENER_LOG_FORMAT": "json",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run an admin command against the same database."""
+        return subprocess.run(
+            [sys.executable, "-m", "screener", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def start(self) -> None:
+        """Start the service (``wait_log("screener running", ...)`` to wait for its login)."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "screener", "run"],
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines so far (anything else is skipped)."""
+        if not self.log.exists():
+            return []
+        result = []
+        for line in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                result.append(json.loads(line))
+        return result
+
+    def find_log(self, event: str, within: float) -> dict[str, Any] | None:
+        """The first log line whose event is ``event``, waiting up to ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            for line in self.lines():
+                if line.get("event") == event:
+                    return line
+            exited = self.proc is not None and self.proc.poll() is not None
+            if exited or time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, within: float = 15) -> int | None:
+        """Stop it by PID; SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(within)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def tail(self, chars: int = 3000) -> str:
+        """The end of the log, for error messages."""
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
 @dataclass(frozen=True)

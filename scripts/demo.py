@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +20,16 @@ from rich.console import Console
 from rich.table import Table
 
 from screener.ami import AMIClient
-from screener.probe import Call, Probe, SandboxInfo, user_event
+from screener.probe import (
+    Call,
+    Probe,
+    SandboxError,
+    SandboxInfo,
+    ScreenerProcess,
+    sandbox_session,
+    user_event,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-SANDBOX = REPO / "scripts" / "sandbox"
 # Wide enough for the table when the output is not a terminal (CI logs, a pipe).
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
@@ -49,17 +52,6 @@ SAMPLES = [
     Sample("unknown 0800 caller (a person)", "0800-123-4567", "Sato", dtmf="wait"),
     Sample("ordinary mobile", "080-3333-4444", "Suzuki"),
 ]
-
-
-def sh(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, env=env, check=False, timeout=900)
-
-
-def screener_cli(env: dict[str, str], *args: str) -> str:
-    done = sh([sys.executable, "-m", "screener", *args], env)
-    if done.returncode != 0:
-        raise SystemExit(f"demo: screener {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str, Any]]]:
@@ -107,52 +99,34 @@ async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str
 
 def main() -> int:
     console.print("[bold]screener demo[/]: starting a real Asterisk 22 sandbox on loopback …")
-    up = sh([str(SANDBOX), "up", "--with-carrier"])
-    if up.returncode != 0:
-        console.print(f"[red]sandbox failed to start[/]: {up.stderr.strip()[-2000:]}")
-        return 1
-    screener: subprocess.Popen[bytes] | None = None
     tmp = Path(tempfile.mkdtemp(prefix="screener-demo-"))
     try:
-        info = SandboxInfo(json.loads(up.stdout.strip().splitlines()[-1]))
-        env = {
-            **os.environ,
-            **info.screener_env(),
-            "SCREENER_DB": str(tmp / "screener.db"),
-            "SCREENER_CONFIG": "",
-            "SCREENER_LOG_FORMAT": "json",
-        }
-        screener_cli(env, "list", "add", "090-1111-2222", "--allow", "--label", "Tanaka (customer)")
-        screener_cli(env, "list", "add", "0120-121-852", "--block", "--label", "Tele Sales")
-        log_path = tmp / "screener.log"
-        with log_path.open("wb") as log:
-            screener = subprocess.Popen(
-                [sys.executable, "-m", "screener", "run"],
-                env=env,
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 20
-        while "screener running" not in log_path.read_text(errors="replace"):
-            if time.monotonic() > deadline or screener.poll() is not None:
-                console.print(f"[red]screener did not start[/]:\n{log_path.read_text()[-2000:]}")
-                return 1
-            time.sleep(0.1)
-        console.print("screener is running; placing 5 sample calls over SIP from the carrier …")
-        calls, results = asyncio.run(place_calls(info))
-        records = {r["call_id"]: r for r in json.loads(screener_cli(env, "calls", "--json"))}
-        lines = [json.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
-        screened = {x["call_id"]: x for x in lines if x.get("event") == "call screened"}
-    finally:
-        if screener is not None and screener.poll() is None:
-            screener.send_signal(signal.SIGTERM)
+        with sandbox_session(with_carrier=True) as info:
+            screener = ScreenerProcess(info.screener_env(), tmp / "screener.db", tmp / "log")
             try:
-                screener.wait(15)
-            except subprocess.TimeoutExpired:
-                screener.kill()
-                screener.wait()
-        sh([str(SANDBOX), "down"])
+                for args in (
+                    ("090-1111-2222", "--allow", "--label", "Tanaka (customer)"),
+                    ("0120-121-852", "--block", "--label", "Tele Sales"),
+                ):
+                    added = screener.cli("list", "add", *args)
+                    if added.returncode != 0:
+                        console.print(f"[red]screener list add failed[/]: {added.stderr}")
+                        return 1
+                screener.start()
+                if screener.find_log("screener running", 20) is None:
+                    console.print(f"[red]screener did not start[/]:\n{screener.tail()}")
+                    return 1
+                console.print("screener is running; placing 5 sample calls over SIP …")
+                calls, results = asyncio.run(place_calls(info))
+                done = screener.cli("calls", "--json")
+                records = {r["call_id"]: r for r in json.loads(done.stdout)}
+                lines = screener.lines()
+            finally:
+                screener.stop()
+    except SandboxError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    screened = {x["call_id"]: x for x in lines if x.get("event") == "call screened"}
 
     table = Table(title="Where each call went, and why")
     for column in ("caller", "number", "category", "route", "challenge", "why", "decided in"):

@@ -3,11 +3,6 @@ the real ``screener run``; only tests marked ``e2e`` ask for them."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,10 +12,10 @@ import pytest
 import structlog
 
 from screener.ami import AMIClient
-from screener.probe import Probe, SandboxInfo
+from screener.probe import Probe, SandboxError, SandboxInfo, sandbox_session
+from screener.probe import ScreenerProcess as BaseScreenerProcess
 
 REPO = Path(__file__).resolve().parent.parent
-SANDBOX = REPO / "scripts" / "sandbox"
 
 
 @pytest.fixture(autouse=True)
@@ -33,85 +28,36 @@ def _reset_structlog() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[SandboxInfo]:
     """A real Asterisk 22 (the PBX, with asterisk-conf/) and a carrier instance, on loopback."""
-    up = subprocess.run(
-        [str(SANDBOX), "up", "--with-carrier"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if up.returncode != 0:
-        pytest.fail(f"scripts/sandbox up failed ({up.returncode}): {up.stderr[-2000:]}")
-    info = SandboxInfo(json.loads(up.stdout.strip().splitlines()[-1]))
     try:
-        yield info
-    finally:
-        subprocess.run([str(SANDBOX), "down"], capture_output=True, timeout=120, check=False)
+        with sandbox_session(with_carrier=True) as info:
+            yield info
+    except SandboxError as exc:
+        pytest.fail(str(exc))
 
 
-class ScreenerProcess:
-    """``screener run`` as a real subprocess against the sandbox, logging JSON to a file."""
+class ScreenerProcess(BaseScreenerProcess):
+    """``screener run`` against the sandbox, with waits that fail the test when they time out."""
 
     def __init__(self, sandbox: SandboxInfo, tmp: Path, **env: str) -> None:
-        self.db = tmp / "screener.db"
-        self.log = tmp / "screener.log"
-        self.env = {
-            **os.environ,
-            **sandbox.screener_env(),
-            "SCREENER_DB": str(self.db),
-            "SCREENER_CONFIG": "",
-            "SCREENER_LOG_FORMAT": "json",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run an admin command against the same database."""
-        return subprocess.run(
-            [sys.executable, "-m", "screener", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        tmp.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            {**sandbox.screener_env(), **env}, tmp / "screener.db", tmp / "screener.log"
         )
 
     def start(self, wait: bool = True) -> None:
         """Start the service; with ``wait``, return once it logged in to AMI."""
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "screener", "run"],
-            env=self.env,
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
-        out.close()
+        super().start()
         if wait:
             self.wait_log("screener running", 20)
 
-    def lines(self) -> list[dict[str, Any]]:
-        """The JSON log lines so far (anything else is skipped)."""
-        result = []
-        for line in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                result.append(json.loads(line))
-            except ValueError:
-                continue
-        return result
-
     def wait_log(self, event: str, within: float) -> dict[str, Any]:
         """The first log line whose event is ``event``; fails the test after ``within`` s."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            for line in self.lines():
-                if line.get("event") == event:
-                    return line
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-        pytest.fail(f"screener never logged {event!r} within {within}s; log tail:\n{tail}")
+        line = self.find_log(event, within)
+        if line is None:
+            pytest.fail(
+                f"screener never logged {event!r} within {within}s; log tail:\n{self.tail()}"
+            )
+        return line
 
     def wait_all(self, event: str, count: int, within: float = 10) -> list[dict[str, Any]]:
         """At least ``count`` log lines with this event; fails the test after ``within`` s."""
@@ -123,17 +69,6 @@ class ScreenerProcess:
                 return found
             time.sleep(0.05)
         pytest.fail(f"only {len(found)} of {count} {event!r} log lines within {within}s")
-
-    def stop(self, sig: int = signal.SIGTERM, within: float = 15) -> int | None:
-        """Stop it by PID; SIGKILL if it does not exit in time. Returns the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(within)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
 
 
 @pytest.fixture
