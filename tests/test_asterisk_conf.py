@@ -250,14 +250,15 @@ def test_contract_extensions() -> None:
 
 
 def test_request_holds_then_falls_back() -> None:
-    """from-trunk sets holding, emits ScreenRequest, rings, waits the hold, then falls back."""
-    for ext in ("_X.", "s"):
-        lines = [line for line in dialplan()["from-trunk"]]
+    """from-trunk holds, sanitizes the number, asks, rings, waits the hold, then falls back."""
+    for ext in ("_X.", "_+X.", "s"):
+        lines = list(dialplan()["from-trunk"])
         start = next(i for i, line in enumerate(lines) if line.startswith(f"{ext},1,"))
-        apps = [app_calls(line)[0] for line in lines[start : start + 5]]
+        apps = [app_calls(line)[0] for line in lines[start : start + 6]]
         assert apps == [
             ("Set", "SCREEN_STATE=holding"),
-            ("UserEvent", "ScreenRequest,Version: 1"),
+            ("Gosub", "screen-sanitize,s,1"),
+            ("UserEvent", "ScreenRequest,Version: 1,Tainted: ${FILTER(a-z,${SCREEN_TAINTED})}"),
             ("Ringing", ""),
             ("Wait", "${SCREEN_HOLD_SECONDS}"),
             ("Goto", "screen-fallback,s,1"),

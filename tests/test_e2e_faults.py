@@ -29,8 +29,8 @@ import pytest
 
 from screener.ami import AMIClient
 from screener.errors import AMIError
-from screener.probe import Call, Probe, SandboxInfo, new_call_id, user_event
-from tests.conftest import SANDBOX, ScreenerProcess
+from screener.probe import SANDBOX, Call, Probe, SandboxInfo, new_call_id, user_event
+from tests.conftest import ScreenerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
