@@ -11,6 +11,13 @@ process's lock (a long ``list import``) never delays a routing decision. The cal
 committed *before* the Redirect when the writer answers within ``RECORD_BUDGET`` (so a crash
 never loses a decision that was acted on), and after it otherwise (so a locked database never
 costs a call its route).
+
+Call records and list hits are written by one task, the writer, with group commit: calls queue
+their rows in the open batch; each time the writer is free it commits everything queued
+meanwhile in one transaction (one trip to the database thread), and resolves the batch's one
+future for all of them. At low rates a batch holds one call; under bursts, many calls share one
+commit instead of queuing for a commit each. Outcome writes (challenge results, voicemail,
+fallbacks) wait for the batches queued before them, so they never overtake a call's record.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ import contextlib
 import datetime as dt
 import signal
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,7 +36,7 @@ import structlog
 
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
-from screener.errors import AMIError, ConfigError, StoreError
+from screener.errors import AMIError, ConfigError, StoreError, StoreLockedError
 from screener.numbers import Caller, normalize
 from screener.policy import Outcome, Route, challenge_code, learn
 from screener.screening import Screening, screen
@@ -54,6 +61,8 @@ RECORD_BUDGET = 0.25
 # Calls remembered in memory to match later outcome events without a database read.
 RECENT_CALLS = 20000
 SHUTDOWN_GRACE = 5.0
+# Latencies kept for the status line and tests (a bounded window, not the whole uptime).
+LATENCY_WINDOW = 10000
 
 
 @dataclass
@@ -67,7 +76,31 @@ class Stats:
     outcomes: int = 0
     fallbacks: int = 0
     record_errors: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    write_batches: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Writes queued for the writer's next transaction, and the one future they all wait on."""
+
+    done: asyncio.Future[None]
+    calls: list[CallRecord] = field(default_factory=list)
+    fallbacks: list[CallRecord] = field(default_factory=list)
+    hits: list[tuple[int, dt.datetime]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.calls) + len(self.fallbacks) + len(self.hits)
+
+    def pieces(self) -> list[tuple[str, _Batch]]:
+        """Each write alone, in the batch's order, with what to name it in a log line."""
+        loop = self.done.get_loop()
+        return [
+            *((c.call_id, _Batch(loop.create_future(), calls=[c])) for c in self.calls),
+            *((c.call_id, _Batch(loop.create_future(), fallbacks=[c])) for c in self.fallbacks),
+            *((f"hit {h[0]}", _Batch(loop.create_future(), hits=[h])) for h in self.hits),
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,22 +191,41 @@ class Screener:
         self.stats = Stats()
         self.recent: OrderedDict[str, Caller] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._write_lock = asyncio.Lock()
+        self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
+            "screenrequest": self.on_request,
+            "screenchallenge": self.on_challenge,
+            "screenvoicemail": self.on_voicemail,
+            "screenfallback": self.on_fallback,
+            "screenlate": self.on_late,
+        }
+        # The writer's state: the batch being filled, the one being committed.
+        self._batch: _Batch | None = None
+        self._committing: _Batch | None = None
+        self._wake = asyncio.Event()
+        self._writer_open = False
+        self._closing = False
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Consume AMI events until ``stop`` is set; then let in-flight calls finish."""
+        """Consume AMI events until ``stop`` is set; let in-flight calls finish; flush writes."""
+        self._writer_open, self._closing = True, False
         async with asyncio.TaskGroup() as group:
-            stopper = group.create_task(stop.wait())
-            while not stop.is_set():
-                getter = group.create_task(self.ami.events.get())
-                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    break
-                self.dispatch(group, getter.result())
+            group.create_task(self._write_batches(), name="screener-writer")
+            consumer = group.create_task(self._consume(group), name="screener-events")
+            await stop.wait()
+            # Cancelling Queue.get() loses no event; what is still queued is left to the
+            # dialplan's fallback, as the calls would be after the process exits.
+            consumer.cancel()
             await self._drain()
+            # The writer commits what the calls queued, then ends (the group waits for it).
+            self._closing = True
+            self._wake.set()
+
+    async def _consume(self, group: asyncio.TaskGroup) -> None:
+        events = self.ami.events
+        while True:
+            self.dispatch(group, await events.get())
 
     async def _drain(self) -> None:
         pending = [t for t in self._tasks if not t.done()]
@@ -188,14 +240,7 @@ class Screener:
 
     def dispatch(self, group: asyncio.TaskGroup, event: Event) -> None:
         """Start the handler for one event in the task group (never raises)."""
-        name = (event.get("UserEvent") or "").lower()
-        handler: Callable[[Event], Awaitable[None]] | None = {
-            "screenrequest": self.on_request,
-            "screenchallenge": self.on_challenge,
-            "screenvoicemail": self.on_voicemail,
-            "screenfallback": self.on_fallback,
-            "screenlate": self.on_late,
-        }.get(name)
+        handler = self._handlers.get((event.get("UserEvent") or "").lower())
         if handler is None:
             return
         task = group.create_task(self._guard(handler, event))
@@ -266,31 +311,32 @@ class Screener:
             )
             if self._too_late(request):
                 self.stats.late += 1
-                await self._write(
-                    self.writer.record_call(
-                        _replace(
-                            record,
-                            fallback=True,
-                            reasons=(*reasons, "decided too late: the dialplan fallback ran"),
-                        )
-                    )
+                late = _replace(
+                    record,
+                    fallback=True,
+                    reasons=(*reasons, "decided too late: the dialplan fallback ran"),
                 )
+                await self._committed(self._queue().calls, late)
                 log.warning(
                     "decision too late; fallback keeps the call", route=decision.route.value
                 )
                 return
-            write = asyncio.ensure_future(self._write(self.writer.record_call(record)))
-            self._tasks.add(write)
-            write.add_done_callback(self._tasks.discard)
+            batch = self._queue()
+            batch.calls.append(record)
+            if decision.entry is not None and decision.entry.id is not None:
+                # The match is counted with the decision it made, in the same commit: a hit of
+                # its own would cost the writer a second transaction per call.
+                batch.hits.append((decision.entry.id, now))
             # Recording first is worth a little wait, never the call's route: spend at most half
             # the time left before the deadline on it, and send nothing if it passed meanwhile.
+            # (asyncio.wait never cancels the batch's future, which other calls share.)
             budget = min(RECORD_BUDGET, self._remaining(request) / 2)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(write), max(0.0, budget))
+            if budget > 0:
+                await asyncio.wait((batch.done,), timeout=budget)
             if self._too_late(request):
                 self.stats.late += 1
                 late = _replace(record, reasons=("decided too late: the dialplan fallback ran",))
-                await self._write(self.writer.record_fallback(late))
+                await self._committed(self._queue().fallbacks, late)
                 log.warning(
                     "decision too late; fallback keeps the call", route=decision.route.value
                 )
@@ -310,11 +356,6 @@ class Screener:
             total_ms = (time.perf_counter() - started) * 1000.0
             self.stats.routed += 1
             self.stats.latencies_ms.append(total_ms)
-            if decision.entry is not None and decision.entry.id is not None:
-                entry_id = decision.entry.id
-                hit = asyncio.ensure_future(self._write(self.writer.record_hit(entry_id, now)))
-                self._tasks.add(hit)
-                hit.add_done_callback(self._tasks.discard)
             log.info(
                 "call screened",
                 caller=screening.caller.display,
@@ -344,13 +385,112 @@ class Screener:
             self.recent.popitem(last=False)
 
     async def _write(self, operation: Awaitable[T]) -> T | None:
-        """Run a database write; a failure (disk full, locked) is logged, never raised (None)."""
+        """Run a database write; a failure (disk full, locked) is logged, never raised (None).
+
+        It first waits for the writer's queued batches, so that it never overtakes them (an
+        outcome must find its call's record).
+        """
+        try:
+            await self._flushed()
+        except BaseException:
+            if isinstance(operation, Coroutine):
+                operation.close()  # never started: close it, or Python warns it was never awaited
+            raise
         try:
             return await operation
         except StoreError as exc:
-            self.stats.record_errors += 1
-            log.error("could not write to the database; the call is still routed", error=str(exc))
+            self._write_failed(exc, 1)
             return None
+
+    def _write_failed(self, exc: Exception, lost: int, **context: Any) -> None:
+        self.stats.record_errors += lost
+        log.error(
+            "could not write to the database; the call is still routed",
+            error=str(exc),
+            records=lost,
+            **context,
+        )
+
+    # -- the writer: group commit ---------------------------------------------------------------
+
+    def _queue(self) -> _Batch:
+        """The batch the writer commits next; append writes to it (without awaiting between)."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
+            if self._writer_open:
+                self._wake.set()
+            else:  # no writer (it ended, or never started): nothing must wait for this batch
+                batch.done.set_result(None)
+                log.error("database writer not running; record dropped")
+                self._batch = None
+        return batch
+
+    async def _committed(self, rows: list[CallRecord], record: CallRecord) -> None:
+        """Queue ``record`` on ``rows`` (of the open batch) and wait until it is committed."""
+        rows.append(record)
+        await self._flushed()
+
+    async def _flushed(self) -> None:
+        """Wait until every write queued so far is committed (or has failed and been logged)."""
+        batch = self._batch or self._committing  # the open batch commits after the other
+        if batch is not None:
+            await asyncio.wait((batch.done,))
+
+    async def _write_batches(self) -> None:
+        """The writer task: commit all that was queued meanwhile, one transaction per turn."""
+        try:
+            while True:
+                batch = self._batch
+                if batch is None:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                self._batch, self._committing = None, batch
+                try:
+                    await self._commit(batch)
+                finally:
+                    self._committing = None
+                    if not batch.done.done():
+                        batch.done.set_result(None)
+        finally:
+            self._writer_open = False
+            if self._batch is not None:  # cancelled: release whoever waits on the rest
+                self._batch.done.set_result(None)
+                self._batch = None
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Write one batch; never raises but CancelledError. Failures are logged and counted."""
+        self.stats.write_batches += 1
+        try:
+            await self._write_batch(batch)
+            return
+        except StoreLockedError as exc:
+            # It waited busy_timeout already: one by one, each write would wait as long again.
+            self._write_failed(exc, batch.size)
+            return
+        except Exception as exc:
+            if batch.size == 1:
+                self._write_failed(exc, 1, call_id=batch.pieces()[0][0])
+                return
+            log.warning(
+                "batch write failed; writing its records one by one",
+                error=str(exc),
+                records=batch.size,
+            )
+        # One bad record must not cost the other calls of its batch their records.
+        for name, piece in batch.pieces():
+            try:
+                await self._write_batch(piece)
+            except Exception as exc:
+                self._write_failed(exc, 1, call_id=name)
+
+    async def _write_batch(self, batch: _Batch) -> None:
+        await self.writer.record_batch(
+            calls=batch.calls, fallbacks=batch.fallbacks, hits=batch.hits
+        )
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -426,6 +566,7 @@ class Screener:
         # fallback took; keep it. Read on the writer, so that write is already committed.
         route = None
         if call_id:
+            await self._flushed()
             try:
                 previous = await self.writer.get_call(call_id)
             except StoreError as exc:

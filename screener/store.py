@@ -27,7 +27,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
 import aiosqlite
 import structlog
@@ -36,6 +36,7 @@ from screener.errors import StoreCorruptError, StoreError, StoreLockedError
 from screener.policy import SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 # Written into the SQLite header of every database screener creates ("SCRN"), so that we never
 # mistake someone else's database for ours, nor migrate it.
@@ -109,6 +110,20 @@ _UPSERT_ENTRY = """
         created_at = excluded.created_at, expires_at = excluded.expires_at,
         note = excluded.note, hits = excluded.hits, last_seen = excluded.last_seen
 """
+_RECORD_CALL = (
+    f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (call_id) DO UPDATE SET route = excluded.route,"
+    " rule = excluded.rule, reasons = excluded.reasons,"
+    " latency_ms = excluded.latency_ms"
+)
+_RECORD_FALLBACK = (
+    f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+    " ON CONFLICT (call_id) DO UPDATE SET route = excluded.route, fallback = 1,"
+    " reasons = json_insert(calls.reasons, '$[#]', ?)"
+)
+_RECORD_HIT = "UPDATE entries SET hits = hits + 1, last_seen = ? WHERE id = ?"
 _FAILED_OUTCOMES = ("fail", "timeout")
 _ITER_CHUNK = 5000
 
@@ -192,6 +207,10 @@ def _call_params(rec: CallRecord) -> tuple[Any, ...]:
         rec.voicemail,
         int(rec.fallback),
     )
+
+
+def _fallback_params(rec: CallRecord) -> tuple[Any, ...]:
+    return (*_call_params(rec)[:-1], "; ".join(rec.reasons))
 
 
 def _entry_from_row(row: Sequence[Any]) -> Entry:
@@ -404,6 +423,19 @@ class Store:
             with self._guard(action):
                 return list(await self._db.execute_fetchall(sql, params))
 
+    async def _on_thread(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``function(connection)`` on the connection's own thread, in one trip.
+
+        Each awaited aiosqlite call is a round trip to its thread (and a wait for the GIL on the
+        way back); a transaction of N statements made of them costs N + 2 trips. aiosqlite runs
+        every call as a function queued to that thread (``_execute``) on the ``sqlite3``
+        connection only that thread uses (``_conn``): queuing our own function there keeps the
+        one-thread-per-connection rule with a single trip. Call it holding ``self._lock``.
+        """
+        db = self._db
+        result = await db._execute(lambda: function(db._conn))  # type: ignore[no-untyped-call]  # aiosqlite's queue to its thread is untyped
+        return cast(_T, result)
+
     async def _write(self, action: str, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement in autocommit mode; returns the number of rows it changed."""
         async with self._lock:
@@ -563,11 +595,11 @@ class Store:
 
     async def record_hit(self, entry_id: int, now: dt.datetime) -> None:
         """Count one more call matched by the entry ``entry_id``, seen at ``now``."""
-        await self._write(
-            "record hit",
-            "UPDATE entries SET hits = hits + 1, last_seen = ? WHERE id = ?",
-            (_ts(now), entry_id),
-        )
+        await self._write("record hit", _RECORD_HIT, (_ts(now), entry_id))
+
+    async def record_hits(self, ids: Iterable[int], now: dt.datetime) -> None:
+        """Count one more call for each of ``ids`` (repeats count again), in one transaction."""
+        await self.record_batch(hits=[(entry_id, now) for entry_id in ids])
 
     async def count_entries(self) -> int:
         """How many entries the lists hold, expired ones included."""
@@ -607,15 +639,52 @@ class Store:
 
     async def record_call(self, rec: CallRecord) -> None:
         """Log a screening decision; a second decision for the same call updates the decision."""
-        await self._write(
-            "record call",
-            f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (call_id) DO UPDATE SET route = excluded.route,"
-            " rule = excluded.rule, reasons = excluded.reasons,"
-            " latency_ms = excluded.latency_ms",
-            _call_params(rec),
-        )
+        await self._write("record call", _RECORD_CALL, _call_params(rec))
+
+    async def record_calls(self, records: Iterable[CallRecord]) -> None:
+        """:meth:`record_call` for many calls in ONE transaction: all of them, or none."""
+        await self.record_batch(calls=records)
+
+    async def record_batch(
+        self,
+        *,
+        calls: Iterable[CallRecord] = (),
+        fallbacks: Iterable[CallRecord] = (),
+        hits: Iterable[tuple[int, dt.datetime]] = (),
+    ) -> None:
+        """Decisions, then fallbacks, then list hits ``(entry id, seen at)``, in ONE transaction.
+
+        All or nothing, and one trip to the connection's thread however many rows: the service
+        commits every call decided meanwhile together (group commit). Each part means what
+        :meth:`record_call`, :meth:`record_fallback` and :meth:`record_hit` mean, applied in
+        that order (a call's decision before its fallback; a repeated id counts again).
+        """
+        call_rows = [_call_params(rec) for rec in calls]
+        fallback_rows = [_fallback_params(rec) for rec in fallbacks]
+        hit_rows = [(_ts(seen), entry_id) for entry_id, seen in hits]
+        if not (call_rows or fallback_rows or hit_rows):
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in (
+                    (_RECORD_CALL, call_rows),
+                    (_RECORD_FALLBACK, fallback_rows),
+                    (_RECORD_HIT, hit_rows),
+                ):
+                    if rows:
+                        db.executemany(sql, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                # SQLite has already rolled back after some errors; then there is nothing to undo.
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+
+        async with self._lock:
+            with self._guard("record calls"):
+                await self._on_thread(write)
 
     async def record_fallback(self, rec: CallRecord) -> None:
         """Log that ``rec.call_id`` took the dialplan fallback to ``rec.route``.
@@ -624,14 +693,7 @@ class Store:
         keeps its decision (rule, reasons so far) and gets the route it really took, the
         fallback flag, and ``rec.reasons`` appended to its reasons.
         """
-        await self._write(
-            "record fallback",
-            f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
-            " ON CONFLICT (call_id) DO UPDATE SET route = excluded.route, fallback = 1,"
-            " reasons = json_insert(calls.reasons, '$[#]', ?)",
-            (*_call_params(rec)[:-1], "; ".join(rec.reasons)),
-        )
+        await self._write("record fallback", _RECORD_FALLBACK, _fallback_params(rec))
 
     async def set_outcome(self, call_id: str, outcome: str, now: dt.datetime) -> bool:
         """Record how the challenge of ``call_id`` ended; False if the call is not in the log."""

@@ -25,7 +25,7 @@ import structlog
 
 from screener import service
 from screener.config import AMIConfig, Config
-from screener.errors import AMIAuthError, ConfigError, StoreCorruptError
+from screener.errors import AMIAuthError, ConfigError, StoreCorruptError, StoreError
 from screener.policy import SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 from screener.service import Screener, Stats
 from screener.store import CallRecord, Store
@@ -711,3 +711,74 @@ async def test_locked_database_near_the_deadline_still_beats_it(fake: FakeAMI, d
         record = await svc.call(call_id, within=3)
     assert (record.route, record.fallback) == ("staff", False)
     assert svc.task.result().late == 0
+
+
+# -- the writer: group commit ------------------------------------------------------------------
+
+
+async def test_a_burst_of_calls_shares_commits(fake: FakeAMI, db: Path) -> None:
+    """Calls decided while the writer is busy are committed together, each call logged once."""
+    async with serving(make_config(fake, db), fake) as svc:
+        with write_locked(db):
+            calls = [new_call_id() for _ in range(20)]
+            await fake.emit(*(request(c, MOBILE) for c in calls))
+            redirects = await svc.redirects(20)  # each after its budget: the lock is held
+            await asyncio.sleep(0.1)
+        records = [await svc.call(c, within=3) for c in calls]
+        assert svc.screener.stats.write_batches <= 3  # the first call's, then all the others'
+    assert sorted(r.get("Channel") or "" for r in redirects) == sorted(calls)
+    assert all(r.route == "staff" and not r.fallback for r in records)
+    assert svc.task.result().record_errors == 0
+
+
+async def test_shutdown_flushes_queued_records(fake: FakeAMI, db: Path) -> None:
+    """Stop while records wait for a locked database: run() commits them before it returns."""
+    await add_entry(db, ListKind.BLOCK, FIXED_E164)
+    async with serving(make_config(fake, db), fake) as svc:
+        with write_locked(db):
+            calls = [new_call_id() for _ in range(5)]
+            await fake.emit(*(request(c, FIXED) for c in calls))
+            await svc.redirects(5)
+            await fake.wait_until(lambda: svc.screener.stats.routed == 5)
+            svc.stop.set()
+            await asyncio.sleep(0.3)
+            assert not svc.task.done(), "run() returned with records not yet written"
+            assert await read_call(db, calls[0]) is None
+        stats = await asyncio.wait_for(asyncio.shield(svc.task), 5)
+    assert stats.record_errors == 0
+    for call_id in calls:
+        record = await read_call(db, call_id)
+        assert record is not None and record.route == "voicemail"
+    entry = await read_entry(db, FIXED_E164)
+    assert entry is not None and entry.hits == 5
+
+
+async def test_a_failed_batch_costs_no_other_call_its_record(fake: FakeAMI, db: Path) -> None:
+    """One bad record in a batch: it is logged, every call is routed, the others are logged."""
+    poisoned = new_call_id()
+    with structlog.testing.capture_logs() as logs:
+        async with serving(make_config(fake, db), fake) as svc:
+            writer = svc.screener.writer
+            record_batch = writer.record_batch
+
+            async def failing(**parts: Any) -> None:
+                # A fake disk error for one call's row; the rest of the batch is fine.
+                if any(c.call_id == poisoned for c in parts.get("calls", ())):
+                    raise StoreError("database: record calls failed: disk I/O error")
+                await record_batch(**parts)
+
+            writer.record_batch = failing  # type: ignore[method-assign]
+            with write_locked(db):
+                calls = [new_call_id() for _ in range(6)]
+                await fake.emit(*(request(c, MOBILE) for c in [*calls, poisoned]))
+                redirects = await svc.redirects(7)
+                await asyncio.sleep(0.1)
+            records = [await svc.call(c, within=3) for c in calls]
+            await fake.wait_until(lambda: svc.screener.stats.record_errors == 1)
+            assert await read_call(db, poisoned) is None
+    assert sorted(r.get("Channel") or "" for r in redirects) == sorted([*calls, poisoned])
+    assert all(r.route == "staff" for r in records)
+    assert any(e["event"] == "batch write failed; writing its records one by one" for e in logs)
+    (failed,) = [e for e in logs if e["event"].startswith("could not write to the database")]
+    assert failed["call_id"] == poisoned and "disk I/O error" in failed["error"]
+    assert svc.task.result().failed == 0

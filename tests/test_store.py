@@ -445,6 +445,68 @@ async def test_locked_database_raises_store_locked(db_path: Path) -> None:
 # --- call log ----------------------------------------------------------------------------------
 
 
+async def test_record_calls_commits_all_of_them_together(store: Store, db_path: Path) -> None:
+    """record_calls writes every record in one transaction, readable from another connection."""
+    records = [call(f"1700000000.{i}", NOW + i * DAY) for i in range(5)]
+    await store.record_calls(records)
+    async with Store.open(db_path, readonly=True) as other:
+        assert [await other.get_call(r.call_id) for r in records] == records
+
+
+async def test_record_calls_is_all_or_nothing(store: Store) -> None:
+    """One record that cannot be stored (text that is not Unicode) fails the whole batch."""
+    good = call("1700000000.1", NOW)
+    bad = call("1700000000.2", NOW, raw_name="\ud800 lone surrogate")
+    with pytest.raises(StoreError, match="not valid Unicode"):
+        await store.record_calls([good, bad])
+    assert await store.get_call(good.call_id) is None
+    await store.record_calls([good])  # the connection is usable again (rolled back)
+    assert await store.get_call(good.call_id) == good
+
+
+async def test_record_hits_counts_each_id_once_per_occurrence(store: Store) -> None:
+    """record_hits counts a repeated id again and stamps last_seen on every entry hit."""
+    first, _ = await store.add(block("+81312345678"))
+    second, _ = await store.add(block("+81312345679"))
+    assert first.id is not None and second.id is not None
+    await store.record_hits([first.id, first.id, second.id], NOW)
+    await store.record_hits([], NOW + DAY)  # nothing to do
+    hits = {e.number: (e.hits, e.last_seen) for e in await store.entries()}
+    assert hits == {"+81312345678": (2, NOW), "+81312345679": (1, NOW)}
+
+
+async def test_record_batch_applies_calls_then_fallbacks_then_hits(store: Store) -> None:
+    """A call's decision and its fallback in one batch: the fallback lands on the decision."""
+    entry, _ = await store.add(block("+81312345678"))
+    assert entry.id is not None
+    decided = call("1700000000.1", NOW, route="voicemail", reasons=("blocked",))
+    late = call("1700000000.1", NOW, route="voicemail", reasons=("too late",))
+    await store.record_batch(calls=[decided], fallbacks=[late], hits=[(entry.id, NOW + DAY)])
+    stored = await store.get_call(decided.call_id)
+    assert stored is not None
+    assert (stored.fallback, stored.reasons) == (True, ("blocked", "too late"))
+    (found,) = await store.lookup("+81312345678")
+    assert (found.hits, found.last_seen) == (1, NOW + DAY)
+
+
+async def test_record_batch_on_a_locked_database_raises_locked(db_path: Path) -> None:
+    """A batch that waits longer than busy_timeout raises StoreLockedError and writes nothing."""
+    async with Store.open(db_path):
+        pass
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        async with Store.open(db_path, busy_timeout=0.2) as store:
+            with pytest.raises(StoreLockedError):
+                await store.record_calls([call("c1", NOW), call("c2", NOW)])
+            other.execute("ROLLBACK")
+            assert await store.get_call("c1") is None
+            await store.record_calls([call("c1", NOW)])
+            assert await store.get_call("c1") is not None
+    finally:
+        other.close()
+
+
 async def test_call_log_round_trip_and_updates(store: Store) -> None:
     """A call is logged, a second decision updates only the decision, outcomes are recorded."""
     record = call("1700000000.1", NOW)
