@@ -31,6 +31,7 @@ from screener.probe import (
     SandboxInfo,
     ScreenerProcess,
     new_call_id,
+    probe_client,
     sandbox_session,
 )
 
@@ -92,7 +93,7 @@ async def _measure(
     info: SandboxInfo, per_variant: int, rate: float, astdb: int
 ) -> tuple[float, dict[str, list[float]]]:
     delays: dict[str, list[float]] = {name: [] for name in ENTRY_CONTEXT}
-    async with AMIClient(info.pbx) as pbx, Probe(pbx) as probe:
+    async with probe_client(info.pbx) as pbx, Probe(pbx) as probe:
         fill_s = await _fill_astdb(pbx, astdb)
         await _add_contexts(pbx)
         plan = [name for _ in range(per_variant) for name in ENTRY_CONTEXT]

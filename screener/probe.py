@@ -31,7 +31,28 @@ from typing import Any
 from screener.ami import AMIClient, AMISettings, Event
 from screener.errors import AMIError
 
-WATCHED = ("UserEvent", "Newexten", "Hangup", "OriginateResponse", "DialBegin")
+# The events a probe keeps. Asterisk sends the test user every event of every call (VarSet
+# alone is dozens per call): keeping them all overflowed the event queue in a burst of calls,
+# dropping the very ScreenRouted events a test waits for.
+WATCHED = (
+    "UserEvent",
+    "Newexten",
+    "Newchannel",
+    "Newstate",
+    "BridgeEnter",
+    "Hangup",
+    "OriginateResponse",
+    "DialBegin",
+    "FullyBooted",
+)
+PROBE_QUEUE = 200_000
+
+
+def probe_client(settings: AMISettings) -> AMIClient:
+    """An AMI client for a probe: only the events probes look at, and a deep queue."""
+    return AMIClient(settings, event_names=WATCHED, queue_size=PROBE_QUEUE)
+
+
 SANDBOX = Path(__file__).resolve().parent.parent / "scripts" / "sandbox"
 
 
@@ -95,7 +116,15 @@ class ScreenerProcess:
         )
 
     def start(self) -> None:
-        """Start the service (``wait_log("screener running", ...)`` to wait for its login)."""
+        """Start the service (``find_log("screener running", ...)`` waits for its login).
+
+        As an admin would, it runs ``screener init`` first when there is no database yet:
+        ``screener run`` itself refuses to start without one.
+        """
+        if not self.db.exists():
+            init = self.cli("init")
+            if init.returncode != 0:
+                raise RuntimeError(f"screener init failed: {init.stderr.strip()}")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "screener", "run"],

@@ -61,14 +61,21 @@ async def screen(
     did: str | None = None,
     *,
     forged: Collection[str] = (),
+    tainted: bool = False,
 ) -> Screening:
     """Normalize ``raw``, fetch its list matches in one query, and decide.
 
+    ``tainted``: the dialplan stripped control characters from the number (screen-sanitize).
     ``forged`` names AMI headers that arrived twice in the request: caller data (a CR/LF in
     the caller ID) tried to inject headers. Nothing in the snapshot can then be trusted except
     the channel itself, so the caller counts as invalid (no list entry, no DID policy applies).
     """
     caller = normalize(raw, region)
+    if tainted:
+        # The dialplan had to strip control characters from the number: what is left is not
+        # the caller's number, and whoever sent it was trying something.
+        caller = Caller(raw, None, Category.INVALID, "caller number carried control characters")
+        did = None
     if forged:
         headers = ", ".join(sorted(forged))
         caller = Caller(raw, None, Category.INVALID, f"caller data forged AMI headers: {headers}")

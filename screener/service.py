@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 import signal
 import time
 from collections import OrderedDict, deque
@@ -114,6 +115,7 @@ class Request:
     asterisk_time: float | None
     received_at: float
     suspicious: frozenset[str]
+    tainted: bool = False
 
     @classmethod
     def from_event(cls, event: Event) -> Request | None:
@@ -135,6 +137,8 @@ class Request:
             asterisk_time=asterisk_time,
             received_at=event.received_at,
             suspicious=event.duplicated,
+            # The dialplan stripped control characters from the number (screen-sanitize).
+            tainted=(event.get("Tainted") or "").strip().lower() == "yes",
         )
 
 
@@ -286,6 +290,7 @@ class Screener:
                 now,
                 request.did,
                 forged=request.suspicious,
+                tainted=request.tainted,
             )
             decision = screening.decision
             code = (
@@ -344,7 +349,8 @@ class Screener:
             context, exten = redirect_target(screening, code)
             try:
                 await self.ami.redirect(request.call_id, context, exten)
-            except AMIError as exc:
+            except (AMIError, ValueError) as exc:
+                # ValueError: the Uniqueid cannot be sent (over AMI's line limit): forged.
                 # The call is not lost: the dialplan's fallback takes it when the hold ends.
                 self.stats.failed += 1
                 log.warning(
@@ -544,7 +550,11 @@ class Screener:
     async def on_voicemail(self, event: Event) -> None:
         """Note on the call's record that the caller reached voicemail (and whether it left one)."""
         call_id = event.get("Uniqueid") or ""
-        status = (event.get("Status") or "").strip()[:40]
+        # VMSTATUS values are upper-case words; anything else (or a header forged ahead of the
+        # real one) is not recorded as if Asterisk had said it.
+        status = (event.get("Status") or "").strip()
+        if "status" in event.duplicated or not re.fullmatch(r"[A-Z]{1,20}", status):
+            status = "UNKNOWN"
         await self._write(self.writer.set_voicemail(call_id, status))
         log.info("voicemail", call_id=call_id, status=status)
 
@@ -583,7 +593,10 @@ class Screener:
         if request is None:
             return
         if route is None:
-            route = (event.get("Route") or "staff").strip().lower()[:20]
+            said = (event.get("Route") or "").strip().lower()
+            known = {r.value for r in Route}
+            # The route the dialplan reports, if it is one; a forged or unknown one is not kept.
+            route = said if said in known and "route" not in event.duplicated else "staff"
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         caller = normalize(request.number, self.config.region)
         await self._write(
@@ -634,7 +647,8 @@ async def run(
         # The reader is opened first and must succeed: a service that cannot read its lists
         # must not start (the dialplan's fallback covers calls meanwhile).
         async with (
-            Store.open(config.db_path) as writer,
+            # create=False: a missing or empty database is an error, never a fresh empty list.
+            Store.open(config.db_path, create=False) as writer,
             Store.open(config.db_path, readonly=True) as reader,
             AMIClient(settings, event_names=EVENTS) as ami,
         ):

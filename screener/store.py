@@ -309,12 +309,12 @@ class Store:
             raise _translate(exc, name, "open") from exc
         try:
             store = cls(db, name, readonly=readonly)
-            await store._setup(busy_timeout=busy_timeout, existed=exists)
+            await store._setup(busy_timeout=busy_timeout, existed=exists, create=create)
             yield store
         finally:
             await db.close()
 
-    async def _setup(self, *, busy_timeout: float, existed: bool) -> None:
+    async def _setup(self, *, busy_timeout: float, existed: bool, create: bool = True) -> None:
         with self._guard("open"):
             await self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             # Read-only checks first: nothing is written to a file until we know it is ours.
@@ -327,6 +327,9 @@ class Store:
                 )
             ]
             fresh = app_id == 0 and version == 0 and not tables
+            if fresh and not create:
+                # A zero-length file (truncated, or created by hand) is not a list to screen by.
+                raise StoreError(f"database {self.path} is empty; {CREATE_HINT}")
             if not fresh and app_id != APPLICATION_ID:
                 what = f"tables {', '.join(tables)}" if tables else "no tables"
                 raise StoreCorruptError(

@@ -19,13 +19,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from screener.ami import AMIClient
 from screener.probe import (
     Call,
     Probe,
     SandboxError,
     SandboxInfo,
     ScreenerProcess,
+    probe_client,
     sandbox_session,
     user_event,
 )
@@ -60,8 +60,8 @@ async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str
     assert carrier is not None
     results: dict[str, dict[str, Any]] = {}
     async with (
-        AMIClient(info.pbx) as pbx,
-        AMIClient(carrier) as car,
+        probe_client(info.pbx) as pbx,
+        probe_client(carrier) as car,
         Probe(pbx, car) as probe,
     ):
 

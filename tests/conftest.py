@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from screener.ami import AMIClient
-from screener.probe import Probe, SandboxError, SandboxInfo, sandbox_session
+from screener.probe import Probe, SandboxError, SandboxInfo, probe_client, sandbox_session
 from screener.probe import ScreenerProcess as BaseScreenerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,14 +84,14 @@ def screener(sandbox: SandboxInfo, tmp_path: Path) -> Iterator[ScreenerProcess]:
 async def probe(sandbox: SandboxInfo) -> AsyncIterator[Probe]:
     """Originates calls on the sandbox; hangs up whatever is still up afterwards."""
     carrier_settings = sandbox.carrier
-    async with AMIClient(sandbox.pbx, event_names=None) as pbx:
+    async with probe_client(sandbox.pbx) as pbx:
         if carrier_settings is None:
             async with Probe(pbx) as p:
                 yield p
                 await p.hangup_all()
             return
         async with (
-            AMIClient(carrier_settings, event_names=None) as carrier,
+            probe_client(carrier_settings) as carrier,
             Probe(pbx, carrier) as p,
         ):
             yield p

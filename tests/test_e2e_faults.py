@@ -27,9 +27,8 @@ from typing import Any
 
 import pytest
 
-from screener.ami import AMIClient
 from screener.errors import AMIError
-from screener.probe import SANDBOX, Call, Probe, SandboxInfo, new_call_id, user_event
+from screener.probe import SANDBOX, Call, Probe, SandboxInfo, new_call_id, probe_client, user_event
 from tests.conftest import ScreenerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -102,11 +101,11 @@ async def open_probe(
     slow = {"ping_interval": 60.0, "ping_timeout": 60.0} if patient else {}
     pbx_settings = dataclasses.replace(sandbox.pbx, events="call,user,dialplan,system", **slow)
     async with contextlib.AsyncExitStack() as stack:
-        pbx = await stack.enter_async_context(AMIClient(pbx_settings, event_names=None))
+        pbx = await stack.enter_async_context(probe_client(pbx_settings))
         other = None
         if carrier:
             assert sandbox.carrier is not None
-            other = await stack.enter_async_context(AMIClient(sandbox.carrier, event_names=None))
+            other = await stack.enter_async_context(probe_client(sandbox.carrier))
         probe = await stack.enter_async_context(Probe(pbx, other))
         try:
             yield probe
@@ -267,6 +266,7 @@ def test_wrong_ami_secret_exits_6_with_one_clear_line(
 ) -> None:
     """A refused AMI login exits 6 within 10 s with one line naming user and address, no secret."""
     wrong = "wrong-Secret-5a8c1f"
+    assert screener.cli("init").returncode == 0
     code, output, took = run_screener(screener, 30, SCREENER_AMI_SECRET=wrong)
     print(f"\n[wrong secret] exit {code} after {took:.2f} s: {error_lines(output)}")
     assert code == 6 and took <= 10
@@ -422,12 +422,11 @@ async def test_calls_are_routed_while_an_import_holds_the_write_lock(
 async def test_unusable_database_exits_4_and_calls_fall_back(
     screener: ScreenerProcess, sandbox: SandboxInfo, tmp_path: Path
 ) -> None:
-    """A corrupt or unreadable database stops `screener run` with exit 4; calls fall back."""
+    """An unusable, empty or missing database stops `screener run` (exit 4); calls fall back."""
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"these are not the lists you are looking for\n" * 200)
     damaged = tmp_path / "damaged.db"
     good = ScreenerProcess(sandbox, tmp_path / "good")
-    good.db.parent.mkdir()
     assert good.cli("list", "add", "0312345678", "--allow").returncode == 0
     assert good.cli("list", "add", "0120", "--prefix", "--block").returncode == 0
     data = bytearray(good.db.read_bytes())
@@ -436,10 +435,13 @@ async def test_unusable_database_exits_4_and_calls_fall_back(
     damaged.write_bytes(bytes(data))
     directory = tmp_path / "directory.db"
     directory.mkdir()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.db"  # a typo in the path must not start with empty lists
     async with open_probe(sandbox) as probe:
         call = await probe.call_local("0312340031")
         results = {}
-        for path in (garbage, damaged, directory):
+        for path in (garbage, damaged, directory, empty, missing):
             results[path.name] = run_screener(screener, 30, SCREENER_DB=str(path))
         assert await probe.routed(call, within=HOLD + 4) == FALLBACK
         assert probe.pbx.matching(user_event("ScreenFallback", call.call_id))
@@ -449,6 +451,7 @@ async def test_unusable_database_exits_4_and_calls_fall_back(
         assert len(error_lines(output)) == 1 and "Traceback" not in output
         assert name in error_lines(output)[0]
         assert "screener running" not in output
+    assert not missing.exists()
 
 
 # ---- 7: a full disk ----------------------------------------------------------------------------

@@ -35,6 +35,11 @@ async def screener_run(
         SCREENER_LOG_FORMAT="json",
         **extra_env,
     )
+    init = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "screener", "init", env=env, cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await init.wait() == 0
     log = (tmp / "screener.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "screener", "run",

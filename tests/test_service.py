@@ -125,7 +125,13 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def serving(config: Config, fake: FakeAMI) -> AsyncIterator[Running]:
-    """Run ``service.run(config)`` as a task until the block ends; then stop it and await it."""
+    """Run ``service.run(config)`` as a task until the block ends; then stop it and await it.
+
+    Like an admin would, it creates the database first (``screener init``) when there is none.
+    """
+    if not config.db_path.exists():
+        async with Store.open(config.db_path):
+            pass
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[Screener] = loop.create_future()
@@ -558,6 +564,8 @@ async def test_ambiguous_uniqueid_is_not_redirected(fake: FakeAMI, db: Path) -> 
 
 async def test_wrong_secret_raises_auth_error_quickly(fake: FakeAMI, db: Path) -> None:
     """A refused login makes run() raise AMIAuthError at once, not retry silently."""
+    async with Store.open(db):  # screener init
+        pass
     started = time.monotonic()
     with pytest.raises(AMIAuthError):
         await service.run(make_config(fake, db, secret="wrong"), stop=asyncio.Event())
@@ -782,3 +790,16 @@ async def test_a_failed_batch_costs_no_other_call_its_record(fake: FakeAMI, db: 
     (failed,) = [e for e in logs if e["event"].startswith("could not write to the database")]
     assert failed["call_id"] == poisoned and "disk I/O error" in failed["error"]
     assert svc.task.result().failed == 0
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["missing", "zero-length"])
+async def test_missing_or_empty_database_stops_before_ami(
+    fake: FakeAMI, db: Path, empty: bool
+) -> None:
+    """run() never starts with empty lists: a missing or empty database is an error, no login."""
+    if empty:
+        db.write_bytes(b"")
+    with pytest.raises(StoreError, match="screener init"):
+        await service.run(make_config(fake, db), stop=asyncio.Event())
+    assert fake.accepted == 0
+    assert db.exists() == empty
