@@ -501,6 +501,25 @@ async def test_late_redirect_after_fallback_keeps_fallback_route(fake: FakeAMI, 
 # -- hostile input -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("tainted", "context"), [("yes", "screen-challenge"), ("no", "screen-staff")]
+)
+async def test_tainted_number_makes_the_caller_invalid(
+    fake: FakeAMI, db: Path, tainted: str, context: str
+) -> None:
+    """Tainted: yes (the dialplan stripped control characters) screens the caller as invalid."""
+    call_id = new_call_id()
+    async with serving(make_config(fake, db), fake) as svc:
+        await fake.emit(request(call_id, MOBILE, "Mobile", Tainted=tainted))
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id)
+    assert redirect.get("Context") == context
+    assert record.raw_number == MOBILE
+    if tainted == "yes":
+        assert (record.category, record.e164) == ("invalid", None)
+        assert "caller number carried control characters" in record.reasons[0]
+
+
 async def test_forged_header_makes_the_caller_invalid(fake: FakeAMI, db: Path) -> None:
     """A name that smuggles a CallerIDNum header: nothing is trusted, the caller is challenged."""
     call_id = new_call_id()
