@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from screener.log import configure_logging
 from screener.probe import (
     Call,
     Probe,
@@ -98,6 +99,8 @@ async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str
 
 
 def main() -> int:
+    # The probe's own AMI connections log at info; the demo's output is the table.
+    configure_logging("console", "warning", stream=sys.stderr)
     console.print("[bold]screener demo[/]: starting a real Asterisk 22 sandbox on loopback …")
     tmp = Path(tempfile.mkdtemp(prefix="screener-demo-"))
     try:
