@@ -14,5 +14,6 @@ VOLUME ["/var/lib/screener"]
 WORKDIR /var/lib/screener
 USER screener
 
-ENTRYPOINT ["screener"]
-CMD ["run"]
+# `screener run` refuses to start without a database (a typo in a path must never mean empty
+# lists); `screener init` creates or upgrades it first, and is a no-op when it is current.
+CMD ["sh", "-c", "screener init && exec screener run"]
