@@ -570,7 +570,7 @@ def test_errors_form_one_hierarchy() -> None:
 def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
     """A throw-away self-signed certificate for 127.0.0.1 and its key."""
     if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
+        pytest.fail("needs the openssl command (scripts/bootstrap installs it)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
