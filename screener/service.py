@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import re
 import signal
@@ -38,7 +39,7 @@ import structlog
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
 from screener.errors import AMIError, ConfigError, StoreError, StoreLockedError
-from screener.numbers import Caller, normalize
+from screener.numbers import Caller, Category, normalize
 from screener.policy import Outcome, Route, challenge_code, learn
 from screener.screening import Screening, screen
 from screener.store import CallRecord, Store
@@ -46,16 +47,17 @@ from screener.store import CallRecord, Store
 log = structlog.get_logger("screener.service")
 T = TypeVar("T")
 
-# The dialplan's events the service listens to (docs/architecture.md).
-REQUEST = "ScreenRequest"
+# The dialplan's events (docs/architecture.md) all come as UserEvents; the handlers are mapped
+# by their name in Screener.__init__.
 EVENTS = ("UserEvent",)
-USER_EVENTS = {
-    "screenrequest",
-    "screenchallenge",
-    "screenvoicemail",
-    "screenfallback",
-    "screenlate",
-}
+
+# The request headers the screener reads: a second copy of any of them can only be forged.
+READ_HEADERS = frozenset(
+    {"uniqueid", "calleridnum", "calleridname", "exten", "timestamp", "tainted", "userevent"}
+)
+
+# Requests over which the skew between Asterisk's clock and ours is estimated.
+CLOCK_WINDOW = 256
 
 # How long a routing decision may wait for its call record to be committed first.
 RECORD_BUDGET = 0.25
@@ -136,7 +138,8 @@ class Request:
             did=exten if exten not in ("", "s") else None,
             asterisk_time=asterisk_time,
             received_at=event.received_at,
-            suspicious=event.duplicated,
+            # Only repeats of headers we read matter: Asterisk itself repeats ChanVariable.
+            suspicious=event.duplicated & READ_HEADERS,
             # The dialplan stripped control characters from the number (screen-sanitize).
             tainted=(event.get("Tainted") or "").strip().lower() == "yes",
         )
@@ -194,6 +197,8 @@ class Screener:
         self.clock = clock
         self.stats = Stats()
         self.recent: OrderedDict[str, Caller] = OrderedDict()
+        # Our clock minus Asterisk's, per recent request (see _remaining).
+        self._clock_gaps: deque[float] = deque(maxlen=CLOCK_WINDOW)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
             "screenrequest": self.on_request,
@@ -272,6 +277,7 @@ class Screener:
             log.warning("screen request without Uniqueid ignored")
             return
         self.stats.requests += 1
+        self._observe_clock(request)
         if "uniqueid" in request.suspicious:
             # Header injection could have put a forged Uniqueid before the real one: we cannot
             # tell which call this is, and redirecting someone else's call is worse than letting
@@ -316,7 +322,7 @@ class Screener:
             )
             if self._too_late(request):
                 self.stats.late += 1
-                late = _replace(
+                late = dataclasses.replace(
                     record,
                     fallback=True,
                     reasons=(*reasons, "decided too late: the dialplan fallback ran"),
@@ -340,8 +346,14 @@ class Screener:
                 await asyncio.wait((batch.done,), timeout=budget)
             if self._too_late(request):
                 self.stats.late += 1
-                late = _replace(record, reasons=("decided too late: the dialplan fallback ran",))
-                await self._committed(self._queue().fallbacks, late)
+                # Recorded as a decision that came too late: the route the fallback took (from
+                # ScreenFallback, before or after this) is what the call log keeps.
+                late = dataclasses.replace(
+                    record,
+                    fallback=True,
+                    reasons=(*reasons, "decided too late: the dialplan fallback ran"),
+                )
+                await self._committed(self._queue().calls, late)
                 log.warning(
                     "decision too late; fallback keeps the call", route=decision.route.value
                 )
@@ -376,10 +388,27 @@ class Screener:
             )
 
     def _remaining(self, request: Request) -> float:
-        """Seconds left before the dialplan's fallback may begin (negative once passed)."""
-        start = request.asterisk_time if request.asterisk_time is not None else request.received_at
+        """Seconds left before the dialplan's fallback may begin (negative once passed).
+
+        Timed on Asterisk's clock (the event's Timestamp), corrected by the smallest gap seen
+        lately between it and ours: delays in transit or in our queue only ever add to the gap,
+        so its minimum is the clocks' skew. A remote Asterisk whose clock is off by minutes then
+        still gets its calls routed, and a request stuck in a backlog is still seen as late
+        (unless nothing but backlog was seen since start-up).
+        """
+        if request.asterisk_time is None:
+            start = request.received_at
+        else:
+            skew = min(self._clock_gaps, default=0.0)
+            # A gap shorter than the hold is delay, or a skew too small to matter: trust
+            # Asterisk's clock as it is. Only a gap every recent request shows is a skew.
+            start = request.asterisk_time + (skew if abs(skew) >= self.config.hold_seconds else 0.0)
         deadline = start + self.config.hold_seconds - self.config.late_margin
         return deadline - self.clock()
+
+    def _observe_clock(self, request: Request) -> None:
+        if request.asterisk_time is not None:
+            self._clock_gaps.append(request.received_at - request.asterisk_time)
 
     def _too_late(self, request: Request) -> bool:
         return self._remaining(request) < 0
@@ -503,6 +532,10 @@ class Screener:
     async def on_challenge(self, event: Event) -> None:
         """Store a challenge outcome on the call and learn from it."""
         call_id = event.get("Uniqueid") or ""
+        if {"uniqueid", "outcome"} & event.duplicated:
+            # A forged outcome would earn a caller a learned allow entry: never act on one.
+            log.warning("challenge outcome with repeated headers ignored", call_id=call_id)
+            return
         raw = (event.get("Outcome") or "").strip().lower()
         try:
             outcome = Outcome(raw)
@@ -545,7 +578,13 @@ class Screener:
         record = await self.reader.get_call(call_id)
         if record is None:
             return None
-        return normalize(record.raw_number, self.config.region)
+        # The verdict as it was made, not a fresh normalization of the raw number: a caller
+        # screened as invalid (tainted, forged headers) must stay invalid, and learn nothing.
+        try:
+            category = Category(record.category)
+        except ValueError:
+            category = Category.INVALID
+        return Caller(record.raw_number, record.e164, category, "from the call log")
 
     async def on_voicemail(self, event: Event) -> None:
         """Note on the call's record that the caller reached voicemail (and whether it left one)."""
@@ -620,12 +659,6 @@ class Screener:
         log.warning(
             "call took the dialplan fallback", call_id=request.call_id, route=route, why=why
         )
-
-
-def _replace(record: CallRecord, **changes: Any) -> CallRecord:
-    import dataclasses
-
-    return dataclasses.replace(record, **changes)
 
 
 async def run(

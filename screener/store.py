@@ -110,12 +110,20 @@ _UPSERT_ENTRY = """
         created_at = excluded.created_at, expires_at = excluded.expires_at,
         note = excluded.note, hits = excluded.hits, last_seen = excluded.last_seen
 """
+# A second decision for a call updates the decision, unless the call already took the dialplan's
+# fallback: then the route it really took stays, and the new decision's last reason (why it
+# came too late) is appended. The fallback flag, once set, stays set.
 _RECORD_CALL = (
     f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (call_id) DO UPDATE SET route = excluded.route,"
-    " rule = excluded.rule, reasons = excluded.reasons,"
-    " latency_ms = excluded.latency_ms"
+    " ON CONFLICT (call_id) DO UPDATE SET"
+    " route = CASE WHEN calls.fallback THEN calls.route ELSE excluded.route END,"
+    " rule = CASE WHEN calls.fallback THEN calls.rule ELSE excluded.rule END,"
+    " reasons = CASE WHEN calls.fallback"
+    " THEN json_insert(calls.reasons, '$[#]', json_extract(excluded.reasons, '$[#-1]'))"
+    " ELSE excluded.reasons END,"
+    " latency_ms = excluded.latency_ms,"
+    " fallback = max(calls.fallback, excluded.fallback)"
 )
 _RECORD_FALLBACK = (
     f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608

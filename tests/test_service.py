@@ -822,3 +822,85 @@ async def test_missing_or_empty_database_stops_before_ami(
         await service.run(make_config(fake, db), stop=asyncio.Event())
     assert fake.accepted == 0
     assert db.exists() == empty
+
+
+async def test_late_decision_after_the_fallback_keeps_the_fallback_route(
+    fake: FakeAMI, db: Path
+) -> None:
+    """ScreenFallback first, then a too-late decision: the log keeps the route the call took."""
+    blocked = "+81312349999"
+    async with serving(make_config(fake, db), fake) as svc:
+        await svc.screener.writer.add(Entry(kind=ListKind.BLOCK, number=blocked))
+        call_id = new_call_id()
+        stale = time.time() - 3.8
+        await fake.emit(snapshot(call_id, blocked, user_event="ScreenFallback", Route="staff"))
+        await eventually(lambda: read_call(db, call_id))
+        await fake.emit(request(call_id, blocked, timestamp=stale))
+        record = await eventually(lambda: _with_reason(read_call(db, call_id), "decided too late"))
+    assert not fake.actions("Redirect")
+    assert (record.route, record.rule, record.fallback) == ("staff", "fallback", True)
+
+
+async def _with_reason(pending: Awaitable[CallRecord | None], text: str) -> CallRecord | None:
+    record = await pending
+    return record if record is not None and any(text in r for r in record.reasons) else None
+
+
+async def test_repeated_chanvariable_headers_are_not_forgery(fake: FakeAMI, db: Path) -> None:
+    """Asterisk repeats ChanVariable for each channelvars entry: that is not a forged request."""
+    call_id = new_call_id()
+    event = request(call_id, MOBILE)
+    raw = "".join(f"{k}: {v}\r\n" for k, v in event.items())
+    raw += "ChanVariable: SCREEN_STATE=holding\r\nChanVariable: SCREEN_DID=0312345678\r\n\r\n"
+    async with serving(make_config(fake, db), fake) as svc:
+        await fake.send_raw(raw.encode())
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id)
+    assert redirect.get("Context") == "screen-staff"
+    assert record.category == "mobile"
+
+
+async def test_challenge_outcome_with_repeated_headers_is_ignored(fake: FakeAMI, db: Path) -> None:
+    """A ScreenChallenge with two Outcome headers (forged) stores nothing and learns nothing."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = await challenged(svc, TOLL_FREE)
+        event = challenge_event(call_id, TOLL_FREE, "fail")
+        raw = "".join(f"{k}: {v}\r\n" for k, v in event.items() if k != "Outcome")
+        raw += "Outcome: pass\r\nOutcome: fail\r\n\r\n"
+        with structlog.testing.capture_logs() as logs:
+            await fake.send_raw(raw.encode())
+            await asyncio.sleep(0.3)
+        record = await svc.call(call_id)
+        learned = await svc.screener.reader.entries(source=SOURCE_LEARNED)
+    assert record.outcome is None and learned == []
+    assert any(e["event"] == "challenge outcome with repeated headers ignored" for e in logs)
+
+
+async def test_invalid_verdict_survives_a_restart(fake: FakeAMI, db: Path) -> None:
+    """An outcome for a call screened before a restart uses the logged verdict, not a re-parse."""
+    call_id = new_call_id()
+    async with serving(make_config(fake, db), fake) as svc:
+        await fake.emit(request(call_id, MOBILE, Tainted="yes"))
+        await svc.redirects(1)
+        await svc.call(call_id)
+    async with serving(make_config(fake, db), fake) as svc:
+        await fake.emit(challenge_event(call_id, MOBILE, "pass"))
+        record = await eventually(lambda: _with_outcome(read_call(db, call_id)))
+        learned = await svc.screener.reader.entries(source=SOURCE_LEARNED)
+    assert (record.category, record.outcome) == ("invalid", "pass")
+    assert learned == []  # the number itself was never trusted: nothing to verify
+
+
+async def _with_outcome(pending: Awaitable[CallRecord | None]) -> CallRecord | None:
+    record = await pending
+    return record if record is not None and record.outcome else None
+
+
+async def test_skewed_asterisk_clock_still_gets_calls_routed(fake: FakeAMI, db: Path) -> None:
+    """Asterisk's clock a minute behind ours: requests are timed on the estimated skew, routed."""
+    async with serving(make_config(fake, db), fake) as svc:
+        ids = [new_call_id() for _ in range(3)]
+        for call_id in ids:
+            await fake.emit(request(call_id, MOBILE, timestamp=time.time() - 60))
+        redirects = await svc.redirects(3)
+    assert [r.get("Channel") for r in redirects] == ids
