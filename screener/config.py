@@ -130,7 +130,7 @@ def _categories(ctx: _Ctx, key: str, value: Any) -> dict[Category, Route]:
     return {Category(name): _route(ctx, f"{key}.{name}", v) for name, v in table.items()}
 
 
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-(?:([01]\d|2[0-3]):([0-5]\d)|(24):(00))$")
 
 
 def _windows(ctx: _Ctx, key: str, value: Any) -> dict[int, tuple[Window, ...]]:
@@ -146,8 +146,11 @@ def _windows(ctx: _Ctx, key: str, value: Any) -> dict[int, tuple[Window, ...]]:
             match = _WINDOW.match(span) if isinstance(span, str) else None
             if not match:
                 raise ctx.fail(name, f'expected "HH:MM-HH:MM" (24-hour), got {span!r}')
-            h1, m1, h2, m2 = (int(g) for g in match.groups())
-            end = dt.time.max if (h2, m2) == (24, 0) else dt.time(h2 % 24, m2)
+            h1, m1 = int(match.group(1)), int(match.group(2))
+            # "24:00" is the end of the day; any other end is an ordinary time.
+            end = (
+                dt.time.max if match.group(5) else dt.time(int(match.group(3)), int(match.group(4)))
+            )
             windows.append((dt.time(h1, m1), end))
         result[WEEKDAYS.index(day)] = tuple(windows)
     return result

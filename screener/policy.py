@@ -117,25 +117,24 @@ class Hours:
     def _local(self, now: dt.datetime) -> dt.datetime:
         return now.astimezone(ZoneInfo(self.timezone))
 
-    @staticmethod
-    def _within(windows: Iterable[Window], t: dt.time) -> bool:
-        # An end before the start wraps past midnight (22:00-06:00).
-        return any(
-            (start <= t < end) if start <= end else (t >= start or t < end)
-            for start, end in windows
-        )
+    def _active(self, table: Mapping[int, Sequence[Window]], now: dt.datetime) -> bool:
+        # A window ending before it starts wraps past midnight (sun 22:00-06:00): its early
+        # hours belong to the next day (Monday 02:00 is inside Sunday's window).
+        local = self._local(now)
+        t = local.time()
+        for start, end in table.get(local.weekday(), ()):
+            if (start <= t < end) if start <= end else t >= start:
+                return True
+        yesterday = (local.weekday() - 1) % 7
+        return any(start > end and t < end for start, end in table.get(yesterday, ()))
 
     def is_open(self, now: dt.datetime) -> bool:
         """True during business hours (always true when no hours are configured)."""
-        if not self.open:
-            return True
-        local = self._local(now)
-        return self._within(self.open.get(local.weekday(), ()), local.time())
+        return not self.open or self._active(self.open, now)
 
     def is_quiet(self, now: dt.datetime) -> bool:
         """True during quiet hours, when nobody's phone rings."""
-        local = self._local(now)
-        return self._within(self.quiet.get(local.weekday(), ()), local.time())
+        return self._active(self.quiet, now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,7 @@ level = "debug"
         ("[hours]\ntimezone = 'Mars/Base'\n", "hours.timezone: unknown time zone"),
         ("[hours]\nopen = { mon = ['9-5'] }\n", 'hours.open.mon: expected "HH:MM-HH:MM"'),
         ("[hours]\nopen = { monday = [] }\n", "hours.open.monday: unknown key"),
+        ("[hours]\nopen = { mon = ['09:00-24:30'] }\n", 'hours.open.mon: expected "HH:MM-HH:MM"'),
         (
             "[screening]\nhold_seconds = true\n",
             "screening.hold_seconds: expected a number, got a boolean",

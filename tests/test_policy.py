@@ -302,3 +302,21 @@ def test_learning(
 def test_learning_needs_a_number() -> None:
     """Withheld callers cannot be learned: there is nothing to key the entry on."""
     assert learn(normalize("anonymous"), Outcome.PASS, None, 0, LEARN, NOW) is None
+
+
+SUNDAY_NIGHT = Hours(timezone="Asia/Tokyo", quiet={6: ((dt.time(22), dt.time(6)),)})
+
+
+@pytest.mark.parametrize(
+    ("when", "quiet"),
+    [
+        (tokyo(2026, 11, 29, 21, 59), False),  # Sunday evening, before the window
+        (tokyo(2026, 11, 29, 22, 0), True),  # Sunday 22:00
+        (tokyo(2026, 11, 30, 2, 0), True),  # Monday 02:00: still Sunday's night
+        (tokyo(2026, 11, 30, 6, 0), False),  # Monday 06:00: over
+        (tokyo(2026, 11, 29, 2, 0), False),  # Sunday 02:00 belongs to Saturday: no window
+    ],
+)
+def test_window_wrapping_midnight_belongs_to_its_start_day(when: dt.datetime, quiet: bool) -> None:
+    """A window such as sun 22:00-06:00 covers Monday's small hours, not Sunday's."""
+    assert SUNDAY_NIGHT.is_quiet(when.astimezone(dt.UTC)) is quiet
