@@ -7,10 +7,11 @@ Exit codes: 0 success; 1 unexpected failure (a bug: please report it); 2 bad inp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -66,6 +67,26 @@ def _config(db_path: Path | None, config_path: Path | None) -> Config:
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+@contextlib.asynccontextmanager
+async def _reading(config: Config) -> AsyncIterator[Store]:
+    """The database for a command that only reads it: opened read-only and never created.
+
+    A missing file reads as empty lists and an empty log, with a warning, so that a mistyped
+    ``--db`` neither creates a stray database nor passes unnoticed.
+    """
+    if not config.db_path.exists():
+        click.echo(
+            f"screener: warning: no database at {config.db_path}: no lists, no calls "
+            "(`screener init` creates it)",
+            err=True,
+        )
+        async with Store.open(":memory:") as store:
+            yield store
+        return
+    async with Store.open(config.db_path, readonly=True) as store:
+        yield store
 
 
 def _entry_dict(entry: Entry) -> dict[str, Any]:
@@ -203,7 +224,7 @@ def list_remove(number: str, prefix: bool, db_path: Path | None, config_path: Pa
         raise InputError(str(exc)) from exc
 
     async def go() -> Entry | None:
-        async with Store.open(config.db_path) as store:
+        async with Store.open(config.db_path, create=False) as store:
             return await store.remove(key, prefix)
 
     removed = _run(go())
@@ -231,7 +252,7 @@ def list_show(
     now = _now()
 
     async def go() -> list[Entry]:
-        async with Store.open(config.db_path) as store:
+        async with _reading(config) as store:
             return await store.entries(
                 kind=ListKind(kind) if kind else None,
                 source=source,
@@ -272,7 +293,7 @@ def list_forget(number: str | None, db_path: Path | None, config_path: Path | No
         raise InputError(str(exc)) from exc
 
     async def go() -> int:
-        async with Store.open(config.db_path) as store:
+        async with Store.open(config.db_path, create=False) as store:
             return await store.forget_learned(key)
 
     click.echo(f"forgot {_run(go())} learned entries")
@@ -375,14 +396,16 @@ def list_export(
     config = _config(db_path, config_path)
 
     async def go(out: TextIO) -> None:
-        async with Store.open(config.db_path) as store:
-            entries = [
-                e
-                async for e in store.iter_entries(
-                    kind=ListKind(kind) if kind else None, source=source
-                )
-            ]
-        write_csv(entries, out)
+        async with _reading(config) as store:
+            write_csv(
+                [
+                    e
+                    async for e in store.iter_entries(
+                        kind=ListKind(kind) if kind else None, source=source
+                    )
+                ],
+                out,
+            )
 
     if file == "-":
         _run(go(sys.stdout))
@@ -396,6 +419,9 @@ def list_export(
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise InputError(f"{file}: cannot write: {exc.strerror}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a database error (or ^C) leaves nothing behind
+        raise
 
 
 # ---- explaining and history -----------------------------------------------------------------
@@ -423,7 +449,7 @@ def check(
         raise InputError(str(exc)) from exc
 
     async def go() -> Any:
-        async with Store.open(config.db_path) as store:
+        async with _reading(config) as store:
             return await screen(store, number, config.policy, config.region, now, did)
 
     result = _run(go())
@@ -474,7 +500,7 @@ def calls(
         raise InputError(str(exc)) from exc
 
     async def go() -> list[CallRecord]:
-        async with Store.open(config.db_path) as store:
+        async with _reading(config) as store:
             return await store.calls(since=start, limit=limit)
 
     records = _run(go())

@@ -51,10 +51,9 @@ T = TypeVar("T")
 # by their name in Screener.__init__.
 EVENTS = ("UserEvent",)
 
-# The request headers the screener reads: a second copy of any of them can only be forged.
-READ_HEADERS = frozenset(
-    {"uniqueid", "calleridnum", "calleridname", "exten", "timestamp", "tainted", "userevent"}
-)
+# Headers Asterisk itself sends more than once (one ChanVariable per manager.conf channelvars
+# entry). A second copy of any other header can only come from caller data forging headers.
+REPEATABLE_HEADERS = frozenset({"chanvariable"})
 
 # Requests over which the skew between Asterisk's clock and ours is estimated.
 CLOCK_WINDOW = 256
@@ -138,8 +137,7 @@ class Request:
             did=exten if exten not in ("", "s") else None,
             asterisk_time=asterisk_time,
             received_at=event.received_at,
-            # Only repeats of headers we read matter: Asterisk itself repeats ChanVariable.
-            suspicious=event.duplicated & READ_HEADERS,
+            suspicious=event.duplicated - REPEATABLE_HEADERS,
             # The dialplan stripped control characters from the number (screen-sanitize).
             tainted=(event.get("Tainted") or "").strip().lower() == "yes",
         )

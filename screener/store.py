@@ -362,7 +362,7 @@ class Store:
                     )
             else:
                 mode = await self._scalar("PRAGMA journal_mode = WAL")
-                if str(mode).lower() != "wal":
+                if str(mode).lower() != "wal" and self.path != ":memory:":
                     log.warning("store.no_wal", path=self.path, journal_mode=mode)
                 await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._db.execute("PRAGMA foreign_keys = ON")

@@ -141,6 +141,7 @@ def test_import_bad_rows_all_or_nothing(db: Path, tmp_path: Path) -> None:
 )
 def test_input_errors(db: Path, args: tuple[str, ...], message: str) -> None:
     """Bad input: one line on stderr naming the problem, exit code 2, nothing changed."""
+    assert run(db, "init").exit_code == 0
     result = run(db, *args)
     assert result.exit_code == 2, result.output
     assert f"screener: error: {message}" in result.output
@@ -161,7 +162,9 @@ def test_corrupt_database(tmp_path: Path) -> None:
 
 def test_database_in_missing_directory(tmp_path: Path) -> None:
     """A database path whose folder does not exist is a clear error, exit 4."""
-    result = run(tmp_path / "no" / "such" / "dir" / "x.db", "list", "show")
+    result = run(
+        tmp_path / "no" / "such" / "dir" / "x.db", "list", "add", "0120-121-852", "--block"
+    )
     assert result.exit_code == 4
     assert "screener: error:" in result.output
 
@@ -207,3 +210,34 @@ def test_created_files_are_private(db: Path, tmp_path: Path) -> None:
         os.umask(previous)
     assert db.stat().st_mode & 0o077 == 0
     assert out.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("check", "0120-121-852"), ("calls",), ("list", "show"), ("list", "export")],
+)
+def test_reading_commands_never_create_a_database(db: Path, args: tuple[str, ...]) -> None:
+    """A mistyped --db is not created by a command that only reads; it warns and reads empty."""
+    result = run(db, *args)
+    assert result.exit_code == 0, result.output
+    assert f"screener: warning: no database at {db}" in result.stderr
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("args", [("list", "remove", "0120-121-852"), ("list", "forget")])
+def test_changing_commands_need_an_existing_database(db: Path, args: tuple[str, ...]) -> None:
+    """Removing from a database that does not exist is an error (exit 4), not a new file."""
+    result = run(db, *args)
+    assert result.exit_code == 4
+    assert "does not exist" in result.output and "screener init" in result.output
+    assert not db.exists()
+
+
+def test_failed_export_leaves_no_partial_file(tmp_path: Path) -> None:
+    """An export that fails on the database leaves neither the file nor a .partial behind."""
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not a database" * 100)
+    out = tmp_path / "out.csv"
+    result = run(bad, "list", "export", str(out))
+    assert result.exit_code == 4
+    assert list(tmp_path.iterdir()) == [bad]
