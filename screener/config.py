@@ -12,6 +12,7 @@ is no default.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -242,6 +243,16 @@ def _read_secret_file(origin: str, key: str, path: Path) -> str:
     return secret
 
 
+def _env_bool(text: str) -> bool:
+    """A yes/no environment value; a typo must not quietly mean "no" (TLS off, say)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected one of 1, true, yes, on, 0, false, no, off")
+
+
 # Environment variables: name -> (dotted key, converter from string).
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SCREENER_DB": ("database", str),
@@ -250,7 +261,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SCREENER_AMI_PORT": ("ami.port", int),
     "SCREENER_AMI_USER": ("ami.username", str),
     "SCREENER_AMI_SECRET_FILE": ("ami.secret_file", str),
-    "SCREENER_AMI_TLS": ("ami.tls", lambda s: s.strip().lower() in ("1", "true", "yes", "on")),
+    "SCREENER_AMI_TLS": ("ami.tls", lambda s: _env_bool(s)),
     "SCREENER_AMI_TLS_CA_FILE": ("ami.tls_ca_file", str),
     "SCREENER_HOLD_SECONDS": ("screening.hold_seconds", float),
     "SCREENER_LOG_FORMAT": ("log.format", str),
@@ -286,7 +297,7 @@ def load_config(
             try:
                 _set_dotted(raw, dotted, convert(env[name]))
             except ValueError as exc:
-                raise ConfigError(f"environment: {name}: cannot use {env[name]!r}") from exc
+                raise ConfigError(f"environment: {name}: cannot use {env[name]!r} ({exc})") from exc
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
@@ -295,17 +306,8 @@ def load_config(
     secret_file = _table(ctx, "ami", raw.get("ami", {})).get("secret_file")
     if secret is None and secret_file:
         secret = _read_secret_file(origin, "ami.secret_file", Path(secret_file))
-    ami = config.ami
-    return Config(
-        db_path=config.db_path,
-        region=config.region,
-        ami=AMIConfig(**{**ami.__dict__, "secret": secret}),
-        hold_seconds=config.hold_seconds,
-        late_margin=config.late_margin,
-        policy=config.policy,
-        log_format=config.log_format,
-        log_level=config.log_level,
-        source=origin,
+    return dataclasses.replace(
+        config, ami=dataclasses.replace(config.ami, secret=secret), source=origin
     )
 
 

@@ -60,7 +60,6 @@ _NEEDS_QUOTE = re.compile(r"'*[=+\-@\t\r]")
 _QUOTED = re.compile(r"'+[=+\-@\t\r]")
 # The columns _row reads, in the order it unpacks them.
 _PICKED = ("kind", "prefix", "number", "label", "note", "source", "expires")
-_COUNTRY_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
 
 
 @dataclass(frozen=True, slots=True)

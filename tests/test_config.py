@@ -143,6 +143,18 @@ def test_bad_environment_value() -> None:
         load_config(env={"SCREENER_AMI_PORT": "five"})
 
 
+@pytest.mark.parametrize(("text", "tls"), [("yes", True), ("1", True), ("off", False)])
+def test_tls_from_environment(text: str, tls: bool) -> None:
+    """SCREENER_AMI_TLS takes the usual yes/no words."""
+    assert load_config(env={"SCREENER_AMI_TLS": text}).ami.tls is tls
+
+
+def test_tls_typo_is_an_error_not_off() -> None:
+    """A typo in SCREENER_AMI_TLS stops the program rather than sending the secret in clear."""
+    with pytest.raises(ConfigError, match=r"SCREENER_AMI_TLS: cannot use 'ture'.*expected one of"):
+        load_config(env={"SCREENER_AMI_TLS": "ture"})
+
+
 def test_secret_from_env_or_file_never_in_repr(tmp_path: Path) -> None:
     """The AMI secret comes from the environment or a file, and repr() never shows it."""
     secret_file = tmp_path / "secret"
