@@ -64,9 +64,22 @@ def configure_logging(
         # Not cached: tests (structlog.testing.capture_logs) and `run` reconfigure after import.
         cache_logger_on_first_use=False,
     )
-    # panoramisk and asyncio log through the standard library; keep them quiet unless asked.
-    logging.basicConfig(
-        level=max(LEVELS[level], logging.WARNING),
-        stream=out,
-        format="%(name)s %(levelname)s %(message)s",
+    # Libraries (asyncio, aiosqlite, panoramisk) log through the standard library: render their
+    # lines the same way, so that a JSON log stays one JSON object per line. Replaces whatever
+    # handler an earlier call installed (the CLI configures once, then `run` again).
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS[level])
+    # panoramisk narrates every AMI message at debug and info; only its warnings are ours.
+    logging.getLogger("panoramisk").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
