@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from screener.log import configure_logging
 from screener.probe import (
@@ -127,8 +129,10 @@ def main() -> int:
             finally:
                 screener.stop()
     except SandboxError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(Text(str(exc), style="red"))
         return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the demo's database and log
     screened = {x["call_id"]: x for x in lines if x.get("event") == "call screened"}
 
     table = Table(title="Where each call went, and why")
@@ -146,7 +150,7 @@ def main() -> int:
         elif outcome:
             outcome += " → voicemail"
         ok &= result.get("route") == want and not result.get("fallback")
-        table.add_row(
+        cells = (
             sample.who,
             sample.number,
             record.get("category", "?"),
@@ -155,6 +159,8 @@ def main() -> int:
             (record.get("reasons") or ["?"])[-1],
             f"{line.get('decision_ms', float('nan')):.1f} ms",
         )
+        # Text(): what came back from the database is shown as it is, never as rich markup.
+        table.add_row(*(Text(str(cell)) for cell in cells))
     console.print(table)
     decisions = [x["decision_ms"] for x in screened.values()]
     redirects = [x["redirect_ms"] for x in screened.values()]
