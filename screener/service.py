@@ -55,6 +55,11 @@ EVENTS = ("UserEvent",)
 # entry). A second copy of any other header can only come from caller data forging headers.
 REPEATABLE_HEADERS = frozenset({"chanvariable"})
 
+# Writes kept in memory while the database stays locked by another process (about 1 KB each).
+MAX_CARRIED_WRITES = 100_000
+# How long the writer's connection waits for another process's lock before a turn gives up.
+WRITER_BUSY_TIMEOUT = 5.0
+
 # Requests over which the skew between Asterisk's clock and ours is estimated.
 CLOCK_WINDOW = 256
 
@@ -79,6 +84,7 @@ class Stats:
     fallbacks: int = 0
     record_errors: int = 0
     write_batches: int = 0
+    write_retries: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
 
@@ -501,8 +507,22 @@ class Screener:
             await self._write_batch(batch)
             return
         except StoreLockedError as exc:
-            # It waited busy_timeout already: one by one, each write would wait as long again.
-            self._write_failed(exc, batch.size)
+            # Another process (a long `list import`) holds the write lock past busy_timeout.
+            # Keep the writes for the next turn rather than lose them (each turn waits
+            # busy_timeout again: that is the backoff); give up only at shutdown, or when so
+            # many are waiting that memory is at stake.
+            carried = batch.size + (self._batch.size if self._batch is not None else 0)
+            if self._closing or carried > MAX_CARRIED_WRITES:
+                self._write_failed(exc, batch.size)
+                return
+            self.stats.write_retries += 1
+            log.warning("database locked; keeping the writes for the next commit", writes=carried)
+            nxt = self._queue()
+            nxt.calls[:0], nxt.fallbacks[:0], nxt.hits[:0] = (
+                batch.calls,
+                batch.fallbacks,
+                batch.hits,
+            )
             return
         except Exception as exc:
             if batch.size == 1:
@@ -679,7 +699,7 @@ async def run(
         # must not start (the dialplan's fallback covers calls meanwhile).
         async with (
             # create=False: a missing or empty database is an error, never a fresh empty list.
-            Store.open(config.db_path, create=False) as writer,
+            Store.open(config.db_path, create=False, busy_timeout=WRITER_BUSY_TIMEOUT) as writer,
             Store.open(config.db_path, readonly=True) as reader,
             AMIClient(settings, event_names=EVENTS) as ami,
         ):

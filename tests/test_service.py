@@ -744,6 +744,24 @@ async def test_locked_database_near_the_deadline_still_beats_it(fake: FakeAMI, d
     assert svc.task.result().late == 0
 
 
+async def test_records_survive_a_lock_longer_than_the_busy_timeout(
+    fake: FakeAMI, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock held past busy_timeout (a long import) delays the call records; none is lost."""
+    monkeypatch.setattr(service, "WRITER_BUSY_TIMEOUT", 0.2)
+    async with serving(make_config(fake, db), fake) as svc:
+        with write_locked(db):
+            calls = [new_call_id() for _ in range(3)]
+            for call_id in calls:
+                await fake.emit(request(call_id, MOBILE))
+                await asyncio.sleep(0.3)  # each turn of the writer times out meanwhile
+            await svc.redirects(3)
+            assert svc.screener.stats.write_retries >= 2
+        records = [await svc.call(c, within=3) for c in calls]
+    assert [r.route for r in records] == ["staff"] * 3
+    assert svc.task.result().record_errors == 0
+
+
 # -- the writer: group commit ------------------------------------------------------------------
 
 
