@@ -141,13 +141,24 @@ async def wait_lines(
         await asyncio.sleep(0.05)
 
 
-def screened_lines(screener: ScreenerProcess, call: Call) -> list[dict[str, Any]]:
-    """The screener's canonical ``call screened`` lines for this call."""
-    return [
-        x
-        for x in screener.lines()
-        if x.get("event") == "call screened" and x.get("call_id") == call.call_id
-    ]
+def screened_lines(
+    screener: ScreenerProcess, call: Call, within: float = 3.0
+) -> list[dict[str, Any]]:
+    """The screener's canonical ``call screened`` lines for this call.
+
+    The line is written just after the Redirect, so it may trail the ScreenRouted event the
+    test saw: wait up to ``within`` seconds for at least one.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        found = [
+            x
+            for x in screener.lines()
+            if x.get("event") == "call screened" and x.get("call_id") == call.call_id
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def run_screener(screener: ScreenerProcess, timeout: float, **env: str) -> tuple[int, str, float]:
