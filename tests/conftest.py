@@ -3,6 +3,7 @@ the real ``screener run``; only tests marked ``e2e`` ask for them."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -62,6 +63,21 @@ class ScreenerProcess(BaseScreenerProcess):
                 f"screener never logged {event!r} within {within}s; log tail:\n{self.tail()}"
             )
         return line
+
+    def wait_calls(self, call_ids: list[str], within: float = 10) -> dict[str, dict[str, Any]]:
+        """The call log rows of these calls (``screener calls --json``), once all are there."""
+        deadline = time.monotonic() + within
+        rows: dict[str, dict[str, Any]] = {}
+        while True:
+            done = self.cli("calls", "--json", "--limit", "1000")
+            rows = {r["call_id"]: r for r in json.loads(done.stdout or "[]")}
+            if all(c in rows for c in call_ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        missing = [c for c in call_ids if c not in rows]
+        if missing:
+            pytest.fail(f"calls missing from the call log after {within}s: {missing}")
+        return rows
 
     def wait_all(self, event: str, count: int, within: float = 10) -> list[dict[str, Any]]:
         """At least ``count`` log lines with this event; fails the test after ``within`` s."""

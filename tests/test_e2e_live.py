@@ -7,7 +7,6 @@ acting as the carrier) and are followed through the ``ScreenRouted`` events and 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
@@ -48,8 +47,7 @@ async def test_calls_reach_the_route_their_caller_deserves(
     routes = await asyncio.gather(*(probe.routed(call, within=10) for call in calls))
     assert routes == [(route, False) for _, route, _ in CASES]
 
-    log = json.loads(screener.cli("calls", "--json", "--limit", "50").stdout)
-    by_id = {row["call_id"]: row for row in log}
+    by_id = screener.wait_calls([c.call_id for c in calls])
     for call, (number, route, category) in zip(calls, CASES, strict=True):
         row = by_id[call.call_id]
         assert (row["number"], row["route"], row["category"]) == (number, route, category)
@@ -92,7 +90,7 @@ async def test_sip_call_from_the_carrier_rings_a_staff_phone(
     assert await probe.routed(call) == ("staff", False)
     assert probe.carrier is not None
     await probe.carrier.wait_for(user_event("StaffRinging"), 10)
-    row = json.loads(screener.cli("calls", "--json").stdout)[0]
+    row = screener.wait_calls([call.call_id])[call.call_id]
     assert (row["number"], row["e164"], row["name"]) == ("09055556666", "+819055556666", "Suzuki")
 
 
