@@ -61,6 +61,16 @@ def common_options(func: F) -> F:
     return func
 
 
+def _past(text: str | None) -> dt.datetime | None:
+    """A --since/--at value (``2h`` ago, or an ISO time); None when not given."""
+    if not text:
+        return None
+    try:
+        return parse_past(text, _now())
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
 def _config(db_path: Path | None, config_path: Path | None) -> Config:
     return load_config(config_path, overrides={"database": str(db_path) if db_path else None})
 
@@ -443,10 +453,7 @@ def check(
 ) -> None:
     """Explain where a call from NUMBER would go, and why, without a call."""
     config = _config(db_path, config_path)
-    try:
-        now = parse_past(at, _now()) if at else _now()
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
+    now = _past(at) or _now()
 
     async def go() -> Any:
         async with _reading(config) as store:
@@ -494,10 +501,7 @@ def calls(
 ) -> None:
     """Show recent screening decisions, newest first."""
     config = _config(db_path, config_path)
-    try:
-        start = parse_past(since, _now()) if since else None
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
+    start = _past(since)
 
     async def go() -> list[CallRecord]:
         async with _reading(config) as store:

@@ -325,16 +325,7 @@ class Screener:
                 latency_ms=latency_ms,
             )
             if self._too_late(request):
-                self.stats.late += 1
-                late = dataclasses.replace(
-                    record,
-                    fallback=True,
-                    reasons=(*reasons, "decided too late: the dialplan fallback ran"),
-                )
-                await self._committed(self._queue().calls, late)
-                log.warning(
-                    "decision too late; fallback keeps the call", route=decision.route.value
-                )
+                await self._record_too_late(record)
                 return
             batch = self._queue()
             batch.calls.append(record)
@@ -348,19 +339,8 @@ class Screener:
             budget = min(RECORD_BUDGET, self._remaining(request) / 2)
             if budget > 0:
                 await asyncio.wait((batch.done,), timeout=budget)
-            if self._too_late(request):
-                self.stats.late += 1
-                # Recorded as a decision that came too late: the route the fallback took (from
-                # ScreenFallback, before or after this) is what the call log keeps.
-                late = dataclasses.replace(
-                    record,
-                    fallback=True,
-                    reasons=(*reasons, "decided too late: the dialplan fallback ran"),
-                )
-                await self._committed(self._queue().calls, late)
-                log.warning(
-                    "decision too late; fallback keeps the call", route=decision.route.value
-                )
+            if self._too_late(request):  # the wait for the record used up the time left
+                await self._record_too_late(record)
                 return
             context, exten = redirect_target(screening, code)
             try:
@@ -390,6 +370,21 @@ class Screener:
                 decision_ms=round(latency_ms, 3),
                 redirect_ms=round(total_ms, 3),
             )
+
+    async def _record_too_late(self, record: CallRecord) -> None:
+        """No Redirect: the dialplan's fallback has (or is about to have) the call.
+
+        Recorded as a decision that came too late: the route the fallback took (ScreenFallback,
+        before or after this) is what the call log keeps.
+        """
+        self.stats.late += 1
+        late = dataclasses.replace(
+            record,
+            fallback=True,
+            reasons=(*record.reasons, "decided too late: the dialplan fallback ran"),
+        )
+        await self._committed(self._queue().calls, late)
+        log.warning("decision too late; fallback keeps the call", route=record.route)
 
     def _remaining(self, request: Request) -> float:
         """Seconds left before the dialplan's fallback may begin (negative once passed).
