@@ -38,9 +38,13 @@ FORBIDDEN_WRITE = {"originate", "system", "command", "config", "all"}
 Section = tuple[str, list[tuple[str, str]]]
 
 
+# Files #tryinclude'd into the middle of another file's section: their settings belong there.
+FRAGMENTS = {"manager_tls.conf.example": "general"}
+
+
 def parse_conf(path: Path) -> list[Section]:
     """Sections in order, each with its (key, value) lines; `=>` counts as `=`."""
-    sections: list[Section] = []
+    sections: list[Section] = [(FRAGMENTS[path.name], [])] if path.name in FRAGMENTS else []
     for raw in path.read_text().splitlines():
         line = raw.split(";", 1)[0].strip()
         if not line or line.startswith("#"):
@@ -191,6 +195,17 @@ def test_example_screener_user_is_least_privilege() -> None:
     assert user["deny"] == "0.0.0.0/0.0.0.0"
     assert user["permit"] == "127.0.0.1/255.255.255.255"
     assert user["secret"] == "CHANGE_ME"
+
+
+def test_tls_settings_are_included_into_general() -> None:
+    """manager.conf pulls the optional TLS settings into [general], before any user section."""
+    lines = [x.strip() for x in (CONF / "manager.conf").read_text().splitlines()]
+    tls = lines.index("#tryinclude manager_tls.conf")
+    sections = [i for i, x in enumerate(lines) if x.startswith("[")]
+    assert lines[sections[0]] == "[general]" and sections[0] < tls
+    assert all(i < tls for i in sections)  # no other section opened before it
+    (general,) = parse_conf(CONF / "manager_tls.conf.example")
+    assert dict(general[1])["tlsbindaddr"].startswith("127.0.0.1:")
 
 
 def test_no_committed_manager_user_may_originate() -> None:

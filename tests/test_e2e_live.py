@@ -7,6 +7,9 @@ acting as the carrier) and are followed through the ``ScreenRouted`` events and 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +107,44 @@ async def test_screener_user_cannot_originate(sandbox: SandboxInfo) -> None:
         ):
             with pytest.raises(AMIActionError, match="Permission denied"):
                 await ami.send(action)
+
+
+async def test_screener_over_tls(sandbox: SandboxInfo, probe: Probe, tmp_path: Path) -> None:
+    """With ami.tls on, the screener logs in over AMI-over-TLS (verified cert) and screens calls."""
+    tls = ScreenerProcess(
+        sandbox,
+        tmp_path / "tls",
+        SCREENER_AMI_PORT=str(sandbox.raw["ami_tls_port"]),
+        SCREENER_AMI_TLS="yes",
+        SCREENER_AMI_TLS_CA_FILE=sandbox.raw["ami_tls_ca"],
+    )
+    try:
+        tls.start()
+        login = tls.wait_log("ami.login", 5)
+        assert login["address"] == f"127.0.0.1:{sandbox.raw['ami_tls_port']}"
+        call = await probe.call_local("09012340077")
+        assert await probe.routed(call) == ("staff", False)
+        assert tls.wait_calls([call.call_id])[call.call_id]["category"] == "mobile"
+    finally:
+        tls.stop()
+
+
+def test_tls_refuses_an_unknown_certificate(sandbox: SandboxInfo, tmp_path: Path) -> None:
+    """Without the CA that signed Asterisk's certificate, the screener refuses to connect (5)."""
+    tls = ScreenerProcess(
+        sandbox,
+        tmp_path / "tls",
+        SCREENER_AMI_PORT=str(sandbox.raw["ami_tls_port"]),
+        SCREENER_AMI_TLS="yes",
+    )
+    assert tls.cli("init").returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "screener", "run"],
+        env={**tls.env, "SCREENER_CONFIG": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 5
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr or "certificate" in done.stderr.lower()
