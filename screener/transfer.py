@@ -38,6 +38,7 @@ import phonenumbers
 from screener.errors import InputError
 from screener.numbers import looks_e164, parse_list_number
 from screener.policy import SOURCE_MANUAL, Entry, ListKind
+from screener.when import parse_instant
 
 COLUMNS = ("number", "kind", "prefix", "label", "expires", "note", "source")
 FREE_TEXT = frozenset({"label", "note", "source"})
@@ -240,13 +241,9 @@ def _expiry(text: str) -> dt.datetime | None:
     if not text:
         return None
     try:
-        if "T" not in text and " " not in text and len(text) <= 10:
-            day = dt.date.fromisoformat(text)
-            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-        moment = dt.datetime.fromisoformat(text)
+        return parse_instant(text).astimezone(dt.UTC)
     except ValueError:
         raise ValueError(f"bad expiry {text!r} (use an ISO date such as 2026-12-31)") from None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def iter_csv(
