@@ -180,42 +180,32 @@ class SandboxInfo:
 
     raw: dict[str, Any]
 
+    @staticmethod
+    def _login(where: Mapping[str, Any], user: str, events: str = "user") -> AMISettings:
+        """AMI settings for one of the users ``scripts/sandbox up`` reported."""
+        return AMISettings(
+            host=where["ami_host"],
+            port=int(where["ami_port"]),
+            username=where[f"{user}_user"],
+            secret=where[f"{user}_secret"],
+            events=events,
+        )
+
     @property
     def pbx(self) -> AMISettings:
         """The PBX's test-only AMI user."""
-        r = self.raw
-        return AMISettings(
-            host=r["ami_host"],
-            port=int(r["ami_port"]),
-            username=r["test_user"],
-            secret=r["test_secret"],
-            events="call,user,dialplan",
-        )
+        return self._login(self.raw, "test", "call,user,dialplan")
 
     @property
     def carrier(self) -> AMISettings | None:
         """The carrier's test AMI user, when the carrier runs."""
         c = self.raw.get("carrier")
-        if not c:
-            return None
-        return AMISettings(
-            host=c["ami_host"],
-            port=int(c["ami_port"]),
-            username=c["test_user"],
-            secret=c["test_secret"],
-            events="call,user,dialplan",
-        )
+        return self._login(c, "test", "call,user,dialplan") if c else None
 
     @property
     def screener(self) -> AMISettings:
         """The PBX's least-privilege screener user (what ``screener run`` logs in as)."""
-        r = self.raw
-        return AMISettings(
-            host=r["ami_host"],
-            port=int(r["ami_port"]),
-            username=r["screener_user"],
-            secret=r["screener_secret"],
-        )
+        return self._login(self.raw, "screener")
 
     def screener_env(self) -> dict[str, str]:
         """The environment ``screener run`` needs to reach this sandbox."""
