@@ -617,7 +617,9 @@ async def test_hostile_sip_caller_id_is_screened_and_runs_no_action(
     # Recorded verbatim as the PBX reported it (its SIP stack cut the number at ";").
     assert (row["number"], row["name"]) == (request.get("CallerIDNum"), request.get("CallerIDName"))
     assert not originates
-    assert all(c.startswith("PJSIP/trunk-") for c in channels)
+    # Only the test calls and the staff phones a routed call rings (how soon that Dial shows up
+    # is a race); never the Local/ channel an injected Originate would create.
+    assert all(c.startswith(("PJSIP/trunk-", "PJSIP/staff1-", "PJSIP/staff2-")) for c in channels)
     assert screener.proc is not None and screener.proc.poll() is None
 
 
