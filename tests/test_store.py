@@ -94,7 +94,7 @@ async def test_new_database_is_migrated_and_marked(db_path: Path) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
     assert mode == "wal"
-    assert [e["event"] for e in logs] == ["store.migrate", "store.open"]
+    assert [e["event"] for e in logs] == ["store.migrate"] * SCHEMA_VERSION + ["store.open"]
 
 
 async def test_reopen_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
@@ -145,8 +145,8 @@ async def test_foreign_sqlite_database_is_refused_and_untouched(db_path: Path) -
     assert pragma(db_path, "user_version") == 0
 
 
-async def test_damaged_database_fails_quick_check(db_path: Path) -> None:
-    """A database whose pages are damaged raises StoreCorruptError on open."""
+async def test_damaged_database_is_found_by_the_integrity_check(db_path: Path) -> None:
+    """Damaged pages: opening stays cheap (no full read) and the integrity check reports them."""
     async with Store.open(db_path) as store:
         await store.import_entries(block(f"+8131234{i:04d}") for i in range(3000))
     conn = sqlite3.connect(db_path)
@@ -157,9 +157,9 @@ async def test_damaged_database_fails_quick_check(db_path: Path) -> None:
     for offset in range(3 * page, 6 * page):  # wipe some b-tree pages, keep the header
         data[offset] = 0xA5
     write_bytes(db_path, bytes(data))
-    with pytest.raises(StoreCorruptError, match=r"quick check|malformed"):
-        async with Store.open(db_path):
-            pass
+    async with Store.open(db_path, readonly=True) as store:
+        findings = await store.integrity_check()
+        assert findings != "ok" and findings.strip()
 
 
 async def test_missing_file_without_create(db_path: Path) -> None:
@@ -233,11 +233,11 @@ async def test_longest_prefix_decides(store: Store) -> None:
 async def test_lookup_is_one_statement(store: Store) -> None:
     """A lookup of a 16-character number (15 candidate prefixes) runs exactly one statement."""
     statements: list[str] = []
-    await store._db.set_trace_callback(statements.append)
+    await store._thread.run(lambda db: db.set_trace_callback(statements.append))
     try:
         await store.lookup("+861234567890123")
     finally:
-        await store._db.set_trace_callback(None)  # type: ignore[arg-type]  # None removes it
+        await store._thread.run(lambda db: db.set_trace_callback(None))
     assert len(statements) == 1
     assert statements[0].count("?") == 0  # the trace shows the bound values...
     assert "'+86123456789012'" in statements[0]  # ...one of the 15 prefixes
