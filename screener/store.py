@@ -1,7 +1,8 @@
 """The SQLite store: allow/block list entries and the call log. All database I/O lives here.
 
-One long-lived aiosqlite connection per :class:`Store` (its statements run in order on one
-thread), in WAL mode so that readers in other processes never wait for a writer. Open it with::
+One long-lived ``sqlite3`` connection per :class:`Store`, owned by a thread of its own
+(:mod:`screener.dbthread`: its statements run in order, a whole transaction in one trip), in WAL
+mode so that readers in other processes never wait for a writer. Open it with::
 
     async with Store.open(path) as store:
         matches = await store.lookup("+81312345678")
@@ -135,6 +136,15 @@ _RECORD_FALLBACK = (
     f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
     " ON CONFLICT (call_id) DO UPDATE SET route = excluded.route, fallback = 1,"
+    " reasons = json_insert(calls.reasons, '$[#]', ?)"
+)
+# A Redirect came after the fallback began (ScreenLate): like a fallback, but a route a fallback
+# already recorded (ScreenFallback comes first) is the route the call took, and stays.
+_RECORD_LATE = (
+    f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+    " ON CONFLICT (call_id) DO UPDATE SET"
+    " route = CASE WHEN calls.fallback THEN calls.route ELSE excluded.route END, fallback = 1,"
     " reasons = json_insert(calls.reasons, '$[#]', ?)"
 )
 _RECORD_HIT = "UPDATE entries SET hits = hits + 1, last_seen = ? WHERE id = ?"
@@ -304,6 +314,14 @@ class RecordFallback:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordLate:
+    """A decision reached a call whose fallback had begun: a fallback that keeps the route an
+    earlier fallback recorded (``record.route`` is used only if there was none)."""
+
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
 class RecordHit:
     """One more call matched by the list entry ``entry_id``, seen at ``at``."""
 
@@ -345,7 +363,7 @@ class SetVoicemail:
     at: dt.datetime
 
 
-Write = RecordCall | RecordFallback | RecordHit | SetOutcome | SetVoicemail
+Write = RecordCall | RecordFallback | RecordLate | RecordHit | SetOutcome | SetVoicemail
 
 
 @dataclass(frozen=True, slots=True)
@@ -972,10 +990,10 @@ def _set_voicemail(db: sqlite3.Connection, write: SetVoicemail) -> bool:
     return found
 
 
-def _params(write: RecordCall | RecordFallback | RecordHit) -> tuple[Any, ...]:
+def _params(write: RecordCall | RecordFallback | RecordLate | RecordHit) -> tuple[Any, ...]:
     if isinstance(write, RecordCall):
         return _call_params(write.record)
-    if isinstance(write, RecordFallback):
+    if isinstance(write, RecordFallback | RecordLate):
         return _fallback_params(write.record)
     return (_ts(write.at), write.entry_id)
 
@@ -983,6 +1001,7 @@ def _params(write: RecordCall | RecordFallback | RecordHit) -> tuple[Any, ...]:
 _BULK: dict[type, str] = {
     RecordCall: _RECORD_CALL,
     RecordFallback: _RECORD_FALLBACK,
+    RecordLate: _RECORD_LATE,
     RecordHit: _RECORD_HIT,
 }
 
@@ -1004,7 +1023,7 @@ def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[OutcomeResul
             run: list[tuple[Any, ...]] = []
             while i < len(writes) and type(writes[i]) is kind:
                 item = writes[i]
-                assert isinstance(item, RecordCall | RecordFallback | RecordHit)
+                assert isinstance(item, RecordCall | RecordFallback | RecordLate | RecordHit)
                 run.append(_params(item))
                 i += 1
             db.executemany(_BULK[kind], run)
@@ -1094,5 +1113,16 @@ __all__ = [
     "SOURCE_MANUAL",
     "CallRecord",
     "ImportResult",
+    "LearnRule",
+    "Learning",
+    "OutboxEvent",
+    "OutcomeResult",
+    "RecordCall",
+    "RecordFallback",
+    "RecordHit",
+    "RecordLate",
+    "SetOutcome",
+    "SetVoicemail",
     "Store",
+    "Write",
 ]

@@ -14,12 +14,10 @@ from screener.policy import (
     Entry,
     Hours,
     ListKind,
-    Outcome,
     Policy,
     Route,
     challenge_code,
     decide,
-    learn,
 )
 
 NOW = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)  # Monday 12:00 in Tokyo
@@ -265,43 +263,6 @@ def test_challenge_code_needs_two_digits() -> None:
     """A one-digit code could not avoid being all the same digit."""
     with pytest.raises(ValueError, match="at least 2"):
         challenge_code(1)
-
-
-LEARN = Policy(verified_days=90, fail_threshold=3, autoblock_days=30)
-
-
-@pytest.mark.parametrize(
-    ("outcome", "existing", "failures", "kind", "days"),
-    [
-        (Outcome.PASS, None, 0, ALLOW, 90),
-        (Outcome.PASS, e(ALLOW, TELE_E164, source=SOURCE_LEARNED), 0, ALLOW, 90),
-        (Outcome.PASS, e(BLOCK, TELE_E164, source=SOURCE_LEARNED), 5, ALLOW, 90),
-        (Outcome.PASS, e(BLOCK, TELE_E164), 0, None, None),  # manual wins
-        (Outcome.PASS, e(BLOCK, TELE_E164, expires_at=PAST), 0, ALLOW, 90),  # expired manual
-        (Outcome.FAIL, None, 0, None, None),
-        (Outcome.FAIL, None, 1, None, None),
-        (Outcome.FAIL, None, 2, BLOCK, 30),  # the third failure
-        (Outcome.TIMEOUT, None, 2, BLOCK, 30),
-        (Outcome.TIMEOUT, e(ALLOW, TELE_E164), 9, None, None),  # manual wins
-        (Outcome.HANGUP, None, 9, None, None),
-    ],
-)
-def test_learning(
-    outcome: Outcome, existing: Entry | None, failures: int, kind: ListKind | None, days: int | None
-) -> None:
-    """Passing verifies a caller; the third failure in the window blocks; manual entries win."""
-    learned = learn(normalize(TELE), outcome, existing, failures, LEARN, NOW)
-    if kind is None:
-        assert learned is None
-        return
-    assert learned is not None
-    assert (learned.kind, learned.number, learned.source) == (kind, TELE_E164, SOURCE_LEARNED)
-    assert learned.expires_at == NOW + dt.timedelta(days=days or 0)
-
-
-def test_learning_needs_a_number() -> None:
-    """Withheld callers cannot be learned: there is nothing to key the entry on."""
-    assert learn(normalize("anonymous"), Outcome.PASS, None, 0, LEARN, NOW) is None
 
 
 SUNDAY_NIGHT = Hours(timezone="Asia/Tokyo", quiet={6: ((dt.time(22), dt.time(6)),)})

@@ -15,7 +15,7 @@ import datetime as dt
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from screener.config import AMIConfig, Config
 from screener.errors import AMIAuthError, ConfigError, StoreCorruptError, StoreError
 from screener.policy import SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 from screener.service import Screener, Stats
-from screener.store import CallRecord, Store
+from screener.store import CallRecord, RecordCall, Store, Write
 from tests.fakeami import FakeAMI, Received, encode
 
 SECRET = "hunter2-Svc7"  # distinctive, so that a leak is easy to spot
@@ -807,16 +807,16 @@ async def test_a_failed_batch_costs_no_other_call_its_record(fake: FakeAMI, db: 
     poisoned = new_call_id()
     with structlog.testing.capture_logs() as logs:
         async with serving(make_config(fake, db), fake) as svc:
-            writer = svc.screener.writer
-            record_batch = writer.record_batch
+            store = svc.screener.writer.store
+            apply = store.apply
 
-            async def failing(**parts: Any) -> None:
+            async def failing(writes: Sequence[Write]) -> list[Any]:
                 # A fake disk error for one call's row; the rest of the batch is fine.
-                if any(c.call_id == poisoned for c in parts.get("calls", ())):
+                if any(isinstance(w, RecordCall) and w.record.call_id == poisoned for w in writes):
                     raise StoreError("database: record calls failed: disk I/O error")
-                await record_batch(**parts)
+                return await apply(writes)
 
-            writer.record_batch = failing  # type: ignore[method-assign]
+            store.apply = failing  # type: ignore[method-assign]
             with write_locked(db):
                 calls = [new_call_id() for _ in range(6)]
                 await fake.emit(*(request(c, MOBILE) for c in [*calls, poisoned]))
@@ -852,7 +852,7 @@ async def test_late_decision_after_the_fallback_keeps_the_fallback_route(
     """ScreenFallback first, then a too-late decision: the log keeps the route the call took."""
     blocked = "+81312349999"
     async with serving(make_config(fake, db), fake) as svc:
-        await svc.screener.writer.add(Entry(kind=ListKind.BLOCK, number=blocked))
+        await svc.screener.writer.store.add(Entry(kind=ListKind.BLOCK, number=blocked))
         call_id = new_call_id()
         stale = time.time() - 3.8
         await fake.emit(snapshot(call_id, blocked, user_event="ScreenFallback", Route="staff"))
