@@ -120,6 +120,9 @@ class Hub:
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        # Subscribers that raised once: their traceback was logged then; later failures are
+        # one short line (rendering a traceback per call would slow every call down).
+        self._failing: set[int] = set()
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` for each event from now on; returns the unsubscribe function."""
@@ -136,8 +139,12 @@ class Hub:
         for callback in tuple(self._subscribers):
             try:
                 callback(event)
-            except Exception:
-                log.exception("event subscriber failed", event=type(event).__name__)
+            except Exception as exc:
+                if id(callback) in self._failing:
+                    log.error("event subscriber failed", kind=type(event).__name__, error=repr(exc))
+                else:
+                    self._failing.add(id(callback))
+                    log.exception("event subscriber failed", kind=type(event).__name__)
 
 
 __all__ = [
