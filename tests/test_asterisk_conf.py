@@ -273,7 +273,11 @@ def test_request_holds_then_falls_back() -> None:
         assert apps == [
             ("Set", "SCREEN_STATE=holding"),
             ("Gosub", "screen-sanitize,s,1"),
-            ("UserEvent", "ScreenRequest,Version: 1,Tainted: ${FILTER(a-z,${SCREEN_TAINTED})}"),
+            (
+                "UserEvent",
+                "ScreenRequest,Version: 1,Tainted: ${FILTER(a-z,${SCREEN_TAINTED})}"
+                ",Hold: ${FILTER(0-9.,${SCREEN_HOLD_SECONDS})}",
+            ),
             ("Ringing", ""),
             ("Wait", "${SCREEN_HOLD_SECONDS}"),
             ("Goto", "screen-fallback,s,1"),
