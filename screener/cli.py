@@ -23,7 +23,7 @@ from rich.text import Text
 
 from screener import __version__
 from screener.config import Config, load_config
-from screener.errors import InputError, ScreenerError
+from screener.errors import InputError, ScreenerError, StoreCorruptError
 from screener.log import configure_logging, dumps
 from screener.numbers import parse_list_number
 from screener.policy import SOURCE_MANUAL, Entry, ListKind
@@ -554,3 +554,35 @@ def run_service(db_path: Path | None, config_path: Path | None) -> None:
     config = _config(db_path, config_path)
     configure_logging(config.log_format, config.log_level)
     _run(service.run(config))
+
+
+@main.command("doctor")
+@common_options
+def doctor(db_path: Path | None, config_path: Path | None) -> None:
+    """Run SQLite's full integrity check on the database (reads every page; never writes).
+
+    Opening the database only checks what is cheap (header, application id, schema version),
+    so run this after a crash or a disk problem; `screener run` runs it by itself after a run
+    that did not stop cleanly. Exit code 4 when the database is damaged.
+    """
+    from screener import marker
+
+    config = _config(db_path, config_path)
+
+    async def go() -> tuple[str, int]:
+        async with Store.open(config.db_path, readonly=True, create=False) as store:
+            return await store.integrity_check(), await store.count_entries()
+
+    findings, count = _run(go())
+    if marker.left_behind(config.db_path):
+        click.echo(
+            f"screener: note: {marker.marker_path(config.db_path)} is there: `screener run` is"
+            " running, or its last run did not stop cleanly",
+            err=True,
+        )
+    if findings != "ok":
+        raise StoreCorruptError(
+            f"database {config.db_path} failed its integrity check:\n{findings}\n"
+            "restore it from a backup, or export what is readable with `screener list export`"
+        )
+    click.echo(f"database {config.db_path}: integrity ok ({count} list entries)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,36 @@ def test_failed_export_leaves_no_partial_file(tmp_path: Path) -> None:
     result = run(bad, "list", "export", str(out))
     assert result.exit_code == 4
     assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_doctor_says_ok_for_a_healthy_database(db: Path) -> None:
+    """`screener doctor` runs the full integrity check and says ok, with the entry count."""
+    assert run(db, "list", "add", "0312345678", "--block").exit_code == 0
+    result = run(db, "doctor")
+    assert result.exit_code == 0, result.output
+    assert "integrity ok (1 list entries)" in result.output
+
+
+def test_doctor_reports_damage_with_exit_code_4(db: Path) -> None:
+    """Damaged pages that opening does not read are found by doctor: exit code 4, findings."""
+    lines = "".join(f"+8131234{i:04d},block\n" for i in range(3000))
+    csv = db.with_name("rows.csv")
+    csv.write_text("number,kind\n" + lines, encoding="utf-8")
+    assert run(db, "list", "import", str(csv)).exit_code == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(db.read_bytes())
+    data[3 * 4096 : 6 * 4096] = b"\xa5" * (3 * 4096)  # wipe b-tree pages, keep the header
+    db.write_bytes(bytes(data))
+    assert run(db, "check", "0312345678").exit_code == 0  # opening stays cheap
+    result = run(db, "doctor")
+    assert result.exit_code == 4
+    assert "failed its integrity check" in result.output
+
+
+def test_doctor_never_creates_a_database(db: Path) -> None:
+    """doctor on a missing file is an error (exit 4) and makes no file."""
+    result = run(db, "doctor")
+    assert result.exit_code == 4
+    assert not db.exists()
