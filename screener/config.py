@@ -56,7 +56,8 @@ class Config:
     db_path: Path = Path("screener.db")
     region: str = "JP"
     ami: AMIConfig = field(default_factory=AMIConfig)
-    # Must match SCREEN_HOLD_SECONDS in extensions.conf: after that the dialplan's fallback runs.
+    # The dialplan sends its own (SCREEN_HOLD_SECONDS) with each request, and that wins: this
+    # stands in for requests without one. After the hold the dialplan's fallback runs.
     hold_seconds: float = 4.0
     # A decision not sent this long before the hold ends is dropped: the fallback wins.
     late_margin: float = 0.5

@@ -40,7 +40,7 @@ from screener import learning, marker
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
 from screener.dialplan import Request, redirect_target
-from screener.errors import AMIError, ConfigError, StoreCorruptError
+from screener.errors import AMIError, ConfigError, StoreCorruptError, StoreError
 from screener.events import (
     AMIConnected,
     AMIDisconnected,
@@ -177,6 +177,7 @@ class Screener:
             helpers = [
                 group.create_task(self._status_lines(), name="screener-status"),
                 group.create_task(self._watch_ami(), name="screener-ami-watch"),
+                group.create_task(self._count_lists(), name="screener-count"),
             ]
             await stop.wait()
             # Cancelling Queue.get() loses no event; what is still queued is left to the
@@ -253,6 +254,16 @@ class Screener:
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
             self.status_line()
+
+    async def _count_lists(self) -> None:
+        # Counting 10 million entries reads a whole index (about a second): never before the
+        # first call, and never on the reader, where it would hold up lookups.
+        try:
+            entries = await self.writer.store.count_entries()
+        except StoreError as exc:
+            log.warning("could not count the list entries", error=str(exc))
+            return
+        log.info("lists", entries=entries)
 
     async def _watch_ami(self) -> None:
         # AMIClient reconnects on its own and offers no callback: look at its state instead.
@@ -627,7 +638,6 @@ async def _serve(
         "screener running",
         ami=settings.address,
         database=str(config.db_path),
-        entries=await reader.count_entries(),
         hold_s=config.hold_seconds,
         startup_s=round(time.monotonic() - started, 3),
     )
