@@ -89,6 +89,8 @@ SHUTDOWN_GRACE = 5.0
 LATENCY_WINDOW = 10000
 # Seconds between two status lines.
 STATUS_INTERVAL = 300.0
+# Seconds after start-up before the list entries are counted (for the log; see _count_lists).
+COUNT_DELAY = 5.0
 # How often the AMI connection's state is looked at, to publish (dis)connections.
 AMI_WATCH_INTERVAL = 0.2
 
@@ -256,8 +258,9 @@ class Screener:
             self.status_line()
 
     async def _count_lists(self) -> None:
-        # Counting 10 million entries reads a whole index (about a second): never before the
-        # first call, and never on the reader, where it would hold up lookups.
+        # Counting 10 million entries reads a whole index (about a second of a core): never
+        # before the first calls, and never on the reader, where it would hold up lookups.
+        await asyncio.sleep(COUNT_DELAY)
         try:
             entries = await self.writer.store.count_entries()
         except StoreError as exc:

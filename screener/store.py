@@ -765,10 +765,11 @@ class Store:
         The service commits everything queued meanwhile together (group commit). Each write
         means what its method means (:meth:`record_call`, :meth:`record_fallback`,
         :meth:`record_hit`, :meth:`set_outcome`, :meth:`set_voicemail`); runs of the same kind
-        go to SQLite as one ``executemany``. Returns one result per write: an
-        :class:`OutcomeResult` for a :class:`SetOutcome`, whether the call was found for a
-        :class:`SetVoicemail`, None for the rest. Outbox events (``voicemail``, ``auto_block``)
-        are written in the same transaction as the rows they describe.
+        go to SQLite as one ``executemany``, and list hits (which only count) all go last.
+        Returns one result per write: an :class:`OutcomeResult` for a :class:`SetOutcome`,
+        whether the call was found for a :class:`SetVoicemail`, None for the rest. Outbox
+        events (``voicemail``, ``auto_block``) are written in the same transaction as the rows
+        they describe.
         """
         if not writes:
             return []
@@ -1007,27 +1008,35 @@ _BULK: dict[type, str] = {
 
 
 def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[OutcomeResult | bool | None]:
-    """The body of :meth:`Store.apply`, on the database thread inside its transaction."""
-    results: list[OutcomeResult | bool | None] = []
+    """The body of :meth:`Store.apply`, on the database thread inside its transaction.
+
+    List hits go last, all in one ``executemany``: they only count, so moving them changes no
+    other write, and a batch of calls (each a record then a hit) stays two statements, not two
+    per call.
+    """
+    results: list[OutcomeResult | bool | None] = [None] * len(writes)
+    others = [(n, w) for n, w in enumerate(writes) if not isinstance(w, RecordHit)]
     i = 0
-    while i < len(writes):
-        write = writes[i]
+    while i < len(others):
+        n, write = others[i]
         if isinstance(write, SetOutcome):
-            results.append(_set_outcome(db, write))
+            results[n] = _set_outcome(db, write)
             i += 1
         elif isinstance(write, SetVoicemail):
-            results.append(_set_voicemail(db, write))
+            results[n] = _set_voicemail(db, write)
             i += 1
         else:
             kind = type(write)
             run: list[tuple[Any, ...]] = []
-            while i < len(writes) and type(writes[i]) is kind:
-                item = writes[i]
-                assert isinstance(item, RecordCall | RecordFallback | RecordLate | RecordHit)
+            while i < len(others) and type(others[i][1]) is kind:
+                item = others[i][1]
+                assert isinstance(item, RecordCall | RecordFallback | RecordLate)
                 run.append(_params(item))
                 i += 1
             db.executemany(_BULK[kind], run)
-            results.extend([None] * len(run))
+    hits = [_params(w) for w in writes if isinstance(w, RecordHit)]
+    if hits:
+        db.executemany(_RECORD_HIT, hits)
     return results
 
 
