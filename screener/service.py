@@ -415,6 +415,8 @@ class Screener:
         hold = request.hold
         if hold is None or hold == self.config.hold_seconds or hold in self._holds_warned:
             return
+        if len(self._holds_warned) >= 8:
+            return  # said often enough: the dialplan's hold keeps changing
         self._holds_warned.add(hold)
         log.warning(
             "the dialplan's hold differs from the configured one; timing calls by the dialplan's",
