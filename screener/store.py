@@ -401,9 +401,10 @@ class Store:
         """Open (and if need be create and migrate) the database at ``path``; always closes.
 
         Opening reads only what is cheap whatever the size of the lists: the file header (SQLite
-        refuses a file that is not a database), ``application_id``, ``user_version`` and the
-        schema. Damage inside the tables is found by :meth:`integrity_check` (``screener
-        doctor``), or by the statement that meets it.
+        refuses a file that is not a database), ``application_id``, ``user_version``, the
+        schema, and the first pages of each table and of the lookup's index. Damage deeper in
+        the tables is found by :meth:`integrity_check` (``screener doctor``), or by the
+        statement that meets it.
         """
         name = os.fspath(path)
         target, exists = _check_path(name, create=create, readonly=readonly)
@@ -456,6 +457,14 @@ class Store:
                     f"database {path} has schema version {version}, newer than this"
                     f" screener knows ({SCHEMA_VERSION}); upgrade screener"
                 )
+            # The first page of every table, and the lookup's index: a handful of page reads
+            # whatever the size, enough to refuse a file whose tables were wrecked (the full
+            # check is integrity_check).
+            for table in tables:
+                if not table.startswith("sqlite_"):
+                    db.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchall()  # noqa: S608
+            if "entries" in tables:
+                db.execute("SELECT 1 FROM entries WHERE number = '' LIMIT 1").fetchall()
             if readonly:
                 if version < SCHEMA_VERSION:
                     raise StoreError(
