@@ -571,7 +571,8 @@ def doctor(db_path: Path | None, config_path: Path | None) -> None:
 
     async def go() -> tuple[str, int]:
         async with Store.open(config.db_path, readonly=True, create=False) as store:
-            return await store.integrity_check(), await store.count_entries()
+            findings = await store.integrity_check()
+            return findings, await store.count_entries() if findings == "ok" else 0
 
     findings, count = _run(go())
     if marker.left_behind(config.db_path):

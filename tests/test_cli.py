@@ -262,7 +262,7 @@ def test_doctor_reports_damage_with_exit_code_4(db: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     data = bytearray(db.read_bytes())
-    data[3 * 4096 : 6 * 4096] = b"\xa5" * (3 * 4096)  # wipe b-tree pages, keep the header
+    data[30 * 4096 : 33 * 4096] = b"\xa5" * (3 * 4096)  # wipe leaf pages deep in a table
     db.write_bytes(bytes(data))
     assert run(db, "check", "0312345678").exit_code == 0  # opening stays cheap
     result = run(db, "doctor")
