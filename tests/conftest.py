@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import structlog
 
-from screener.probe import Probe, SandboxError, SandboxInfo, probe_client, sandbox_session
-from screener.probe import ScreenerProcess as BaseScreenerProcess
+from tests.probe import Probe, SandboxError, SandboxInfo, probe_client, sandbox_session
+from tests.probe import ScreenerProcess as BaseScreenerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
