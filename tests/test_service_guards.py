@@ -230,3 +230,42 @@ def test_no_redirect_once_the_wait_for_the_record_overran_the_deadline(tmp_path:
 
 async def _true_if(condition: bool) -> bool | None:
     return True if condition else None
+
+
+# -- more edges found by mutation testing (docs/mutation.md) -----------------------------------
+
+
+async def test_every_fallback_is_counted(fake: FakeAMI, db: Path) -> None:
+    """Each ScreenFallback adds one to the service's fallback count."""
+    async with serving(make_config(fake, db), fake) as svc:
+        calls = [new_call_id(), new_call_id()]
+        await fake.emit(*(_fallback(c, "staff") for c in calls))
+        for call_id in calls:
+            await svc.call(call_id)
+    assert svc.task.result().fallbacks == 2
+
+
+async def test_late_redirect_of_an_unrecorded_fallback_is_recorded(fake: FakeAMI, db: Path) -> None:
+    """ScreenLate in the fallback for a call the log does not hold yet: recorded, route staff."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(
+            snapshot(call_id, MOBILE, user_event="ScreenLate", context="screen-late",
+                     exten="s", State="fallback")
+        )  # fmt: skip
+        record = await svc.call(call_id)
+    assert (record.route, record.rule, record.fallback) == ("staff", "fallback", True)
+    assert record.reasons == ("decision arrived after the fallback began: ignored",)
+
+
+async def test_fallback_numbers_are_read_in_the_configured_region(fake: FakeAMI, db: Path) -> None:
+    """A fallback record normalizes the caller in the office's region, as a screened call does."""
+    async with serving(make_config(fake, db, region="US"), fake) as svc:
+        call_id = new_call_id()
+        event = snapshot(
+            call_id, "2125550100", user_event="ScreenFallback", context="screen-fallback",
+            exten="s", Route="staff",
+        )  # fmt: skip
+        await fake.emit(event)
+        record = await svc.call(call_id)
+    assert (record.e164, record.category) == ("+12125550100", "fixed_line")
