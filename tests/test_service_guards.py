@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from screener.policy import ListKind
+from screener.policy import SOURCE_LEARNED, ListKind, Policy
 from screener.store import CallRecord
 from tests.fakeami import FakeAMI
 from tests.test_service import (
@@ -26,11 +26,17 @@ from tests.test_service import (
     FIXED_E164,
     MOBILE,
     SECRET,
+    TOLL_FREE,
+    TOLL_FREE_E164,
     add_entry,
+    challenge_event,
+    challenged,
     eventually,
     make_config,
     new_call_id,
+    outcome_of,
     read_call,
+    read_entry,
     request,
     serving,
     snapshot,
@@ -269,3 +275,48 @@ async def test_fallback_numbers_are_read_in_the_configured_region(fake: FakeAMI,
         await fake.emit(event)
         record = await svc.call(call_id)
     assert (record.e164, record.category) == ("+12125550100", "fixed_line")
+
+
+async def test_challenge_outcome_with_repeated_uniqueid_is_ignored(fake: FakeAMI, db: Path) -> None:
+    """A ScreenChallenge whose Uniqueid is repeated (forged) stores and learns nothing."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = await challenged(svc, TOLL_FREE)
+        forged = _forged(challenge_event(call_id, TOLL_FREE, "pass"), "Uniqueid", call_id)
+        with structlog.testing.capture_logs() as logs:
+            await fake.send_raw(forged)
+            await eventually(
+                lambda: _true_if(any(e["event"].endswith("repeated headers ignored") for e in logs))
+            )
+        record = await svc.call(call_id)
+        learned = await svc.screener.reader.entries(source=SOURCE_LEARNED)
+    assert record.outcome is None and learned == []
+
+
+async def test_an_outcome_after_a_restart_still_learns(fake: FakeAMI, db: Path) -> None:
+    """A call challenged before a restart: its pass, reported after it, still verifies it."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = await challenged(svc, TOLL_FREE)
+        await svc.call(call_id)
+    async with serving(make_config(fake, db), fake) as svc:
+        await fake.emit(challenge_event(call_id, TOLL_FREE, "pass"))
+        assert await outcome_of(svc, call_id) == "pass"
+        entry = await eventually(lambda: read_entry(db, TOLL_FREE_E164))
+    assert (entry.kind, entry.source) == (ListKind.ALLOW, SOURCE_LEARNED)
+
+
+async def test_two_failures_block_with_a_threshold_of_two(fake: FakeAMI, db: Path) -> None:
+    """With fail_threshold 2, the first failed challenge blocks nothing and the second blocks."""
+    config = make_config(fake, db, policy=Policy(fail_threshold=2))
+    with structlog.testing.capture_logs() as logs:
+        async with serving(config, fake) as svc:
+            for n in (1, 2):
+                call_id = await challenged(svc, TOLL_FREE)
+                await fake.emit(challenge_event(call_id, TOLL_FREE, "fail"))
+                # The handler's last word: the outcome is stored and the learning step done.
+                await eventually(
+                    lambda n=n: _true_if(sum(e["event"] == "challenge outcome" for e in logs) == n)
+                )
+                if n == 1:
+                    assert await read_entry(db, TOLL_FREE_E164) is None
+            entry = await eventually(lambda: read_entry(db, TOLL_FREE_E164))
+    assert (entry.kind, entry.source) == (ListKind.BLOCK, SOURCE_LEARNED)
