@@ -320,3 +320,23 @@ async def test_two_failures_block_with_a_threshold_of_two(fake: FakeAMI, db: Pat
                     assert await read_entry(db, TOLL_FREE_E164) is None
             entry = await eventually(lambda: read_entry(db, TOLL_FREE_E164))
     assert (entry.kind, entry.source) == (ListKind.BLOCK, SOURCE_LEARNED)
+
+
+async def test_the_counters_count_every_request(fake: FakeAMI, db: Path) -> None:
+    """Two routed, two late and two ambiguous requests: the final counters say so."""
+    async with serving(make_config(fake, db), fake) as svc:
+        routed = [new_call_id(), new_call_id()]
+        late = [new_call_id(), new_call_id()]
+        for call_id in late:
+            await fake.emit(request(call_id, MOBILE, timestamp=time.time() - 3.6))
+        for call_id in routed:
+            await fake.emit(request(call_id, MOBILE))
+        for _ in range(2):
+            event = request(new_call_id(), MOBILE)
+            await fake.send_raw(_forged(event, "Uniqueid", "1699999999.1"))
+        await svc.redirects(2)
+        for call_id in [*routed, *late]:
+            await svc.call(call_id)
+        await fake.wait_until(lambda: svc.screener.stats.requests == 6)
+    stats = svc.task.result()
+    assert (stats.requests, stats.routed, stats.late, stats.failed) == (6, 2, 2, 2)
