@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from screener.errors import AMIError
-from screener.probe import SANDBOX, Call, Probe, SandboxInfo, new_call_id, probe_client, user_event
 from tests.conftest import ScreenerProcess
+from tests.probe import SANDBOX, Call, Probe, SandboxInfo, new_call_id, probe_client, user_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

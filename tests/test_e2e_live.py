@@ -15,8 +15,8 @@ import pytest
 
 from screener.ami import AMIClient
 from screener.errors import AMIActionError
-from screener.probe import Probe, SandboxInfo, user_event
 from tests.conftest import ScreenerProcess
+from tests.probe import Probe, SandboxInfo, user_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

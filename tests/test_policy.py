@@ -281,3 +281,110 @@ SUNDAY_NIGHT = Hours(timezone="Asia/Tokyo", quiet={6: ((dt.time(22), dt.time(6))
 def test_window_wrapping_midnight_belongs_to_its_start_day(when: dt.datetime, quiet: bool) -> None:
     """A window such as sun 22:00-06:00 covers Monday's small hours, not Sunday's."""
     assert SUNDAY_NIGHT.is_quiet(when.astimezone(dt.UTC)) is quiet
+
+
+# -- edges found by mutation testing (docs/mutation.md) ---------------------------------------
+
+
+def test_an_entry_expiring_now_is_already_expired() -> None:
+    """An entry is active strictly before its expiry instant, not at it."""
+    assert e(BLOCK, TELE_E164, expires_at=NOW + dt.timedelta(microseconds=1)).is_active(NOW)
+    assert not e(BLOCK, TELE_E164, expires_at=NOW).is_active(NOW)
+
+
+def test_an_expired_entry_is_named_with_its_expiry_in_the_reasons() -> None:
+    """The reasons say which entry was ignored as expired, and since when."""
+    decision = decide(normalize(TELE), [e(BLOCK, TELE_E164, expires_at=PAST)], Policy(), NOW)
+    assert decision.rule == "category"
+    (ignored,) = [r for r in decision.reasons if r.startswith("ignored expired")]
+    assert ignored.endswith(f"expired {PAST.isoformat()}")
+    assert "no list entry" in decision.reasons
+
+
+@pytest.mark.parametrize("manual_first", [True, False])
+def test_a_manual_exact_entry_wins_over_a_learned_one(manual_first: bool) -> None:
+    """Of two exact entries of one kind, the manual one decides, in whichever order they come."""
+    manual = e(ALLOW, TELE_E164, label="customer")
+    learned = e(ALLOW, TELE_E164, label="passed the challenge", source=SOURCE_LEARNED)
+    entries = [manual, learned] if manual_first else [learned, manual]
+    assert decide(normalize(TELE), entries, Policy(), NOW).entry is manual
+
+
+def test_at_equal_length_a_block_prefix_beats_an_allow_prefix() -> None:
+    """Two manual prefix rules of one length: the block rule wins (the cautious choice)."""
+    for entries in ([e(ALLOW, "+81120", True), e(BLOCK, "+81120", True)],
+                    [e(BLOCK, "+81120", True), e(ALLOW, "+81120", True)]):  # fmt: skip
+        decision = decide(normalize(TELE), entries, Policy(), NOW)
+        assert (decision.route, decision.rule) == (Route.VOICEMAIL, "prefix-block")
+
+
+@pytest.mark.parametrize(
+    ("when", "did", "rule", "reason"),
+    [
+        (tokyo(2026, 11, 30, 23), None, "quiet-hours", "quiet hours (Asia/Tokyo) → voicemail"),
+        (tokyo(2026, 11, 28, 12), None, "after-hours",
+         "outside business hours (Asia/Tokyo) → voicemail"),
+        (tokyo(2026, 11, 30, 12), SUPPORT, "did-category",
+         f"DID {SUPPORT} rule for mobile → staff"),
+    ],
+)  # fmt: skip
+def test_hours_and_did_rules_give_their_reason(
+    when: dt.datetime, did: str | None, rule: str, reason: str
+) -> None:
+    """Quiet hours, business hours and a DID rule each say so as the decision's last reason."""
+    policy = Policy(hours=HOURS, dids=DID_POLICY.dids)
+    decision = decide(normalize("090-1234-5678"), [], policy, when.astimezone(dt.UTC), did)
+    assert decision.rule == rule
+    assert isinstance(decision.reasons, tuple) and decision.reasons[-1] == reason
+    assert decision.reasons[0].startswith("caller +819012345678: mobile")
+
+
+def test_withheld_announcement_keeps_the_rule_and_says_why() -> None:
+    """The announcement replaces only the route: rule and reasons stay, plus one that says so."""
+    plain = decide(normalize("P"), [], Policy(), NOW)
+    announced = decide(normalize("P"), [], Policy(withheld_announcement=True), NOW)
+    assert announced.rule == plain.rule == "category"
+    assert announced.reasons == (
+        *plain.reasons,
+        "withheld caller: asked to call again with the number shown",
+    )
+    assert announced.entry is None
+
+
+def test_withheld_announcement_keeps_the_did_rule_and_its_entry() -> None:
+    """A DID rule that challenges withheld callers is still the rule named with the announcement."""
+    policy = Policy(
+        withheld_announcement=True,
+        dids={SUPPORT: DidPolicy(categories={Category.WITHHELD: Route.CHALLENGE})},
+    )
+    decision = decide(normalize("anonymous"), [], policy, NOW, SUPPORT)
+    assert (decision.route, decision.rule, decision.announcement) == (
+        Route.REJECT, "did-category", "withheld",
+    )  # fmt: skip
+
+
+def test_learned_entries_say_what_was_learned_and_when() -> None:
+    """A learned allow or block entry carries its label and the time it was learned."""
+    allow = learn(normalize(TELE), Outcome.PASS, None, 0, LEARN, NOW)
+    block = learn(normalize(TELE), Outcome.FAIL, None, 2, LEARN, NOW)
+    assert allow is not None and block is not None
+    assert (allow.label, allow.created_at) == ("passed the challenge", NOW)
+    assert (block.label, block.created_at) == ("failed the challenge 3 times", NOW)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "blocked"), [(0, False), (1, True), (2, False)]
+)  # fmt: skip
+def test_fail_threshold_zero_never_blocks_and_one_blocks_at_once(
+    threshold: int, blocked: bool
+) -> None:
+    """fail_threshold 0 turns the auto-block off; 1 blocks on the first failure."""
+    policy = Policy(fail_threshold=threshold)
+    learned = learn(normalize(TELE), Outcome.TIMEOUT, None, 0, policy, NOW)
+    assert (learned is not None and learned.kind is BLOCK) is blocked
+
+
+def test_a_one_digit_challenge_code_is_refused_with_a_reason() -> None:
+    """A one-digit code would be guessed one time in ten: refused, saying why."""
+    with pytest.raises(ValueError, match=r"^a challenge code needs at least 2 digits$"):
+        challenge_code(1)
