@@ -104,3 +104,24 @@ def test_rule_prefers_the_remembered_caller_and_needs_one() -> None:
 def test_unknown_category_in_the_log_reads_as_invalid() -> None:
     """A category this screener does not know (a newer one, or damage) is taken as invalid."""
     assert caller_from_record(record("martian")).category is Category.INVALID
+
+
+def test_learned_entries_say_what_was_learned_and_when() -> None:
+    """A learned allow or block entry carries its label and the time it was learned."""
+    allow = learn(normalize(TELE), Outcome.PASS, None, 0, LEARN, NOW)
+    block = learn(normalize(TELE), Outcome.FAIL, None, 2, LEARN, NOW)
+    assert allow is not None and block is not None
+    assert (allow.label, allow.created_at) == ("passed the challenge", NOW)
+    assert (block.label, block.created_at) == ("failed the challenge 3 times", NOW)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "blocked"), [(0, False), (1, True), (2, False)]
+)  # fmt: skip
+def test_fail_threshold_zero_never_blocks_and_one_blocks_at_once(
+    threshold: int, blocked: bool
+) -> None:
+    """fail_threshold 0 turns the auto-block off; 1 blocks on the first failure."""
+    policy = Policy(fail_threshold=threshold)
+    learned = learn(normalize(TELE), Outcome.TIMEOUT, None, 0, policy, NOW)
+    assert (learned is not None and learned.kind is BLOCK) is blocked
