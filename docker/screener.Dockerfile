@@ -18,18 +18,20 @@ RUN apt-get update \
 ARG PIP_INDEX_URL=""
 ARG PIP_EXTRA_INDEX_URL=""
 
-# Dependencies first, from pyproject.toml alone, so a change to the code reuses this layer.
-COPY pyproject.toml README.md /src/
+# Dependencies first, from pyproject.toml alone (with stand-ins for the package and its
+# readme), so a change to the code or the README reuses this layer.
+COPY pyproject.toml /src/
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && python3 -m venv /opt/screener \
- && mkdir /src/screener && touch /src/screener/__init__.py \
+ && mkdir /src/screener && touch /src/screener/__init__.py /src/README.md \
  && /opt/screener/bin/pip install --no-cache-dir --disable-pip-version-check \
       ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} \
       ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} \
       /src \
- && rm -rf /src/screener /src/build /src/*.egg-info
+ && rm -rf /src/screener /src/README.md /src/build /src/*.egg-info
 
+COPY README.md /src/
 COPY screener /src/screener
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \

@@ -597,3 +597,16 @@ def test_screener_image_runs_unprivileged_and_checks_its_health() -> None:
     health = next(line for line in lines if line.startswith("HEALTHCHECK "))
     assert "/opt/screener/healthcheck.py" in health
     assert "COPY docker/healthcheck.py /opt/screener/healthcheck.py" in lines
+
+
+def test_ci_runs_the_compose_test_after_the_suite() -> None:
+    """.ci/run runs scripts/test, then scripts/compose-test: the README's Docker steps, for real."""
+    lines = [
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines.index("scripts/compose-test") > lines.index("scripts/test")
+    script = (REPO / "scripts" / "compose-test").read_text()
+    assert "cp .env.example" in script and "up -d" in script and "down -v" in script
+    assert "flock" in script and "screener-sandbox" in script  # the sandbox's ports and lock
