@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from screener.ami import AMISettings
-from screener.probe import Call, Probe, probe_client
+from tests.probe import Call, Probe, probe_client
 
 CUSTOMER = "0312345678"  # an office's fixed-line customer, allow-listed by the test
 TOLL_FREE = "0120121852"  # an unknown 0120 call-centre number
