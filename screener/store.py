@@ -131,6 +131,42 @@ _RECORD_FALLBACK = (
     " ON CONFLICT (call_id) DO UPDATE SET route = excluded.route, fallback = 1,"
     " reasons = json_insert(calls.reasons, '$[#]', ?)"
 )
+# Staged import rows, in key order, the line kept so that a repeated key names its first line.
+_STAGE_TABLE = """
+    CREATE TEMP TABLE import_rows (
+        number TEXT NOT NULL, prefix INTEGER NOT NULL, line INTEGER NOT NULL,
+        kind TEXT NOT NULL, label TEXT NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL,
+        expires_at REAL, note TEXT NOT NULL, hits INTEGER NOT NULL, last_seen REAL,
+        PRIMARY KEY (number, prefix, line)
+    ) WITHOUT ROWID
+"""
+_STAGE_ROW = (
+    "INSERT INTO temp.import_rows (line, kind, number, prefix, label, source, created_at,"
+    " expires_at, note, hits, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STAGE_REPEATS = """
+    CREATE TEMP TABLE import_repeats AS
+    SELECT line, first, number, prefix FROM (
+        SELECT line, number, prefix,
+               first_value(line) OVER (PARTITION BY number, prefix ORDER BY line) AS first
+        FROM temp.import_rows
+    ) WHERE line > first
+"""
+# min(line) makes SQLite take the other (bare) columns from the first row of each key.
+_APPLY_STAGE = """
+    INSERT INTO entries (kind, number, prefix, label, source, created_at, expires_at, note,
+                         hits, last_seen)
+    SELECT kind, number, prefix, label, source, created_at, expires_at, note, hits, last_seen
+    FROM (
+        SELECT kind, number, prefix, label, source, created_at, expires_at, note, hits,
+               last_seen, min(line)
+        FROM temp.import_rows GROUP BY number, prefix
+    ) WHERE true
+    ON CONFLICT (number, prefix) DO UPDATE SET
+        kind = excluded.kind, label = excluded.label, source = excluded.source,
+        created_at = excluded.created_at, expires_at = excluded.expires_at,
+        note = excluded.note, hits = excluded.hits, last_seen = excluded.last_seen
+"""
 _RECORD_HIT = "UPDATE entries SET hits = hits + 1, last_seen = ? WHERE id = ?"
 _FAILED_OUTCOMES = ("fail", "timeout")
 _ITER_CHUNK = 5000
@@ -646,6 +682,25 @@ class Store:
         added = after - before
         return ImportResult(added=added, replaced=done - added)
 
+    @asynccontextmanager
+    async def stage_import(self) -> AsyncIterator[ImportStage]:
+        """A staging table for one streamed import; the lists are untouched until ``apply``.
+
+        The rows wait in a TEMP table (on disk: ``temp_store = FILE``, a small page cache), so
+        memory stays bounded however long the file is, and the database's write lock is taken
+        only by :meth:`ImportStage.apply`, for one statement. Other coroutines using this Store
+        wait until the block ends; the staged rows are dropped on the way out.
+        """
+        async with self._lock:
+            with self._guard("import"):
+                await self._db.execute("PRAGMA temp_store = FILE")
+                await self._db.execute(_STAGE_TABLE)
+            stage = ImportStage(self)
+            try:
+                yield stage
+            finally:
+                await stage._close()
+
     # --- call log ------------------------------------------------------------------------------
 
     async def record_call(self, rec: CallRecord) -> None:
@@ -761,6 +816,83 @@ class Store:
         return "\n".join(str(row[0]) for row in rows)
 
 
+class ImportStage:
+    """Rows of one import staged by :meth:`Store.stage_import`, each with its line number.
+
+    Staged rows go into one transaction of the TEMP database (the lists are not locked by it);
+    it is committed before :meth:`duplicates` or :meth:`apply` read them.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._db = store._db
+        self._open = False
+        self.staged = 0
+
+    async def add(self, rows: Iterable[tuple[int, Entry]]) -> None:
+        """Stage ``(line, entry)`` rows; nothing in the lists changes."""
+        params = [(line, *_entry_params(entry)) for line, entry in rows]
+        with self._store._guard("import"):
+            if not self._open:
+                await self._db.execute("BEGIN")
+                self._open = True
+            await self._db.executemany(_STAGE_ROW, params)
+        self.staged += len(params)
+
+    async def _settle(self) -> None:
+        if self._open:
+            await self._db.execute("COMMIT")
+            self._open = False
+
+    async def _close(self) -> None:
+        if self._open:
+            await self._store._rollback()
+            self._open = False
+        with suppress(sqlite3.Error):
+            await self._db.execute("DROP TABLE IF EXISTS temp.import_repeats")
+            await self._db.execute("DROP TABLE IF EXISTS temp.import_rows")
+
+    async def duplicates(self, limit: int) -> tuple[int, list[tuple[int, int, str, bool]]]:
+        """Rows whose key an earlier row has: how many, and the first ``limit`` of them.
+
+        Each is ``(line, line of the first row with that key, number, prefix)``, by line.
+        """
+        with self._store._guard("import"):
+            await self._settle()
+            # Counting the keys is a plain walk of the table in key order; listing the repeats
+            # (a window over it, kept in a second TEMP table) only when there are some.
+            keys = await self._store._scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM temp.import_rows GROUP BY number, prefix)"
+            )
+            if keys == self.staged:
+                return 0, []
+            await self._db.execute("DROP TABLE IF EXISTS temp.import_repeats")
+            await self._db.execute(_STAGE_REPEATS)
+            count = int(await self._store._scalar("SELECT count(*) FROM temp.import_repeats"))
+            rows = await self._db.execute_fetchall(
+                "SELECT line, first, number, prefix FROM temp.import_repeats ORDER BY line LIMIT ?",
+                (limit,),
+            )
+        return count, [(int(r[0]), int(r[1]), str(r[2]), bool(r[3])) for r in rows]
+
+    async def apply(self) -> ImportResult:
+        """Upsert the staged rows (the first of each key) in ONE transaction, in key order."""
+        with self._store._guard("import"):
+            await self._settle()
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                before = int(await self._store._scalar("SELECT count(*) FROM entries"))
+                async with self._db.execute(_APPLY_STAGE) as cursor:
+                    done = cursor.rowcount
+                after = int(await self._store._scalar("SELECT count(*) FROM entries"))
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._store._rollback()
+                raise
+        added = after - before
+        return ImportResult(added=added, replaced=done - added)
+
+
 async def _batches(
     entries: Iterable[Entry] | AsyncIterable[Entry], size: int
 ) -> AsyncIterator[list[tuple[Any, ...]]]:
@@ -843,5 +975,6 @@ __all__ = [
     "SOURCE_MANUAL",
     "CallRecord",
     "ImportResult",
+    "ImportStage",
     "Store",
 ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from screener import cli
 from screener.cli import main
 
 
@@ -121,6 +123,91 @@ def test_import_bad_rows_all_or_nothing(db: Path, tmp_path: Path) -> None:
     partial = run(db, "list", "import", str(csv_in), "--skip-bad")
     assert partial.exit_code == 0 and "1 rejected rows skipped" in partial.output
     assert len(json.loads(run(db, "list", "show", "--json").stdout)) == 1
+
+
+def _numbers_csv(path: Path, rows: int) -> Path:
+    with path.open("w", encoding="utf-8") as out:
+        out.write("number,kind,label\n")
+        for i in range(rows):
+            out.write(f"+8190{10_000_000 + 7 * i},block,Caller {i}\n")
+    return path
+
+
+def test_import_memory_does_not_grow_with_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """list import streams: the Python heap's peak for 25,000 rows is about that for 5,000."""
+    monkeypatch.setattr(cli, "IMPORT_BATCH", 500)
+    assert run(tmp_path / "warm.db", "list", "import", str(_numbers_csv(tmp_path / "w", 50)))
+    peaks = []
+    for rows in (5000, 25000):
+        path = _numbers_csv(tmp_path / f"{rows}.csv", rows)
+        tracemalloc.start()
+        try:
+            result = run(tmp_path / f"{rows}.db", "list", "import", str(path))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result.exit_code == 0, result.output
+        assert f"imported {rows} entries ({rows} new, 0 replaced)" in result.output
+        peaks.append(peak)
+    # Holding every row (about 400 bytes each) would take 5 times as much for 5 times the rows.
+    assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_import_rejects_repeated_keys_by_line(db: Path, tmp_path: Path) -> None:
+    """A number that appears twice names the first line; --skip-bad keeps the first row."""
+    csv_in = tmp_path / "twice.csv"
+    csv_in.write_text(
+        "number,kind,prefix,label\n0312345678,allow,,first\n0120,block,1,x\n"
+        "+81312345678,block,,again\n",
+        encoding="utf-8",
+    )
+    result = run(db, "list", "import", str(csv_in))
+    assert result.exit_code == 2
+    assert (
+        f"{csv_in}:4: duplicate of line 2 (same number and prefix): +81312345678" in result.stderr
+    )
+    assert "1 of 3 rows rejected; nothing imported" in result.output
+    assert json.loads(run(db, "list", "show", "--json").stdout) == []
+    partial = run(db, "list", "import", str(csv_in), "--skip-bad")
+    assert partial.exit_code == 0, partial.output
+    assert "imported 2 entries (2 new, 0 replaced), 1 rejected rows skipped" in partial.output
+    shown = json.loads(run(db, "list", "show", "--json").stdout)
+    assert [(e["number"], e["label"]) for e in shown] == [
+        ("+81120", "x"),
+        ("+81312345678", "first"),
+    ]
+
+
+def test_import_unclosed_quote_keeps_the_rows_after_it(db: Path, tmp_path: Path) -> None:
+    """An unclosed quote is rejected by line; with --skip-bad every row after it is imported."""
+    csv_in = tmp_path / "quote.csv"
+    csv_in.write_text(
+        'number,kind,label\n0312345678,allow,"Tanaka\n0312345679,allow,Sato\n'
+        '0312345670,block,"x"\n',
+        encoding="utf-8",
+    )
+    result = run(db, "list", "import", str(csv_in), "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert f"{csv_in}:2: a quote is not closed (it runs into line 3" in result.stderr
+    assert "imported 2 entries" in result.output
+    shown = json.loads(run(db, "list", "show", "--json").stdout)
+    assert [e["number"] for e in shown] == ["+81312345670", "+81312345679"]
+
+
+def test_import_dry_run_changes_nothing(db: Path, tmp_path: Path) -> None:
+    """--dry-run checks the whole file (repeats too); it neither creates nor changes a database."""
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text("number,kind\n0312345678,allow\n0312345679,allow\n", encoding="utf-8")
+    result = run(db, "list", "import", str(csv_in), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "2 rows would be imported; nothing changed (--dry-run)" in result.output
+    assert not db.exists()
+    csv_in.write_text("number,kind\n0312345678,allow\n0312345678,block\n", encoding="utf-8")
+    again = run(db, "list", "import", str(csv_in), "--dry-run")
+    assert again.exit_code == 2 and "duplicate of line 2" in again.stderr
+    assert not db.exists()
 
 
 @pytest.mark.parametrize(
