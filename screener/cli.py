@@ -27,7 +27,7 @@ from screener import __version__
 from screener.config import Config, load_config
 from screener.errors import InputError, ScreenerError
 from screener.log import configure_logging, dumps
-from screener.numbers import parse_list_number
+from screener.numbers import broad_prefix, parse_list_number
 from screener.policy import SOURCE_MANUAL, Entry, ListKind
 from screener.screening import screen
 from screener.store import CallRecord, ImportResult, ImportStage, Store
@@ -100,7 +100,8 @@ async def _reading(config: Config) -> AsyncIterator[Store]:
         async with Store.open(":memory:") as store:
             yield store
         return
-    async with Store.open(config.db_path, readonly=True) as store:
+    # create=False: an empty file is reported as such (with the command that fixes it).
+    async with Store.open(config.db_path, readonly=True, create=False) as store:
         yield store
 
 
@@ -184,26 +185,36 @@ def list_group() -> None:
 
 @list_group.command("add")
 @click.argument("number")
-@click.option("--allow", "kind", flag_value=ListKind.ALLOW.value, help="Ring staff at once.")
-@click.option("--block", "kind", flag_value=ListKind.BLOCK.value, help="Never ring staff.")
+@click.option("--allow", is_flag=True, help="Ring staff at once.")
+@click.option("--block", is_flag=True, help="Never ring staff.")
 @click.option("--prefix", is_flag=True, help="A rule for every number that starts this way.")
 @click.option("--label", default="", help="Who this is, for people reading the list.")
 @click.option("--expires", "expires", metavar="WHEN", help="30d, 12h, 2w or an ISO date.")
 @click.option("--note", default="", help="Free text.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Add a prefix rule that covers a whole country code or over 10% of the home plan.",
+)
 @common_options
 def list_add(
     number: str,
-    kind: str | None,
+    allow: bool,
+    block: bool,
     prefix: bool,
     label: str,
     expires: str | None,
     note: str,
+    force: bool,
     db_path: Path | None,
     config_path: Path | None,
 ) -> None:
     """Add NUMBER (or a prefix rule) to the allow or block list."""
-    if kind is None:
+    if allow and block:
+        raise click.UsageError("--allow and --block cannot be used together")
+    if not (allow or block):
         raise InputError("say which list: --allow or --block")
+    kind = ListKind.ALLOW if allow else ListKind.BLOCK
     config = _config(db_path, config_path)
     now = _now()
     try:
@@ -213,8 +224,11 @@ def list_add(
         raise InputError(str(exc)) from exc
     if expires_at is not None and expires_at <= now:
         raise InputError(f"--expires {expires}: that time has already passed")
+    broad = broad_prefix(key, config.region) if prefix else None
+    if broad is not None and not force:
+        raise InputError(f"{broad}; add --force if that is what you mean")
     entry = Entry(
-        kind=ListKind(kind),
+        kind=kind,
         number=key,
         prefix=prefix,
         label=label,

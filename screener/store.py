@@ -394,7 +394,7 @@ class Store:
                 if version < SCHEMA_VERSION:
                     raise StoreError(
                         f"database {self.path} needs upgrading (schema {version} <"
-                        f" {SCHEMA_VERSION}); open it once without --readonly"
+                        f" {SCHEMA_VERSION}); `screener init` upgrades it"
                     )
             else:
                 mode = await self._scalar("PRAGMA journal_mode = WAL")

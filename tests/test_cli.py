@@ -328,3 +328,63 @@ def test_failed_export_leaves_no_partial_file(tmp_path: Path) -> None:
     result = run(bad, "list", "export", str(out))
     assert result.exit_code == 4
     assert list(tmp_path.iterdir()) == [bad]
+
+
+@pytest.mark.parametrize(
+    ("number", "covers"),
+    [
+        ("0", "prefix +81 covers every number of country code +81 (JP)"),
+        ("+8", "prefix +8 covers every number of country code +81 (JP), +82 (KR)"),
+        ("09", "prefix +819 covers about 16% of the fixed-line and mobile numbers of JP"),
+    ],
+)
+def test_broad_prefix_needs_force(db: Path, number: str, covers: str) -> None:
+    """A prefix rule over a whole country code or >10 % of the home plan needs --force."""
+    result = run(db, "list", "add", number, "--prefix", "--block")
+    assert result.exit_code == 2
+    assert f"screener: error: {covers}" in result.stderr
+    assert result.stderr.endswith("; add --force if that is what you mean\n")
+    assert json.loads(run(db, "list", "show", "--json").stdout) == []
+    forced = run(db, "list", "add", number, "--prefix", "--block", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert len(json.loads(run(db, "list", "show", "--json").stdout)) == 1
+
+
+def test_narrow_prefix_needs_no_force(db: Path) -> None:
+    """An ordinary prefix rule (every 0120 toll-free number) is added without --force."""
+    result = run(db, "list", "add", "0120", "--prefix", "--block")
+    assert result.exit_code == 0 and "added block prefix +81120" in result.output
+
+
+def test_allow_and_block_together_is_a_usage_error(db: Path) -> None:
+    """--allow with --block is refused (exit 2), not decided by whichever came last."""
+    result = run(db, "list", "add", "0120-121-852", "--allow", "--block")
+    assert result.exit_code == 2
+    assert "--allow and --block cannot be used together" in result.output
+    assert not db.exists()
+
+
+def test_init_without_a_config_file_says_so(db: Path) -> None:
+    """init names the config file, or says there is none (not "config: configuration")."""
+    result = run(db, "init")
+    assert result.exit_code == 0
+    assert "config: no config file (defaults and SCREENER_* environment)" in result.output
+
+
+def test_reading_an_empty_database_names_the_real_fix(db: Path) -> None:
+    """A zero-length database file: the error names `screener init`, not a flag that is not."""
+    db.touch()
+    for args in (("check", "0120"), ("calls",), ("list", "show"), ("list", "export")):
+        result = run(db, *args)
+        assert result.exit_code == 4, result.output
+        assert "--readonly" not in result.output
+        assert f"database {db} is empty; create it with `screener init`" in result.stderr
+    assert db.stat().st_size == 0
+
+
+def test_environment_error_names_the_variable(db: Path) -> None:
+    """A bad SCREENER_* value is reported against the variable; INFO is a level."""
+    result = run(db, "check", "0120", env={"SCREENER_LOG_LEVEL": "loud"})
+    assert result.exit_code == 3
+    assert "screener: error: environment variable SCREENER_LOG_LEVEL: log.level:" in result.stderr
+    assert run(db, "check", "0120", env={"SCREENER_LOG_LEVEL": "INFO"}).exit_code == 0
