@@ -346,6 +346,11 @@ def list_forget(number: str | None, db_path: Path | None, config_path: Path | No
 @click.option("--source", "source_name", help="Source name recorded on each entry.")
 @click.option("--skip-bad", is_flag=True, help="Import the good rows even if some are rejected.")
 @click.option("--dry-run", is_flag=True, help="Check the file and report; change nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Accept prefix rules that cover a whole country code or over 10% of the home plan.",
+)
 @common_options
 def list_import(
     file: Path,
@@ -353,6 +358,7 @@ def list_import(
     source_name: str | None,
     skip_bad: bool,
     dry_run: bool,
+    force: bool,
     db_path: Path | None,
     config_path: Path | None,
 ) -> None:
@@ -373,6 +379,7 @@ def list_import(
         default_kind=ListKind(kind) if kind else None,
         source=source,
         now=_now(),
+        broad=force,
     )
     bar = Progress(
         TextColumn("{task.description}"),

@@ -237,10 +237,24 @@ def prefix_coverage(prefix: str, region: str) -> Coverage:
 
 def broad_prefix(prefix: str, region: str) -> str | None:
     """Why the prefix rule ``prefix`` is too broad to add without ``--force``; None if it is not."""
-    coverage = prefix_coverage(prefix, region)
-    if coverage.countries or coverage.home_share > BROAD_SHARE:
-        return f"prefix {prefix} covers {coverage.describe()}"
-    return None
+    digits = prefix.lstrip("+")
+    home = str(phonenumbers.country_code_for_region(region.upper()))
+    # Country codes have at most three digits: a longer prefix cannot hold a whole one.
+    if len(digits) > 3 or not any(code.startswith(digits) for code in _country_codes()):
+        if not digits.startswith(home):
+            return None
+        national = digits[len(home) :]
+        # A longer prefix never covers more than a shorter one: stop at the first short enough
+        # (cached: a file of prefix rules shares its first digits).
+        for size in range(1, len(national) + 1):
+            if _plan_share(region.upper(), national[:size]) <= BROAD_SHARE:
+                return None
+    return f"prefix {prefix} covers {prefix_coverage(prefix, region).describe()}"
+
+
+@lru_cache(maxsize=1)
+def _country_codes() -> tuple[str, ...]:
+    return tuple(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 
 # --- counting a numbering plan -----------------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import IO, NamedTuple, TextIO
 import phonenumbers
 
 from screener.errors import InputError
-from screener.numbers import looks_e164, parse_list_number
+from screener.numbers import broad_prefix, looks_e164, parse_list_number
 from screener.policy import SOURCE_MANUAL, Entry, ListKind
 from screener.when import parse_instant
 
@@ -337,12 +337,16 @@ def iter_rows(
     default_kind: ListKind | None,
     source: str = SOURCE_MANUAL,
     now: dt.datetime,
+    broad: bool = False,
 ) -> Iterator[Row | Reject]:
     """Parse a list CSV row by row, yielding ``(line, Entry)`` or a :class:`Reject` per row.
 
     Streams in constant memory (one record at a time). A key that appears twice is NOT caught
     here, as that needs every key seen so far: :func:`iter_csv` keeps them in memory,
     :meth:`screener.store.Store.stage_import` on disk.
+
+    A prefix rule that :func:`~screener.numbers.broad_prefix` finds too broad (a whole country
+    code, or over 10 % of the home plan) is rejected unless ``broad`` is true (``--force``).
 
     An unclosed quote never swallows the rows after it: its record is rejected at its first line
     (see :class:`_Lines`) and the lines after that one are parsed again as rows of their own.
@@ -389,7 +393,7 @@ def iter_rows(
             if problem is not None:
                 yield _reject(first.number, problem, first.text)
                 continue
-            result = _row(fields, header, pick, region, default_kind, source, now)
+            result = _row(fields, header, pick, region, default_kind, source, now, broad)
             if isinstance(result, str):
                 yield _reject(first.number, result, first.text)
                 continue
@@ -405,6 +409,7 @@ def iter_csv(
     default_kind: ListKind | None,
     source: str = SOURCE_MANUAL,
     now: dt.datetime,
+    broad: bool = False,
 ) -> Iterator[Entry | Reject]:
     """:func:`iter_rows`, with a key that appears again rejected (naming the line of the first).
 
@@ -413,7 +418,12 @@ def iter_csv(
     """
     first: dict[str, int] = {}
     for item in iter_rows(
-        path_or_stream, region=region, default_kind=default_kind, source=source, now=now
+        path_or_stream,
+        region=region,
+        default_kind=default_kind,
+        source=source,
+        now=now,
+        broad=broad,
     ):
         if isinstance(item, Reject):
             yield item
@@ -439,6 +449,7 @@ def read_csv(
     default_kind: ListKind | None,
     source: str = SOURCE_MANUAL,
     now: dt.datetime,
+    broad: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> ParsedCSV:
     """Parse a whole list CSV into entries and rejects, all in memory (see :func:`iter_csv`).
@@ -447,7 +458,14 @@ def read_csv(
     """
     parsed = ParsedCSV()
     for count, item in enumerate(
-        iter_csv(path_or_stream, region=region, default_kind=default_kind, source=source, now=now),
+        iter_csv(
+            path_or_stream,
+            region=region,
+            default_kind=default_kind,
+            source=source,
+            now=now,
+            broad=broad,
+        ),
         start=1,
     ):
         if isinstance(item, Reject):
@@ -484,6 +502,7 @@ def _row(
     default_kind: ListKind | None,
     source: str,
     now: dt.datetime,
+    broad: bool,
 ) -> Entry | str:
     """The entry a data row describes, or the reason it cannot be one."""
     width = len(header)
@@ -514,6 +533,10 @@ def _row(
         number = _number(number_raw, region, prefix)
     except ValueError as exc:
         return f"bad number: {exc}"
+    if prefix and not broad:
+        too_broad = broad_prefix(number, region)
+        if too_broad is not None:
+            return f"{too_broad} (import with --force to accept it)"
     try:
         expires = _expiry(expires_raw.strip()) if expires_raw else None
     except ValueError as exc:

@@ -388,3 +388,19 @@ def test_environment_error_names_the_variable(db: Path) -> None:
     assert result.exit_code == 3
     assert "screener: error: environment variable SCREENER_LOG_LEVEL: log.level:" in result.stderr
     assert run(db, "check", "0120", env={"SCREENER_LOG_LEVEL": "INFO"}).exit_code == 0
+
+
+def test_import_broad_prefix_needs_force(db: Path, tmp_path: Path) -> None:
+    """A CSV prefix rule over a whole country code is rejected by line unless --force."""
+    csv_in = tmp_path / "broad.csv"
+    csv_in.write_text("number,kind,prefix\n0,block,1\n0120,block,1\n", encoding="utf-8")
+    result = run(db, "list", "import", str(csv_in))
+    assert result.exit_code == 2
+    assert (
+        f"{csv_in}:2: prefix +81 covers every number of country code +81 (JP)"
+        " (import with --force to accept it)" in result.stderr
+    )
+    forced = run(db, "list", "import", str(csv_in), "--force")
+    assert forced.exit_code == 0, forced.output
+    shown = json.loads(run(db, "list", "show", "--json").stdout)
+    assert [e["number"] for e in shown] == ["+81", "+81120"]
