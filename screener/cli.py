@@ -469,19 +469,24 @@ async def _stage_rows(
     found = _Imported()
     batch: list[Row] = []
     writing: asyncio.Future[None] | None = None
-    for item in rows:
-        found.rows += 1
-        if isinstance(item, Reject):
-            found.add(item)
-            continue
-        batch.append(item)
-        if len(batch) >= IMPORT_BATCH:
-            if writing is not None:
-                await writing
-            writing = asyncio.ensure_future(stage.add(batch))
-            await asyncio.sleep(0)  # let it hand the batch to SQLite's thread before we go on
-            batch = []
-            progress()
+    try:
+        for item in rows:
+            found.rows += 1
+            if isinstance(item, Reject):
+                found.add(item)
+                continue
+            batch.append(item)
+            if len(batch) >= IMPORT_BATCH:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(stage.add(batch))
+                await asyncio.sleep(0)  # let it hand the batch to SQLite's thread, then go on
+                batch = []
+                progress()
+    finally:
+        if writing is not None and not writing.done():
+            # Never leave a write in flight behind us (the parse failed, or ^C).
+            await asyncio.gather(writing, return_exceptions=True)
     if writing is not None:
         await writing
     await stage.add(batch)
