@@ -367,6 +367,7 @@ def write_lock_held(db: Path) -> bool:
         return False
 
 
+@pytest.mark.timeout(600)  # parsing and staging a million rows comes before the lock
 async def test_calls_are_routed_while_an_import_holds_the_write_lock(
     screener: ScreenerProcess, sandbox: SandboxInfo, tmp_path: Path
 ) -> None:
