@@ -404,3 +404,14 @@ def test_import_broad_prefix_needs_force(db: Path, tmp_path: Path) -> None:
     assert forced.exit_code == 0, forced.output
     shown = json.loads(run(db, "list", "show", "--json").stdout)
     assert [e["number"] for e in shown] == ["+81", "+81120"]
+
+
+def test_import_again_counts_replaced_entries(db: Path, tmp_path: Path) -> None:
+    """A second import replaces entries with the same key and says how many were new."""
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text("number,kind\n0312345678,allow\n0312345679,block\n", encoding="utf-8")
+    assert "(2 new, 0 replaced)" in run(db, "list", "import", str(csv_in)).output
+    csv_in.write_text("number,kind\n0312345678,block\n0312345670,block\n", encoding="utf-8")
+    assert "imported 2 entries (1 new, 1 replaced)" in run(db, "list", "import", str(csv_in)).output
+    shown = {e["number"]: e["kind"] for e in json.loads(run(db, "list", "show", "--json").stdout)}
+    assert shown == {"+81312345678": "block", "+81312345679": "block", "+81312345670": "block"}
