@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import asterisk, dataset, decision, lists, loadgen, startup, storecmp
+from bench import asterisk, dataset, decision, lists, loadgen, startup, storecmp, transfer
 from bench.stats import ratio
 from screener.log import configure_logging
 
@@ -27,6 +27,7 @@ TARGETS = {
     "agent_p99_ms": 20.0,
     "agent_vs_floor": 2.0,
     "import_rows_per_s": 50_000,
+    "transfer_rss_mb": 100.0,
     "rss_mb": 150.0,
     "asterisk_added_p50_ms": 20.0,
     "check_vs_empty": 1.3,
@@ -44,7 +45,12 @@ def _args() -> argparse.Namespace:
     p.add_argument(
         "--only",
         default="decision,agent,asterisk,lists,store,startup",
-        help="comma list of parts to run",
+        help="comma list of parts to run (also: transfer, part 7, not run by default)",
+    )
+    p.add_argument(
+        "--transfer-rows",
+        default="1000000,10000000",
+        help="CSV sizes for part 7 (comma list)",
     )
     p.add_argument("--asterisk-calls", type=int, default=60, help="part 3 calls per dialplan")
     p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
@@ -307,6 +313,29 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
             "",
         )
         t.add_section()
+    for size in results.get("transfer", {}).get("sizes", []):
+        rows = size["rows"]
+        for i, name in enumerate(("import", "export")):
+            f = size[name]
+            ok = f["peak_rss_mb"] < TARGETS["transfer_rss_mb"] and (
+                name == "export" or f["rows_per_s"] >= TARGETS["import_rows_per_s"]
+            )
+            verdict[f"transfer_{name}_{rows}"] = ok
+            t.add_row(
+                "7 transfer" if i == 0 and rows == results["transfer"]["sizes"][0]["rows"] else "",
+                f"`list {name}` {rows:,} rows: peak RSS, rows/s (per CPU s)",
+                f"{f['peak_rss_mb']:.0f} MB, {f['rows_per_s']:,.0f}/s"
+                f" ({f['rows_per_cpu_s']:,.0f}) in {f['wall_s']:.0f} s",
+                "< 100 MB" + (", ≥ 50,000/s" if name == "import" else ""),
+                _ok(ok),
+            )
+        t.add_row(
+            "",
+            "  load average before / after",
+            f"{size['load_before'][0]:.1f} / {size['load_after'][0]:.1f}",
+            "",
+            "",
+        )
     if results.get("db_build_s") is not None:
         t.add_row("setup", "built the list database", f"{results['db_build_s']:.1f} s", "", "")
     t.add_row(
@@ -335,9 +364,10 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
         "targets": TARGETS,
     }
-    db, built = dataset.ensure_db(args.entries, log=console.log)
-    results["db"] = str(db)
-    results["db_build_s"] = built
+    if parts & {"decision", "agent", "store", "startup"}:  # the other parts make their own data
+        db, built = dataset.ensure_db(args.entries, log=console.log)
+        results["db"] = str(db)
+        results["db_build_s"] = built
     if "decision" in parts:
         console.log(f"decision: {args.callers:,} callers per method")
         results["decision"] = asyncio.run(decision.run(db, args.entries, args.callers))
@@ -358,6 +388,9 @@ def main() -> None:
     if "startup" in parts:
         console.log("startup: screener check and screener run, as subprocesses")
         results["startup"] = asyncio.run(startup.run(db, args.entries))
+    if "transfer" in parts:
+        sizes = [int(n) for n in args.transfer_rows.split(",") if n]
+        results["transfer"] = transfer.run(sizes, log=console.log)
     results["total_s"] = time.perf_counter() - started
     results["verdict"] = _print(results, console)
     args.out.mkdir(parents=True, exist_ok=True)
