@@ -367,3 +367,19 @@ def test_a_one_digit_challenge_code_is_refused_with_a_reason() -> None:
     """A one-digit code would be guessed one time in ten: refused, saying why."""
     with pytest.raises(ValueError, match=r"^a challenge code needs at least 2 digits$"):
         challenge_code(1)
+
+
+def test_did_default_and_default_route_give_their_reason() -> None:
+    """A DID's default and the office-wide default each say so as the decision's last reason."""
+    did_default = decide(normalize("03-1234-5678"), [], DID_POLICY, NOW, "+81312340001")
+    assert did_default.reasons[-1] == "DID +81312340001 default → challenge"
+    fallback = decide(normalize("03-1234-5678"), [], Policy(categories={}), NOW)
+    assert (fallback.rule, fallback.reasons[-2:]) == (
+        "default", ("no list entry", "default → staff"),
+    )  # fmt: skip
+
+
+def test_business_hours_open_at_the_first_minute() -> None:
+    """A window 09:00-18:00 is open at 09:00 itself."""
+    nine = tokyo(2026, 11, 30, 9).astimezone(dt.UTC)
+    assert decide(normalize("03-1234-5678"), [], Policy(hours=HOURS), nine).rule == "category"

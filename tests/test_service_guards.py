@@ -340,3 +340,42 @@ async def test_the_counters_count_every_request(fake: FakeAMI, db: Path) -> None
         await fake.wait_until(lambda: svc.screener.stats.requests == 6)
     stats = svc.task.result()
     assert (stats.requests, stats.routed, stats.late, stats.failed) == (6, 2, 2, 2)
+
+
+@pytest.mark.parametrize("stamp", [None, "", "not-a-time"])
+async def test_a_request_without_a_usable_timestamp_is_still_routed(
+    fake: FakeAMI, db: Path, stamp: str | None
+) -> None:
+    """No Timestamp (timestampevents off) or a garbled one: timed on our clock, still routed."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        event = request(call_id, MOBILE)
+        if stamp is None:
+            del event["Timestamp"]
+        else:
+            event["Timestamp"] = stamp
+        await fake.emit(event)
+        (redirect,) = await svc.redirects(1)
+        record = await svc.call(call_id)
+    assert (redirect.get("Channel"), redirect.get("Context")) == (call_id, "screen-staff")
+    assert (record.route, record.fallback) == ("staff", False)
+
+
+async def test_the_line_per_call_carries_every_fact(fake: FakeAMI, db: Path) -> None:
+    """The 'call screened' line names caller, name, DID, route, rule, reasons and both latencies."""
+    started = time.perf_counter()
+    with structlog.testing.capture_logs() as logs:
+        async with serving(make_config(fake, db), fake) as svc:
+            await fake.emit(request(new_call_id(), MOBILE, "Sato"))
+            await svc.redirects(1)
+            await fake.wait_until(lambda: svc.screener.stats.routed == 1)
+            latencies = list(svc.screener.stats.latencies_ms)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    (line,) = [e for e in logs if e["event"] == "call screened"]
+    assert (line["caller"], line["name"], line["did"]) == ("+819012345678", "Sato", "+81355550000")
+    assert (line["category"], line["route"], line["rule"]) == ("mobile", "staff", "category")
+    assert line["reasons"][-1] == "category rule mobile → staff"
+    # Both latencies are measured from the same start, the Redirect after the decision, and
+    # the service keeps the one it logged.
+    assert 0 <= line["decision_ms"] <= line["redirect_ms"] <= elapsed_ms
+    assert latencies == [pytest.approx(line["redirect_ms"], abs=0.001)]
