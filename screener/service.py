@@ -39,7 +39,9 @@ import structlog
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
 from screener.errors import AMIError, ConfigError, StoreError, StoreLockedError
+from screener.events import Hub  # observers (issue 13)
 from screener.numbers import Caller, Category, normalize
+from screener.observers import start_observers  # observers (issue 13)
 from screener.policy import Outcome, Route, challenge_code, learn
 from screener.screening import Screening, screen
 from screener.store import CallRecord, Store
@@ -697,6 +699,8 @@ async def run(
             Store.open(config.db_path, create=False, busy_timeout=WRITER_BUSY_TIMEOUT) as writer,
             Store.open(config.db_path, readonly=True) as reader,
             AMIClient(settings, event_names=EVENTS) as ami,
+            # Observers (issue 13): /metrics, /healthz, notifications; the call path knows none.
+            start_observers(config, Hub(), ami=ami),
         ):
             log.info(
                 "screener running",
