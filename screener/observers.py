@@ -30,6 +30,7 @@ from screener.metrics import (
     serve_http,
 )
 from screener.notify.sender import Channel, Sender, build_channels
+from screener.notify.watcher import POLL as WATCH_INTERVAL
 from screener.notify.watcher import Watcher
 from screener.store import Store
 
@@ -63,6 +64,7 @@ async def start_observers(
     channels: list[Channel] | None = None,
     list_count_interval: float = LIST_COUNT_INTERVAL,
     health_interval: float = HEALTH_PROBE_INTERVAL,
+    watch_interval: float = WATCH_INTERVAL,
 ) -> AsyncIterator[Observers]:
     """Start metrics, health and notifications for ``config``; stop them when the block ends."""
     async with AsyncExitStack() as stack:
@@ -85,7 +87,9 @@ async def start_observers(
                 sender.wake()
 
         stack.callback(hub.subscribe(on_event))
+        # First readings before anything is served: a scrape never sees an empty list gauge.
         await health.probe(store)
+        metrics.set_list_counts(await store.count_entries_by())
         address = None
         if config.metrics_listen:
             address = await stack.enter_async_context(
@@ -100,7 +104,7 @@ async def start_observers(
 
         start(count_lists_forever(metrics, store, list_count_interval), "observers-lists")
         start(probe_forever(health, store, health_interval), "observers-health")
-        start(watcher.run(), "observers-watcher")
+        start(watcher.run(watch_interval), "observers-watcher")
         if sender.channels:
             start(sender.run(), "observers-notify")
         log.info(

@@ -181,3 +181,20 @@ class Sender:
     def _count(self, channel: str, result: str) -> None:
         if self.count is not None:
             self.count(channel, result)
+
+
+async def send_test(config: Config, now: dt.datetime) -> list[tuple[str, str | None]]:
+    """Send the test message through every configured channel: (channel, error or None)."""
+    from screener.notify.message import sample_notice
+
+    notice = sample_notice(now, config.notify.language, config.policy.hours.timezone)
+    results: list[tuple[str, str | None]] = []
+    for channel in build_channels(config.notify):
+        try:
+            await channel.deliver(notice)
+            results.append((channel.name, None))
+        except NotifyError as exc:
+            results.append((channel.name, str(exc)))
+        finally:
+            await channel.aclose()
+    return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,18 +95,25 @@ class Watcher:
     )
     unwritten: list[Change] = field(default_factory=list)
     _db_error: str | None = None
+    _db_error_at: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def on_event(self, event: events.Event) -> None:
-        """A database write error counts as database trouble until the next good probe."""
+        """A database write error counts as database trouble until a good probe after it."""
         if isinstance(event, events.DbWriteError):
-            self._db_error = event.error
+            self._db_error, self._db_error_at = event.error, time.monotonic()
 
     async def check(self) -> None:
         """One look at AMI and the database; write the rows that follow."""
+        async with self._lock:  # one look at a time: the rows are written in order, once
+            await self._check()
+
+    async def _check(self) -> None:
         now = self.clock()
-        db_error = self.health.db_error or self._db_error
-        if self.health.db_error is None and self.health.checked_at is not None:
+        probed = self.health.checked_at
+        if self.health.db_error is None and probed is not None and probed > self._db_error_at:
             self._db_error = None  # a good probe since the write error: writes work again
+        db_error = self.health.db_error or self._db_error
         seen = {
             "ami": (not self.health.logged_in, "AMI not logged in"),
             "database": (db_error is not None, db_error or ""),
