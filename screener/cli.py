@@ -1,7 +1,8 @@
 """The ``screener`` command: a thin shell over the library (no SQL and no policy here).
 
 Exit codes: 0 success; 1 unexpected failure (a bug: please report it); 2 bad input or usage;
-3 bad configuration; 4 database unusable; 5 Asterisk (AMI) unreachable; 6 AMI login refused.
+3 bad configuration; 4 database unusable; 5 Asterisk (AMI) unreachable; 6 AMI login refused;
+7 a notification channel failed.
 """
 
 from __future__ import annotations

@@ -306,6 +306,8 @@ def load_config(
                 _set_dotted(raw, dotted, convert(env[name]))
             except ValueError as exc:
                 raise ConfigError(f"environment: {name}: cannot use {env[name]!r} ({exc})") from exc
+    if env.get("SCREENER_METRICS_LISTEN") == "":
+        raw["metrics_listen"] = ""  # set but empty: no metrics server (unlike other variables)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)

@@ -871,6 +871,15 @@ class Store:
             (outbox_id, channel, _opt_ts(delivered_at), _opt_ts(next_at), error),
         )
 
+    async def retry_now(self, channel: str) -> int:
+        """Make every row ``channel`` has yet to deliver due now; returns how many."""
+        return await self._write(
+            "reset backoff",
+            "UPDATE outbox_delivery SET next_at = NULL"
+            " WHERE channel = ? AND delivered_at IS NULL AND next_at IS NOT NULL",
+            (channel,),
+        )
+
     async def delivery_status(
         self, channels: Sequence[str], *, since: dt.datetime
     ) -> list[ChannelStatus]:

@@ -42,7 +42,7 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 def receiver() -> Iterator[str]:
     _Receiver.posts = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/hook"

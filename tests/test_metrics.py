@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -294,3 +296,23 @@ async def test_db_write_error_event_is_notified(db: Path) -> None:
         ("degraded", "disk I/O error"),
         ("recovered", None),
     ]
+
+
+def test_grafana_dashboard_uses_only_metrics_that_exist() -> None:
+    """docs/grafana-dashboard.json queries only series /metrics exposes, and has the panels the
+    issue asks for (calls by route, fallback rate, decision latency percentiles, AMI)."""
+    path = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    metrics = Metrics(FakeAmi())
+    feed(metrics)
+    metrics.set_list_counts({("block", "manual"): 1})
+    exposed = {
+        s.name for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples
+    }
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b((?:screener|process)_[a-z_]+)\{", e)}
+    assert used and used <= exposed, used - exposed
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"Calls by route", "Fallback rate", "Decision latency", "AMI connected"} <= titles
+    latency = next(p for p in dashboard["panels"] if p["title"] == "Decision latency")
+    assert [t["legendFormat"] for t in latency["targets"]] == ["p50", "p95", "p99"]

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import re
 import ssl
 import subprocess
 import wave
@@ -254,6 +255,7 @@ def test_notify_config_errors(tmp_path: Path, toml: str, env: dict[str, str], me
 def test_metrics_listen_defaults_and_turns_off() -> None:
     """127.0.0.1:9120 by default; an empty SCREENER_METRICS_LISTEN turns the server off."""
     assert load_config(env={}).metrics_listen == "127.0.0.1:9120"
+    assert load_config(env={"SCREENER_METRICS_LISTEN": ""}).metrics_listen == ""
     assert load_config(env={}, overrides={"metrics_listen": ""}).metrics_listen == ""
 
 
@@ -490,3 +492,43 @@ async def test_mqtt_topic_per_event_and_retained_health(store: Store, tmp_path: 
     ]
     assert got[0][1]["key"] == "voicemail:m1" and got[0][1]["data"]["call_id"] == "m1"
     assert health["state"] == "degraded" and health["event"]["key"] == "degraded:ami:t"
+
+
+def test_readme_channel_configs_load(tmp_path: Path) -> None:
+    """Each copy-paste [notify.*] block of the README loads (secret files put in tmp_path)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[notify." in b]
+    assert len(blocks) == 3
+    for name in ("smtp-password", "webhook-secret", "mqtt-password"):
+        (tmp_path / name).write_text("s3cr3t-from-file\n")
+    path = tmp_path / "screener.toml"
+    path.write_text("\n".join(blocks).replace("/etc/screener/", f"{tmp_path}/"))
+    notify = load_config(path, env={}).notify
+    assert notify.channels == ("email", "webhook", "mqtt")
+    assert notify.email is not None and notify.email.password == "s3cr3t-from-file"
+    assert notify.webhook is not None and notify.webhook.secret == "s3cr3t-from-file"
+    assert notify.mqtt is not None and notify.mqtt.password == "s3cr3t-from-file"
+
+
+async def test_first_retry_that_succeeds_releases_the_rest(store: Store, tmp_path: Path) -> None:
+    """Once a failed row goes through, the receiver is back: the other waiting rows are tried
+    at once instead of each waiting out its own (long) backoff."""
+    clock = [NOW]
+    port = free_port()
+    hook_config = WebhookConfig(url=f"http://127.0.0.1:{port}/hook", secret=SECRET, timeout=2)
+    config = config_with(tmp_path, webhook=hook_config, retry_base=600.0, retry_max=3600.0)
+    channel = WebhookChannel(hook_config)
+    sender = Sender(config, store, [channel], clock=lambda: clock[0])
+    try:
+        await store.add_outbox("voicemail", "voicemail:a", voicemail_payload("a"), NOW)
+        assert await sender.deliver_due(channel) == (0, 1)  # a: next try in 600 s
+        clock[0] = NOW + dt.timedelta(seconds=300)
+        await store.add_outbox("voicemail", "voicemail:b", voicemail_payload("b"), clock[0])
+        assert await sender.deliver_due(channel) == (0, 1)  # b: next try at 900 s
+        hooks = Hooks(SECRET)
+        async with webhook_receiver(hooks, port):
+            clock[0] = NOW + dt.timedelta(seconds=601)  # only a is due
+            assert await sender.deliver_due(channel) == (2, 0)
+    finally:
+        await channel.aclose()
+    assert hooks.keys() == ["voicemail:a", "voicemail:b"]

@@ -3,10 +3,11 @@
 One task per channel, so a mail server that is down never delays the webhook. Each task reads
 the rows its channel has not delivered and may try now (none yet, or whose backoff has passed),
 oldest first, sends them one by one, and records each attempt in ``outbox_delivery``: delivered,
-or failed with the error and the time of the next try (:func:`backoff`). Rows older than
-``notify.max_age_hours`` are no longer tried (``screener notify status`` counts them as given
-up). A send is recorded after it succeeded: a crash in between sends that row again once, with
-the same idempotency key.
+or failed with the error and the time of the next try (:func:`backoff`); once a row that had
+failed goes through, the channel is back and its other waiting rows are tried at once. Rows
+older than ``notify.max_age_hours`` are no longer tried (``screener notify status`` counts them
+as given up). A send is recorded after it succeeded: a crash in between sends that row again
+once, with the same idempotency key.
 """
 
 from __future__ import annotations
@@ -128,11 +129,19 @@ class Sender:
         delivered = failed = 0
         while True:
             rows = await self.store.due_deliveries(channel.name, since=since, now=now, limit=BATCH)
+            back = False
             for row in rows:
                 if await self._attempt(channel, row):
                     delivered += 1
+                    back = back or row.attempts > 0
                 else:
                     failed += 1
+            if back:
+                # A row that had failed went through: the receiver is back. The rows still
+                # waiting out their backoff need not wait longer; try them now.
+                await self.store.retry_now(channel.name)
+                now = self.clock()
+                continue
             if len(rows) < BATCH:
                 return delivered, failed
 
