@@ -532,3 +532,20 @@ async def test_first_retry_that_succeeds_releases_the_rest(store: Store, tmp_pat
     finally:
         await channel.aclose()
     assert hooks.keys() == ["voicemail:a", "voicemail:b"]
+
+
+async def test_webhook_errors_never_name_the_url_path(store: Store, tmp_path: Path) -> None:
+    """A URL's path or user info may hold a token: errors name the scheme and host only."""
+    port = free_port()
+    hook_config = WebhookConfig(url=f"http://bot:pw-77@127.0.0.1:{port}/T0/tok-99", timeout=2)
+    await store.add_outbox("voicemail", "voicemail:t", voicemail_payload("t"), NOW)
+    channel = WebhookChannel(hook_config)
+    sender = Sender(config_with(tmp_path, webhook=hook_config), store, [channel])
+    try:
+        assert await sender.deliver_due(channel) == (0, 1)
+    finally:
+        await channel.aclose()
+    (status,) = await store.delivery_status(["webhook"], since=NOW - dt.timedelta(days=1))
+    assert status.last_error is not None
+    assert status.last_error.startswith(f"webhook http://127.0.0.1:{port} failed")
+    assert "tok-99" not in status.last_error and "pw-77" not in status.last_error

@@ -21,7 +21,8 @@ class WebhookChannel:
         self._session: aiohttp.ClientSession | None = None
         # The URL may carry a token: messages name its host only.
         parts = urlsplit(config.url)
-        self._where = f"{parts.scheme}://{parts.netloc}"
+        host = parts.netloc.rpartition("@")[2]  # never a user:password either
+        self._where = f"{parts.scheme}://{host}"
 
     async def deliver(self, notice: Notice) -> None:
         """POST the notice; NotifyError on a network error or a non-2xx answer."""
@@ -38,7 +39,8 @@ class WebhookChannel:
                 if not 200 <= reply.status < 300:
                     raise NotifyError(f"webhook {self._where} answered {reply.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise NotifyError(f"webhook {self._where} failed: {exc or type(exc).__name__}") from exc
+            reason = (str(exc) or type(exc).__name__).replace(self.config.url, self._where)
+            raise NotifyError(f"webhook {self._where} failed: {reason}") from exc
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
