@@ -86,7 +86,9 @@ async def start_observers(
             if _wakes_sender(event):
                 sender.wake()
 
-        stack.callback(hub.subscribe(on_event))
+        unsubscribe = hub.subscribe(on_event)
+        if callable(unsubscribe):  # a hub whose subscribe() returns nothing cannot unsubscribe
+            stack.callback(unsubscribe)
         # First readings before anything is served: a scrape never sees an empty list gauge.
         await health.probe(store)
         metrics.set_list_counts(await store.count_entries_by())

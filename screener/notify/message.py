@@ -87,6 +87,20 @@ def _when(value: Any, tz: ZoneInfo) -> str:
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """Accept the caller as a nested object too: ``{"caller": {"e164", "raw", "name"}}``."""
+    caller = data.get("caller")
+    if not isinstance(caller, dict):
+        return data
+    flat = {k: v for k, v in data.items() if k != "caller"}
+    for key, alias in (("e164", "e164"), ("raw", "raw_number"), ("raw_number", "raw_number")):
+        if key in caller:
+            flat.setdefault(alias, caller[key])
+    if "name" in caller:
+        flat.setdefault("name", caller["name"])
+    return flat
+
+
 def _caller(data: dict[str, Any], language: Language) -> str:
     number = _text(data, "e164", "caller_e164")
     raw = _text(data, "raw_number", "caller_raw", "caller")
@@ -104,7 +118,7 @@ _COMPONENTS = {
 def compose(row: OutboxRow, language: Language, timezone: str) -> Notice:
     """The subject, body and JSON for one outbox row, in ``language``."""
     tz = ZoneInfo(timezone)
-    data = row.payload
+    data = _flatten(row.payload)
     ja = language == "ja"
     at = _when(row.created_at.isoformat(), tz)
     lines: list[str]
