@@ -258,20 +258,24 @@ class Health:
 
 
 async def probe_forever(health: Health, store: WritableStore, interval: float) -> None:
-    """Keep :class:`Health`'s database state fresh (probe every ``interval`` seconds)."""
+    """Keep :class:`Health`'s database state fresh: probe now and every ``interval`` seconds."""
     while True:
-        await asyncio.sleep(interval)
         await health.probe(store)
+        await asyncio.sleep(interval)
 
 
 async def count_lists_forever(metrics: Metrics, store: WritableStore, interval: float) -> None:
-    """Refresh ``screener_list_entries`` every ``interval`` seconds (after a first wait)."""
+    """Refresh ``screener_list_entries`` now and every ``interval`` seconds.
+
+    In the background: on ten million entries the count takes a moment, and the screener must
+    not wait for it before it screens calls.
+    """
     while True:
-        await asyncio.sleep(interval)
         try:
             metrics.set_list_counts(await store.count_entries_by())
         except StoreError as exc:
             log.warning("could not count list entries for the metrics", error=str(exc))
+        await asyncio.sleep(interval)
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -77,7 +77,7 @@ async def start_observers(
             build_channels(config.notify) if channels is None else channels,
             count=metrics.count_notification,
         )
-        watcher = Watcher(store, health, config.notify.degraded_after, ami=ami, wake=sender.wake)
+        watcher = Watcher(store, health, config.notify.degraded_after, wake=sender.wake)
 
         def on_event(event: events.Event) -> None:
             metrics.on_event(event)
@@ -89,9 +89,6 @@ async def start_observers(
         unsubscribe = hub.subscribe(on_event)
         if callable(unsubscribe):  # a hub whose subscribe() returns nothing cannot unsubscribe
             stack.callback(unsubscribe)
-        # First readings before anything is served: a scrape never sees an empty list gauge.
-        await health.probe(store)
-        metrics.set_list_counts(await store.count_entries_by())
         address = None
         if config.metrics_listen:
             address = await stack.enter_async_context(

@@ -190,6 +190,8 @@ async def test_observers_serve_metrics_and_healthz(db: Path) -> None:
         assert obs.address is not None
         base = f"http://{obs.address}"
         hub.publish(events.CallScreened("c1", "voicemail", "toll_free", "block", 0.001, 0.003))
+        await wait_for(lambda: obs.health.checked_at is not None)
+        await wait_for(lambda: b"screener_list_entries{" in obs.metrics.render())
         status, text = await get(base + "/metrics")
         assert status == 200
         assert samples(text, "screener_calls_total") == {

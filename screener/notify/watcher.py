@@ -19,7 +19,7 @@ import structlog
 
 from screener import events
 from screener.errors import StoreError
-from screener.metrics import AmiState, Health
+from screener.metrics import Health
 from screener.store import Store
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,6 @@ class Watcher:
     store: Store
     health: Health
     degraded_after: float
-    ami: AmiState | None = None
     wake: Callable[[], None] | None = None
     clock: Callable[[], dt.datetime] = _now
     states: dict[str, Trouble] = field(
