@@ -90,7 +90,7 @@ async def _delays(
         )
         committed = time.time()
         if wake:
-            hub.publish(events.VoicemailLeft(f"{tag}{i}", "SUCCESS"))
+            hub.publish(events.VoicemailLeft(f"{tag}{i}", "SUCCESS", True))
         if not await _wait(lambda key=key: key in receiver.arrivals, 30):
             raise SystemExit(f"{key} never arrived")
         delays.append((receiver.arrivals[key][0] - committed) * 1000)
@@ -125,7 +125,7 @@ async def main(samples: int, outage: float) -> dict[str, Any]:
             while time.monotonic() - went_down < outage:
                 key = f"voicemail:o{len(written)}"
                 await writer.add_outbox("voicemail", key, {"call_id": key}, _now())
-                hub.publish(events.VoicemailLeft(key, "SUCCESS"))
+                hub.publish(events.VoicemailLeft(key, "SUCCESS", True))
                 written.append(key)
                 await asyncio.sleep(2.0)
             await receiver.start()

@@ -134,6 +134,7 @@ class Metrics:
             registry=registry,
         )
         self._ami = ami
+        self._logged_in_before = False
         if ami is not None:
             registry.register(_AmiCollector(ami))
             self._ami_connected: Gauge | None = None
@@ -155,23 +156,28 @@ class Metrics:
         match event:
             case events.CallScreened():
                 self.calls.labels(event.route, event.category, "false").inc()
-                self.decision_seconds.observe(event.decision_seconds)
-                self.redirect_seconds.observe(event.redirect_seconds)
+                self.decision_seconds.observe(event.decision_ms / 1000.0)
+                # Observed once the service's event carries it (redirect_ms).
+                redirect_ms = getattr(event, "redirect_ms", None)
+                if isinstance(redirect_ms, int | float):
+                    self.redirect_seconds.observe(redirect_ms / 1000.0)
             case events.Fallback():
-                self.calls.labels(event.route, event.category, "true").inc()
+                category = getattr(event, "category", None)
+                self.calls.labels(event.route, category or "unknown", "true").inc()
             case events.ChallengeOutcome():
                 self.challenge_outcomes.labels(event.outcome).inc()
             case events.VoicemailLeft():
                 status = event.status if event.status in VOICEMAIL_STATUSES else "other"
                 self.voicemails.labels(status).inc()
-            case events.DbWriteError():
-                self.db_write_errors.inc(event.records)
-            case events.AmiConnected():
+            case events.DBWriteFailed():
+                self.db_write_errors.inc(event.writes)
+            case events.AMIConnected():
                 if self._ami_connected is not None and self._ami_reconnects is not None:
                     self._ami_connected.set(1)
-                    if event.reconnect:
+                    if self._logged_in_before:
                         self._ami_reconnects.inc()
-            case events.AmiDisconnected():
+                    self._logged_in_before = True
+            case events.AMIDisconnected():
                 if self._ami_connected is not None:
                     self._ami_connected.set(0)
             case _:
@@ -223,9 +229,9 @@ class Health:
 
     def on_event(self, event: events.Event) -> None:
         """Follow the AMI state from events (when no AMI client is given)."""
-        if isinstance(event, events.AmiConnected):
+        if isinstance(event, events.AMIConnected):
             self.ami_connected = True
-        elif isinstance(event, events.AmiDisconnected):
+        elif isinstance(event, events.AMIDisconnected):
             self.ami_connected = False
 
     def report(self) -> tuple[bool, dict[str, Any]]:

@@ -70,14 +70,14 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 def feed(metrics: Metrics) -> None:
     for event in (
-        events.CallScreened("c1", "staff", "fixed_line", "allow", 0.0012, 0.004),
-        events.CallScreened("c2", "challenge", "toll_free", "category", 0.0009, 0.003),
-        events.Fallback("c3", "staff", "mobile"),
-        events.ChallengeOutcome("c2", "fail"),
-        events.VoicemailLeft("c2", "SUCCESS"),
-        events.VoicemailLeft("c4", "WHATEVER"),
-        events.EntryLearned("+81120121852", "block", auto_block=True),
-        events.DbWriteError(3, "disk I/O error"),
+        events.CallScreened("c1", "+81312345678", "fixed_line", "staff", "allow", (), 1.2),
+        events.CallScreened("c2", "+81120121852", "toll_free", "challenge", "category", (), 0.9),
+        events.Fallback("c3", "staff", "no decision within the hold time"),
+        events.ChallengeOutcome("c2", "fail", "+81120121852", True),
+        events.VoicemailLeft("c2", "SUCCESS", True),
+        events.VoicemailLeft("c4", "WHATEVER", True),
+        events.EntryLearned("+81120121852", "block", "", None, True, 3),
+        events.DBWriteFailed("disk I/O error", 3),
     ):
         metrics.on_event(event)
     metrics.count_notification("webhook", "delivered")
@@ -89,7 +89,7 @@ def test_metric_names_and_labels_match_the_issue(with_ami_client: bool) -> None:
     and the process metrics are there too."""
     metrics = Metrics(FakeAmi() if with_ami_client else None)
     feed(metrics)
-    metrics.on_event(events.AmiConnected(reconnect=False))
+    metrics.on_event(events.AMIConnected("127.0.0.1:5038"))
     metrics.set_list_counts({("block", "manual"): 2})
     found = families(metrics.render().decode())
     for name, labels in EXPECTED.items():
@@ -110,7 +110,7 @@ def test_events_are_counted_under_their_labels() -> None:
     assert samples(text, "screener_calls_total") == {
         (("category", "fixed_line"), ("fallback", "false"), ("route", "staff")): 1.0,
         (("category", "toll_free"), ("fallback", "false"), ("route", "challenge")): 1.0,
-        (("category", "mobile"), ("fallback", "true"), ("route", "staff")): 1.0,
+        (("category", "unknown"), ("fallback", "true"), ("route", "staff")): 1.0,
     }
     assert samples(text, "screener_challenge_outcomes_total") == {(("outcome", "fail"),): 1.0}
     assert samples(text, "screener_voicemails_total") == {
@@ -119,7 +119,8 @@ def test_events_are_counted_under_their_labels() -> None:
     }
     assert samples(text, "screener_db_write_errors_total") == {(): 3.0}
     assert samples(text, "screener_decision_seconds_count") == {(): 2.0}
-    assert samples(text, "screener_redirect_seconds_sum") == {(): pytest.approx(0.007)}
+    assert samples(text, "screener_decision_seconds_sum") == {(): pytest.approx(0.0021)}
+    assert samples(text, "screener_redirect_seconds_count") == {(): 0.0}  # no redirect_ms yet
     assert samples(text, "screener_notifications_total") == {
         (("channel", "webhook"), ("result", "delivered")): 1.0
     }
@@ -137,11 +138,11 @@ def test_ami_state_is_read_from_the_client_at_scrape_time() -> None:
 
 
 def test_ami_state_from_events_without_a_client() -> None:
-    """Without a client, AmiConnected/AmiDisconnected events drive the same two metrics."""
+    """Without a client, AMIConnected/AMIDisconnected events drive the same two metrics."""
     metrics = Metrics()
-    metrics.on_event(events.AmiConnected(reconnect=False))
-    metrics.on_event(events.AmiDisconnected("lost"))
-    metrics.on_event(events.AmiConnected(reconnect=True))
+    metrics.on_event(events.AMIConnected("127.0.0.1:5038"))
+    metrics.on_event(events.AMIDisconnected("127.0.0.1:5038"))
+    metrics.on_event(events.AMIConnected("127.0.0.1:5038"))
     text = metrics.render().decode()
     assert samples(text, "screener_ami_connected") == {(): 1.0}
     assert samples(text, "screener_ami_reconnects_total") == {(): 1.0}
@@ -189,7 +190,9 @@ async def test_observers_serve_metrics_and_healthz(db: Path) -> None:
     async with start_observers(config, hub, ami=ami) as obs:
         assert obs.address is not None
         base = f"http://{obs.address}"
-        hub.publish(events.CallScreened("c1", "voicemail", "toll_free", "block", 0.001, 0.003))
+        hub.publish(
+            events.CallScreened("c1", "+81120121852", "toll_free", "voicemail", "block", (), 1.0)
+        )
         await wait_for(lambda: obs.health.checked_at is not None)
         await wait_for(lambda: b"screener_list_entries{" in obs.metrics.render())
         status, text = await get(base + "/metrics")
@@ -209,7 +212,7 @@ async def test_observers_serve_metrics_and_healthz(db: Path) -> None:
         status, text = await get(base + "/metrics")
         assert samples(text, "screener_ami_connected") == {(): 0.0}
     # Unsubscribed and stopped when the block ends.
-    hub.publish(events.CallScreened("c2", "staff", "mobile", "default", 0.001, 0.002))
+    hub.publish(events.CallScreened("c2", "+81901234567", "mobile", "staff", "default", (), 1.0))
     assert samples(obs.metrics.render().decode(), "screener_calls_total") == {
         (("category", "toll_free"), ("fallback", "false"), ("route", "voicemail")): 1.0
     }
@@ -267,7 +270,7 @@ async def test_ami_down_too_long_is_notified_degraded_then_recovered(
                 await store.add_outbox(
                     "voicemail", "voicemail:v1", {"call_id": "v1"}, dt.datetime.now(dt.UTC)
                 )
-            hub.publish(events.VoicemailLeft("v1", "SUCCESS"))  # wakes the sender
+            hub.publish(events.VoicemailLeft("v1", "SUCCESS", True))  # wakes the sender
             await wait_for(lambda: len(hooks.posts) == 3, 10)
             text = obs.metrics.render().decode()
     assert hooks.posts[0]["data"]["component"] == "ami"
@@ -279,13 +282,13 @@ async def test_ami_down_too_long_is_notified_degraded_then_recovered(
 
 
 async def test_db_write_error_event_is_notified(db: Path) -> None:
-    """A DbWriteError counts as database trouble: degraded (after degraded_after), then
+    """A DBWriteFailed counts as database trouble: degraded (after degraded_after), then
     recovered once the next probe finds the database writable."""
     hub = events.Hub()
     notify = NotifyConfig(degraded_after=0)
     config = Config(db_path=db, metrics_listen="", notify=notify)
     async with start_observers(config, hub, ami=FakeAmi(), health_interval=0.05) as obs:
-        hub.publish(events.DbWriteError(1, "disk I/O error"))
+        hub.publish(events.DBWriteFailed("disk I/O error", 1))
         await obs.watcher.check()
         await obs.health.probe(obs.sender.store)
         await obs.watcher.check()

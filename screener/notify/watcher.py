@@ -98,8 +98,8 @@ class Watcher:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def on_event(self, event: events.Event) -> None:
-        """A database write error counts as database trouble until a good probe after it."""
-        if isinstance(event, events.DbWriteError):
+        """A failed database write counts as database trouble until a good probe after it."""
+        if isinstance(event, events.DBWriteFailed):
             self._db_error, self._db_error_at = event.error, time.monotonic()
 
     async def check(self) -> None:
