@@ -157,13 +157,10 @@ class Metrics:
             case events.CallScreened():
                 self.calls.labels(event.route, event.category, "false").inc()
                 self.decision_seconds.observe(event.decision_ms / 1000.0)
-                # Observed once the service's event carries it (redirect_ms).
-                redirect_ms = getattr(event, "redirect_ms", None)
-                if isinstance(redirect_ms, int | float):
-                    self.redirect_seconds.observe(redirect_ms / 1000.0)
+                if event.redirect_ms is not None:
+                    self.redirect_seconds.observe(event.redirect_ms / 1000.0)
             case events.Fallback():
-                category = getattr(event, "category", None)
-                self.calls.labels(event.route, category or "unknown", "true").inc()
+                self.calls.labels(event.route, event.category, "true").inc()
             case events.ChallengeOutcome():
                 self.challenge_outcomes.labels(event.outcome).inc()
             case events.VoicemailLeft():

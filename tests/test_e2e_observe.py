@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from screener.probe import SANDBOX, SandboxInfo
 from tests.conftest import ScreenerProcess
 from tests.notifyservers import free_port
+from tests.probe import SANDBOX, SandboxInfo
 from tests.test_e2e_faults import ami_answers, ensure_pbx_up, pbx_pid, spawn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -2,6 +2,8 @@
 
 Used by the demo, the end-to-end tests and the benchmark, never by the service: it logs in as
 the sandbox's test-only AMI user, which may ``Originate`` (the screener's own user never can).
+It lives beside the tests, outside the ``screener`` package, so that an installed screener
+holds no module that can originate calls (tests/test_packaging.py checks the wheel).
 Two ways in:
 
 - ``call_local``: ``Originate Local/<DID>@from-trunk``; the ``;2`` half runs the inbound
