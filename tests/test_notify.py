@@ -31,6 +31,7 @@ from screener.notify.mail import EmailChannel
 from screener.notify.message import compose, json_body, sign, verify
 from screener.notify.mqtt import MqttChannel
 from screener.notify.sender import Sender, backoff
+from screener.notify.voicemail import locate, message_parts
 from screener.notify.watcher import Trouble, transitions
 from screener.notify.webhook import WebhookChannel
 from screener.store import OutboxRow, Store
@@ -553,3 +554,51 @@ async def test_webhook_errors_never_name_the_url_path(store: Store, tmp_path: Pa
     assert status.last_error is not None
     assert status.last_error.startswith(f"webhook http://127.0.0.1:{port} failed")
     assert "tok-99" not in status.last_error and "pw-77" not in status.last_error
+
+
+@pytest.mark.parametrize(
+    ("header", "parts"),
+    [
+        ("/var/spool/asterisk/voicemail/office/100/INBOX/msg0000",
+         ("office", "100", "INBOX", "msg0000")),
+        ("/srv/sandbox/pbx/spool/voicemail/default/2001/Urgent/msg0042",
+         ("default", "2001", "Urgent", "msg0042")),
+        ("office/100/Old/msg9999", ("office", "100", "Old", "msg9999")),
+        ("", None),
+        (None, None),
+        ("/etc/passwd", None),
+        ("/var/spool/asterisk/voicemail/office/100/INBOX/msg0000.wav", None),
+        ("/var/spool/asterisk/voicemail/office/../INBOX/msg0000", None),
+        ("/var/spool/asterisk/voicemail/office/100/Family/msg0000", None),
+        ("office/100/INBOX/msg000", None),
+    ],
+)  # fmt: skip
+def test_voicemail_file_header_names_only_a_message(
+    header: str | None, parts: tuple[str, str, str, str] | None
+) -> None:
+    """Only context/mailbox/folder/msgNNNN is taken from ScreenVoicemail's File header."""
+    assert message_parts(header) == parts
+
+
+def test_voicemail_audio_is_found_under_the_spool_only(tmp_path: Path) -> None:
+    """The WAV is looked up under voicemail_dir; a missing file or no spool: no attachment."""
+    wav = tmp_path / "office" / "100" / "INBOX" / "msg0001.wav"
+    wav.parent.mkdir(parents=True)
+    wav.write_bytes(b"RIFF")
+    header = "/elsewhere/voicemail/office/100/INBOX/msg0001"
+    assert locate(header, tmp_path) == wav
+    assert locate(header.replace("0001", "0002"), tmp_path) is None
+    assert locate(header, None) is None
+
+
+def test_voicemail_dir_config(tmp_path: Path) -> None:
+    """notify.voicemail_dir defaults to Asterisk's spool; "" turns attachments off."""
+    assert load_config(env={}).notify.voicemail_dir == Path("/var/spool/asterisk/voicemail")
+    path = tmp_path / "screener.toml"
+    path.write_text('[notify]\nvoicemail_dir = "/srv/vm"\n')
+    assert load_config(path, env={}).notify.voicemail_dir == Path("/srv/vm")
+    path.write_text('[notify]\nvoicemail_dir = ""\n')
+    assert load_config(path, env={}).notify.voicemail_dir is None
+    path.write_text("[notify]\nvoicemail_dir = 3\n")
+    with pytest.raises(ConfigError, match=r"notify\.voicemail_dir"):
+        load_config(path, env={})
