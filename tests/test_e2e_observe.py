@@ -40,6 +40,15 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
+def metric_value(text: str, name: str, labels: dict[str, str]) -> float:
+    """The sample ``name`` whose labels include ``labels``; 0 when there is none."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return 0.0
+
+
 async def wait_health(base: str, status: int, connected: float, within: float) -> float:
     """Seconds until /healthz answers ``status`` and the gauge reads ``connected``."""
     started = time.monotonic()
