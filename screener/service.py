@@ -523,9 +523,11 @@ class Screener:
         self.stats.voicemails += 1
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         # The message's WAV, for the mail: only a file inside the configured voicemail spool.
+        # (A stat of the spool, off the event loop: it may be a network mount.)
         audio = None
         if "file" not in event.duplicated:
-            audio = locate_voicemail(event.get("File"), self.config.notify.voicemail_dir)
+            spool = self.config.notify.voicemail_dir
+            audio = await asyncio.to_thread(locate_voicemail, event.get("File"), spool)
         found = await self.writer.submit(
             SetVoicemail(call_id, status, now, str(audio) if audio else None)
         )
@@ -601,7 +603,7 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     db_path = Path(config.db_path)
-    hub = hub or Hub()
+    hub = hub if hub is not None else Hub()
     try:
         # The writer is opened first and must succeed (it migrates an older schema), then the
         # reader: a service that cannot read its lists must not start (the dialplan's fallback
