@@ -65,6 +65,9 @@ class Config:
     log_format: LogFormat = "auto"
     log_level: str = "info"
     source: str = "defaults"
+    # GET /metrics and /healthz ("host:port"); empty: no server.
+    metrics_listen: str = "127.0.0.1:9120"
+    notify: NotifyConfig = field(default_factory=lambda: NotifyConfig())
 
 
 # ---- the TOML schema -------------------------------------------------------------------------
@@ -206,7 +209,10 @@ def _dids(ctx: _Ctx, value: Any, region: str) -> dict[str, DidPolicy]:
     return result
 
 
-_TOP = ("region", "database", "ami", "screening", "policy", "hours", "learning", "dids", "log")
+_TOP = (
+    *("region", "database", "ami", "screening", "policy", "hours", "learning", "dids", "log"),
+    *("metrics_listen", "notify"),
+)
 _AMI = (
     "host",
     "port",
@@ -275,6 +281,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SCREENER_HOLD_SECONDS": ("screening.hold_seconds", float),
     "SCREENER_LOG_FORMAT": ("log.format", str),
     "SCREENER_LOG_LEVEL": ("log.level", str),
+    "SCREENER_METRICS_LISTEN": ("metrics_listen", str),
+    "SCREENER_NOTIFY_WEBHOOK_URL": ("notify.webhook.url", str),
 }
 
 
@@ -309,11 +317,19 @@ def load_config(
             except ValueError as exc:
                 raise ConfigError(f"environment: {name}: cannot use {env[name]!r} ({exc})") from exc
             ctx.sources[dotted] = f"environment variable {name}"
+    if env.get("SCREENER_METRICS_LISTEN") == "":
+        raw["metrics_listen"] = ""  # set but empty: no metrics server (unlike other variables)
+        ctx.sources["metrics_listen"] = "environment variable SCREENER_METRICS_LISTEN"
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
             ctx.sources[dotted] = "command line"
     config = _build(ctx, raw)
+    config = dataclasses.replace(
+        config,
+        metrics_listen=_listen(ctx, raw.get("metrics_listen", Config.metrics_listen)),
+        notify=_notify(ctx, raw.get("notify", {}), env),
+    )
     secret = env.get("SCREENER_AMI_SECRET") or None
     secret_file = _table(ctx, "ami", raw.get("ami", {})).get("secret_file")
     if secret is None and secret_file:
@@ -426,3 +442,246 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
         log_format=log_format,  # type: ignore[arg-type]  # checked by _choice above
         log_level=log_level,
     )
+
+
+# ---- metrics and notifications (docs: README "Metrics and health", "Notifications") ----------
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """SMTP delivery of notifications (aiosmtplib)."""
+
+    host: str
+    to: tuple[str, ...]
+    sender: str = "screener@localhost"
+    port: int = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """A JSON POST per event, signed with HMAC-SHA256 under ``secret``."""
+
+    url: str = field(repr=False)  # may carry a token (Slack, LINE bridges)
+    secret: str | None = field(default=None, repr=False)
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """MQTT publication (aiomqtt): one topic per event type under ``prefix``."""
+
+    host: str
+    port: int = 1883
+    prefix: str = "screener"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: Path | None = None
+    qos: int = 1
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """The ``[notify]`` table: which channels, how to retry, in which language."""
+
+    email: EmailConfig | None = None
+    webhook: WebhookConfig | None = None
+    mqtt: MqttConfig | None = None
+    language: Literal["ja", "en"] = "ja"
+    poll_interval: float = 1.0
+    retry_base: float = 2.0
+    retry_max: float = 60.0
+    max_age_hours: float = 48.0
+    # AMI down this long (seconds) counts as degraded and is notified.
+    degraded_after: float = 30.0
+    # Asterisk's voicemail spool as this host sees it: the mail attaches a message's WAV from
+    # here (screener/notify/voicemail.py); None: no attachment.
+    voicemail_dir: Path | None = Path("/var/spool/asterisk/voicemail")
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The names of the configured channels."""
+        pairs = (("email", self.email), ("webhook", self.webhook), ("mqtt", self.mqtt))
+        return tuple(name for name, value in pairs if value is not None)
+
+
+_NOTIFY = (
+    "language",
+    "poll_interval",
+    "retry_base",
+    "retry_max",
+    "max_age_hours",
+    "degraded_after",
+    "voicemail_dir",
+    "email",
+    "webhook",
+    "mqtt",
+)
+_EMAIL = (
+    "host",
+    "port",
+    "security",
+    "username",
+    "password_file",
+    "from",
+    "to",
+    "ca_file",
+    "timeout",
+)
+_WEBHOOK = ("url", "secret_file", "timeout")
+_MQTT = (
+    "host",
+    "port",
+    "prefix",
+    "username",
+    "password_file",
+    "tls",
+    "ca_file",
+    "qos",
+    "timeout",
+)
+
+
+def _listen(ctx: _Ctx, value: Any) -> str:
+    """``host:port`` (``[::1]:9120`` for IPv6), or empty for no server."""
+    text = str(_typed(ctx, "metrics_listen", value, str, 'an address such as "127.0.0.1:9120"'))
+    if text == "":
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ctx.fail("metrics_listen", f'expected "host:port" or "" (off), got {text!r}')
+    return text
+
+
+def _secret(ctx: _Ctx, key: str, where: Any, env: Mapping[str, str], name: str) -> str | None:
+    """A secret from the environment variable ``name``, else from the file ``where`` (``key``)."""
+    if env.get(name):
+        return env[name]
+    if where is None:
+        return None
+    path = _typed(ctx, key, where, str, "a path")
+    return _read_secret_file(ctx.origin, key, Path(path))
+
+
+def _optional_str(ctx: _Ctx, key: str, value: Any) -> str | None:
+    return None if value is None else _typed(ctx, key, value, str, "a string")
+
+
+def _notify(ctx: _Ctx, value: Any, env: Mapping[str, str]) -> NotifyConfig:
+    table = _table(ctx, "notify", value)
+    _check_keys(ctx, "notify", table, _NOTIFY)
+    d = NotifyConfig()
+
+    def num(key: str, default: float, lo: float, hi: float) -> float:
+        return _number(ctx, f"notify.{key}", table.get(key, default), lo, hi)
+
+    email = webhook = mqtt = None
+    if "email" in table:
+        e = _table(ctx, "notify.email", table["email"])
+        _check_keys(ctx, "notify.email", e, _EMAIL)
+        if "host" not in e or "to" not in e:
+            raise ctx.fail("notify.email", "needs host and to (a list of addresses)")
+        to = e["to"]
+        if isinstance(to, str):
+            to = [to]
+        if not isinstance(to, list) or not to or not all(isinstance(a, str) and a for a in to):
+            raise ctx.fail("notify.email.to", "expected a list of e-mail addresses")
+        ca = _optional_str(ctx, "notify.email.ca_file", e.get("ca_file"))
+        security = _choice(
+            ctx, "notify.email.security", e.get("security", "starttls"), ("starttls", "tls", "none")
+        )
+        email = EmailConfig(
+            host=_typed(ctx, "notify.email.host", e["host"], str, "a host name"),
+            to=tuple(to),
+            sender=_typed(
+                ctx, "notify.email.from", e.get("from", EmailConfig.sender), str, "an address"
+            ),
+            port=_integer(
+                ctx, "notify.email.port", e.get("port", 465 if security == "tls" else 587), 1, 65535
+            ),
+            security=security,  # type: ignore[arg-type]  # checked by _choice above
+            username=_optional_str(ctx, "notify.email.username", e.get("username")),
+            password=_secret(
+                ctx,
+                "notify.email.password_file",
+                e.get("password_file"),
+                env,
+                "SCREENER_NOTIFY_EMAIL_PASSWORD",
+            ),
+            ca_file=Path(ca) if ca else None,
+            timeout=_number(ctx, "notify.email.timeout", e.get("timeout", 30.0), 0.1, 600),
+        )
+    if "webhook" in table:
+        w = _table(ctx, "notify.webhook", table["webhook"])
+        _check_keys(ctx, "notify.webhook", w, _WEBHOOK)
+        url = w.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
+            raise ctx.fail("notify.webhook.url", "expected an http:// or https:// URL")
+        webhook = WebhookConfig(
+            url=url,
+            secret=_secret(
+                ctx,
+                "notify.webhook.secret_file",
+                w.get("secret_file"),
+                env,
+                "SCREENER_NOTIFY_WEBHOOK_SECRET",
+            ),
+            timeout=_number(ctx, "notify.webhook.timeout", w.get("timeout", 10.0), 0.1, 600),
+        )
+    if "mqtt" in table:
+        m = _table(ctx, "notify.mqtt", table["mqtt"])
+        _check_keys(ctx, "notify.mqtt", m, _MQTT)
+        if "host" not in m:
+            raise ctx.fail("notify.mqtt", "needs host")
+        tls = _typed(ctx, "notify.mqtt.tls", m.get("tls", False), bool, "true or false")
+        prefix = _typed(ctx, "notify.mqtt.prefix", m.get("prefix", "screener"), str, "a topic")
+        if not prefix or any(c in prefix for c in "#+\0") or prefix.endswith("/"):
+            raise ctx.fail("notify.mqtt.prefix", f"not a topic prefix: {prefix!r}")
+        ca = _optional_str(ctx, "notify.mqtt.ca_file", m.get("ca_file"))
+        mqtt = MqttConfig(
+            host=_typed(ctx, "notify.mqtt.host", m["host"], str, "a host name"),
+            port=_integer(ctx, "notify.mqtt.port", m.get("port", 8883 if tls else 1883), 1, 65535),
+            prefix=prefix,
+            username=_optional_str(ctx, "notify.mqtt.username", m.get("username")),
+            password=_secret(
+                ctx,
+                "notify.mqtt.password_file",
+                m.get("password_file"),
+                env,
+                "SCREENER_NOTIFY_MQTT_PASSWORD",
+            ),
+            tls=tls,
+            ca_file=Path(ca) if ca else None,
+            qos=_integer(ctx, "notify.mqtt.qos", m.get("qos", 1), 0, 2),
+            timeout=_number(ctx, "notify.mqtt.timeout", m.get("timeout", 10.0), 0.1, 600),
+        )
+    retry_base = num("retry_base", d.retry_base, 0.01, 3600)
+    retry_max = num("retry_max", d.retry_max, 0.01, 86400)
+    if retry_max < retry_base:
+        raise ctx.fail("notify.retry_max", f"must be at least retry_base ({retry_base:g})")
+    return NotifyConfig(
+        email=email,
+        webhook=webhook,
+        mqtt=mqtt,
+        language=_choice(ctx, "notify.language", table.get("language", "ja"), ("ja", "en")),  # type: ignore[arg-type]  # checked by _choice
+        poll_interval=num("poll_interval", d.poll_interval, 0.05, 3600),
+        retry_base=retry_base,
+        retry_max=retry_max,
+        max_age_hours=num("max_age_hours", d.max_age_hours, 0.01, 24 * 365),
+        degraded_after=num("degraded_after", d.degraded_after, 0, 3600),
+        voicemail_dir=_voicemail_dir(ctx, table.get("voicemail_dir", d.voicemail_dir)),
+    )
+
+
+def _voicemail_dir(ctx: _Ctx, value: Any) -> Path | None:
+    """``notify.voicemail_dir``: a directory, or "" for no attachments."""
+    if isinstance(value, Path):
+        return value
+    text = _typed(ctx, "notify.voicemail_dir", value, str, 'a directory (or "" for none)')
+    return Path(text) if text else None

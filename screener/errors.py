@@ -6,12 +6,13 @@
     ├── StoreError                the database cannot be used                             (exit 4)
     │   ├── StoreLockedError      another process holds the write lock for too long
     │   └── StoreCorruptError     not a screener database, or fails its integrity check
-    └── AMIError                  talking to Asterisk failed                              (exit 5)
-        ├── AMIConnectionError    cannot connect (or the connection was lost)
-        ├── AMIAuthError          Asterisk refused the login                              (exit 6)
-        ├── AMINotConnected       an action was attempted while disconnected
-        ├── AMITimeout            an action got no response in time
-        └── AMIActionError        Asterisk answered an action with an error
+    ├── AMIError                  talking to Asterisk failed                              (exit 5)
+    │   ├── AMIConnectionError    cannot connect (or the connection was lost)
+    │   ├── AMIAuthError          Asterisk refused the login                              (exit 6)
+    │   ├── AMINotConnected       an action was attempted while disconnected
+    │   ├── AMITimeout            an action got no response in time
+    │   └── AMIActionError        Asterisk answered an action with an error
+    └── NotifyError               a notification channel could not deliver               (exit 7)
 
 Third-party exceptions are wrapped where they enter (``raise StoreError(...) from exc``) so that
 the cause is kept for the log while the user sees one clear line.
@@ -26,6 +27,7 @@ EXIT_CONFIG = 3
 EXIT_STORE = 4
 EXIT_AMI = 5
 EXIT_AMI_AUTH = 6
+EXIT_NOTIFY = 7
 
 
 class ScreenerError(Exception):
@@ -86,3 +88,9 @@ class AMITimeout(AMIError):
 
 class AMIActionError(AMIError):
     """Asterisk answered an AMI action with ``Response: Error``."""
+
+
+class NotifyError(ScreenerError):
+    """A notification channel (mail server, webhook, MQTT broker) could not deliver."""
+
+    exit_code = EXIT_NOTIFY

@@ -37,6 +37,7 @@ class CallScreened:
     rule: str
     reasons: tuple[str, ...]
     decision_ms: float
+    redirect_ms: float | None = None  # from the request to the Redirect's answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class Fallback:
     call_id: str
     route: str
     why: str
+    category: str = "unknown"  # the caller's category (numbers.Category), as for CallScreened
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,9 @@ from screener.events import (
     Hub,
     VoicemailLeft,
 )
+from screener.notify.voicemail import locate as locate_voicemail
 from screener.numbers import Caller, normalize
+from screener.observers import start_observers
 from screener.policy import Outcome, Route, challenge_code
 from screener.screening import screen
 from screener.store import (
@@ -390,6 +392,7 @@ class Screener:
                     rule=decision.rule,
                     reasons=reasons,
                     decision_ms=latency_ms,
+                    redirect_ms=total_ms,
                 )
             )
 
@@ -519,9 +522,17 @@ class Screener:
             status = "UNKNOWN"
         self.stats.voicemails += 1
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-        found = await self.writer.submit(SetVoicemail(call_id, status, now))
+        # The message's WAV, for the mail: only a file inside the configured voicemail spool.
+        # (A stat of the spool, off the event loop: it may be a network mount.)
+        audio = None
+        if "file" not in event.duplicated:
+            spool = self.config.notify.voicemail_dir
+            audio = await asyncio.to_thread(locate_voicemail, event.get("File"), spool)
+        found = await self.writer.submit(
+            SetVoicemail(call_id, status, now, str(audio) if audio else None)
+        )
         self.hub.publish(VoicemailLeft(call_id, status, found is True))
-        log.info("voicemail", call_id=call_id, status=status)
+        log.info("voicemail", call_id=call_id, status=status, audio=audio is not None)
 
     async def on_fallback(self, event: Event) -> None:
         """The dialplan gave up waiting: make sure the call log says so."""
@@ -568,7 +579,7 @@ class Screener:
             fallback=True,
         )
         await self.writer.submit(RecordLate(record) if late else RecordFallback(record))
-        self.hub.publish(Fallback(request.call_id, route, why))
+        self.hub.publish(Fallback(request.call_id, route, why, caller.category.value))
         log.warning(
             "call took the dialplan fallback", call_id=request.call_id, route=route, why=why
         )
@@ -592,6 +603,7 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     db_path = Path(config.db_path)
+    hub = hub if hub is not None else Hub()
     try:
         # The writer is opened first and must succeed (it migrates an older schema), then the
         # reader: a service that cannot read its lists must not start (the dialplan's fallback
@@ -604,7 +616,12 @@ async def run(
             if marker.left_behind(db_path):
                 await _check_after_unclean_stop(reader, db_path)
             with marker.running(db_path):
-                async with AMIClient(settings, event_names=EVENTS) as ami:
+                async with (
+                    AMIClient(settings, event_names=EVENTS) as ami,
+                    # /metrics, /healthz and the notifications see every event the service
+                    # publishes on this one hub; the call path knows none of them.
+                    start_observers(config, hub, ami=ami),
+                ):
                     return await _serve(
                         config, settings, reader, writer, ami, stop, ready, hub, started
                     )
@@ -636,7 +653,7 @@ async def _serve(
     ami: AMIClient,
     stop: asyncio.Event,
     ready: Callable[[Screener], None] | None,
-    hub: Hub | None,
+    hub: Hub,
     started: float,
 ) -> Stats:
     log.info(

@@ -97,6 +97,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE outbox (id INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
         " key TEXT NOT NULL UNIQUE, payload TEXT NOT NULL, created_at REAL NOT NULL)",
     ),
+    # Notifications (docs/architecture.md): each channel's delivery state of the outbox rows,
+    # an index for the sender's age window, and one that makes the metrics' per-(kind, source)
+    # counts of the lists cheap.
+    (
+        "CREATE INDEX outbox_created_at ON outbox (created_at)",
+        """
+        CREATE TABLE outbox_delivery (
+            outbox_id INTEGER NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+            channel TEXT NOT NULL,
+            delivered_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL,
+            last_error TEXT,
+            PRIMARY KEY (outbox_id, channel)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX entries_kind_source ON entries (kind, source)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -207,6 +225,30 @@ class CallRecord:
     outcome_at: dt.datetime | None = None
     voicemail: str | None = None
     fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One event waiting in the outbox for a channel, with that channel's attempts so far."""
+
+    id: int
+    topic: str
+    key: str
+    payload: dict[str, Any]
+    created_at: dt.datetime
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    """Delivery state of one channel over the outbox rows still within the retry age."""
+
+    channel: str
+    delivered: int
+    waiting: int
+    given_up: int
+    last_delivered_at: dt.datetime | None
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +439,7 @@ class SetVoicemail:
     call_id: str
     status: str
     at: dt.datetime
+    audio: str | None = None  # the message's WAV file, when the service could locate it
 
 
 Write = RecordCall | RecordFallback | RecordLate | RecordHit | SetOutcome | SetVoicemail
@@ -922,6 +965,137 @@ class Store:
 
         return await self._call("integrity check", check)
 
+    # --- outbox (notifications) ----------------------------------------------------------------
+
+    async def add_outbox(
+        self, topic: str, key: str, payload: dict[str, Any], now: dt.datetime
+    ) -> bool:
+        """Queue an event for delivery; False when one with ``key`` is already queued."""
+        changed = await self._write(
+            "add outbox event",
+            _OUTBOX,
+            (topic, key, json.dumps(payload, ensure_ascii=False), _ts(now)),
+        )
+        return changed > 0
+
+    async def due_deliveries(
+        self, channel: str, *, since: dt.datetime, now: dt.datetime, limit: int = 100
+    ) -> list[OutboxRow]:
+        """Outbox rows created at or after ``since`` that ``channel`` has yet to deliver and
+        may try now (no attempt yet, or its backoff has passed), oldest first."""
+        rows = await self._fetchall(
+            "read outbox",
+            "SELECT o.id, o.topic, o.key, o.payload, o.created_at, coalesce(d.attempts, 0)"
+            " FROM outbox o LEFT JOIN outbox_delivery d ON d.outbox_id = o.id AND d.channel = ?"
+            " WHERE o.created_at >= ? AND d.delivered_at IS NULL"
+            " AND coalesce(d.next_at, 0) <= ? ORDER BY o.id LIMIT ?",
+            (channel, _ts(since), _ts(now), limit),
+        )
+        return [
+            OutboxRow(
+                id=r[0],
+                topic=r[1],
+                key=r[2],
+                payload=_payload(r[3]),
+                created_at=_dt(r[4]) or dt.datetime.min.replace(tzinfo=dt.UTC),
+                attempts=r[5],
+            )
+            for r in rows
+        ]
+
+    async def record_delivery(
+        self,
+        outbox_id: int,
+        channel: str,
+        *,
+        delivered_at: dt.datetime | None,
+        next_at: dt.datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Count one delivery attempt of ``outbox_id`` on ``channel``: delivered, or failed
+        with ``error`` and to be tried again from ``next_at``."""
+        await self._write(
+            "record delivery",
+            "INSERT INTO outbox_delivery"
+            " (outbox_id, channel, delivered_at, attempts, next_at, last_error)"
+            " VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (outbox_id, channel) DO UPDATE SET"
+            " delivered_at = excluded.delivered_at, attempts = attempts + 1,"
+            " next_at = excluded.next_at, last_error = excluded.last_error",
+            (outbox_id, channel, _opt_ts(delivered_at), _opt_ts(next_at), error),
+        )
+
+    async def retry_now(self, channel: str) -> int:
+        """Make every row ``channel`` has yet to deliver due now; returns how many."""
+        return await self._write(
+            "reset backoff",
+            "UPDATE outbox_delivery SET next_at = NULL"
+            " WHERE channel = ? AND delivered_at IS NULL AND next_at IS NOT NULL",
+            (channel,),
+        )
+
+    async def delivery_status(
+        self, channels: Sequence[str], *, since: dt.datetime
+    ) -> list[ChannelStatus]:
+        """For each channel: rows delivered, waiting (created at or after ``since``) and given
+        up (older, never delivered); when it last delivered; its latest error."""
+        rows = await self._fetchall(
+            "read delivery status",
+            "SELECT c.value,"
+            " count(d.delivered_at),"
+            " sum(d.delivered_at IS NULL AND o.created_at >= ?),"
+            " sum(d.delivered_at IS NULL AND o.created_at < ?),"
+            " max(d.delivered_at),"
+            " (SELECT last_error FROM outbox_delivery e WHERE e.channel = c.value"
+            "  AND e.last_error IS NOT NULL ORDER BY e.outbox_id DESC LIMIT 1)"
+            " FROM json_each(?) c LEFT JOIN outbox o"
+            " LEFT JOIN outbox_delivery d ON d.outbox_id = o.id AND d.channel = c.value"
+            " GROUP BY c.value ORDER BY c.key",
+            (_ts(since), _ts(since), json.dumps(list(channels))),
+        )
+        return [
+            ChannelStatus(
+                channel=r[0],
+                delivered=int(r[1] or 0),
+                waiting=int(r[2] or 0),
+                given_up=int(r[3] or 0),
+                last_delivered_at=_dt(r[4]),
+                last_error=r[5],
+            )
+            for r in rows
+        ]
+
+    async def count_outbox(self) -> int:
+        """How many events the outbox holds."""
+        rows = await self._fetchall("count outbox", "SELECT count(*) FROM outbox")
+        return int(rows[0][0])
+
+    async def count_entries_by(self) -> dict[tuple[str, str], int]:
+        """How many entries each (kind, source) holds, from the (kind, source) index."""
+        rows = await self._fetchall(
+            "count entries",
+            "SELECT kind, source, count(*) FROM entries GROUP BY kind, source",
+        )
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def check_writable(self) -> None:
+        """Take and release the write lock (nothing written); StoreError when that fails."""
+
+        def check(db: sqlite3.Connection) -> None:
+            # In one trip to the thread: the lock is never held across a hop to the event loop.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+
+        await self._call("check writable", check)
+
+
+def _payload(text: str) -> dict[str, Any]:
+    """An outbox payload; anything but a JSON object is kept whole under ``raw``."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"raw": text}
+    return value if isinstance(value, dict) else {"raw": value}
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
@@ -1053,6 +1227,7 @@ def _set_voicemail(db: sqlite3.Connection, write: SetVoicemail) -> bool:
             "name": record.raw_name if record else None,
             "reasons": list(record.reasons) if record else [],
             "voicemail": write.status,
+            **({"audio": write.audio} if write.audio else {}),
         },
         write.at,
     )
@@ -1287,11 +1462,13 @@ __all__ = [
     "SOURCE_LEARNED",
     "SOURCE_MANUAL",
     "CallRecord",
+    "ChannelStatus",
     "ImportResult",
     "ImportStage",
     "LearnRule",
     "Learning",
     "OutboxEvent",
+    "OutboxRow",
     "OutcomeResult",
     "RecordCall",
     "RecordFallback",

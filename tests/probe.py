@@ -366,17 +366,21 @@ class Probe:
         repeat: float | None = None,
         hold: int = 20,
         within: float = 10.0,
+        play: str = "",
     ) -> Call:
         """An inbound call over real SIP from the carrier. Returns once the PBX asked the
         screener. The caller keys in ``dtmf`` ``dtmf_delay`` seconds after the PBX answers
         (``"wait"``: the code the screener picked, see ``send_code``), again every ``repeat``
-        seconds if given, then stays ``hold`` seconds."""
+        seconds if given, plays the sound ``play`` (a message for voicemail), then stays
+        ``hold`` seconds."""
         assert self.carrier is not None, "the sandbox runs without a carrier"
         carrier_id = new_call_id("c")
         caller_id = f'"{name}" <{number}>' if name else f"<{number}>"
         variables = [f"DTMF={dtmf}", f"DTMF_DELAY={dtmf_delay:g}", f"HOLD={hold}"]
         if repeat is not None:
             variables.append(f"REPEAT={repeat:g}")
+        if play:
+            variables.append(f"PLAY={play}")
         response = await self.carrier.ami.send(
             {
                 "Action": "Originate",

@@ -58,6 +58,8 @@ def make_config(fake: FakeAMI, db: Path, **changes: Any) -> Config:
         ping_interval=0.2,
         ping_timeout=0.5,
     )
+    # No /metrics server unless a test asks for one (tests/test_service_observers.py).
+    changes.setdefault("metrics_listen", "")
     return Config(db_path=db, ami=ami, hold_seconds=4.0, late_margin=0.5, **changes)
 
 

@@ -24,6 +24,7 @@ from screener.numbers import normalize
 from screener.policy import SOURCE_LEARNED, Entry, ListKind, Policy, decide
 from screener.store import (
     APPLICATION_ID,
+    MIGRATIONS,
     SCHEMA_VERSION,
     CallRecord,
     ImportResult,
@@ -768,3 +769,37 @@ async def test_late_redirect_keeps_the_route_an_earlier_fallback_recorded(store:
     assert first is not None and (first.route, first.fallback) == ("voicemail", True)
     assert first.reasons[-1] == "late"
     assert second is not None and (second.route, second.fallback) == ("staff", True)
+
+
+async def test_voicemail_outbox_event_names_the_audio_when_given(store: Store) -> None:
+    """SetVoicemail's audio (the WAV the service located) goes into the payload for the mail."""
+    await store.record_call(call("c1", NOW))
+    await store.apply([SetVoicemail("c1", "SUCCESS", NOW, "/spool/office/100/INBOX/msg0000.wav")])
+    (event,) = await store.outbox()
+    assert event.payload["audio"] == "/spool/office/100/INBOX/msg0000.wav"
+
+
+async def test_schema_2_database_gains_the_delivery_table_and_keeps_its_outbox(
+    db_path: Path,
+) -> None:
+    """A database at schema 2 (the outbox, no delivery state) is migrated to 3: its outbox rows
+    stay, each undelivered on every channel."""
+    conn = sqlite3.connect(db_path)
+    for statements in MIGRATIONS[:2]:
+        for sql in statements:
+            conn.execute(sql)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(
+        "INSERT INTO outbox (topic, key, payload, created_at) VALUES"
+        " ('voicemail', 'voicemail:c1', '{\"call_id\": \"c1\"}', ?)",
+        (NOW.timestamp(),),
+    )
+    conn.commit()
+    conn.close()
+    async with Store.open(db_path) as store:
+        due = await store.due_deliveries("email", since=NOW - DAY, now=NOW + DAY)
+        assert [(row.key, row.attempts) for row in due] == [("voicemail:c1", 0)]
+        await store.record_delivery(due[0].id, "email", delivered_at=NOW)
+        assert await store.due_deliveries("email", since=NOW - DAY, now=NOW + DAY) == []
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 3
