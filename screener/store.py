@@ -90,6 +90,46 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX calls_received_at ON calls (received_at)",
         "CREATE INDEX calls_e164_outcome ON calls (e164, outcome, received_at)",
     ),
+    (
+        # The web console (screener/webstore.py): users, API tokens, the audit trail, which
+        # voicemail messages were heard, and the key its session cookies are signed with.
+        """
+        CREATE TABLE web_users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'staff')),
+            password_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            epoch INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        CREATE TABLE web_tokens (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES web_users (id) ON DELETE CASCADE,
+            digest TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            last_used REAL
+        )
+        """,
+        "CREATE INDEX web_tokens_user ON web_tokens (user_id)",
+        """
+        CREATE TABLE web_audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            user TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        )
+        """,
+        "CREATE TABLE web_heard (message TEXT PRIMARY KEY, at REAL NOT NULL, user TEXT NOT NULL)",
+        "CREATE TABLE web_secret (id INTEGER PRIMARY KEY CHECK (id = 1), key TEXT NOT NULL)",
+        # The call log pages filter by route, outcome and number, newest (highest rowid) first.
+        "CREATE INDEX calls_route ON calls (route)",
+        "CREATE INDEX calls_outcome ON calls (outcome)",
+        "CREATE INDEX calls_e164 ON calls (e164)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -94,7 +94,7 @@ async def test_new_database_is_migrated_and_marked(db_path: Path) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
     assert mode == "wal"
-    assert [e["event"] for e in logs] == ["store.migrate", "store.open"]
+    assert [e["event"] for e in logs] == ["store.migrate"] * SCHEMA_VERSION + ["store.open"]
 
 
 async def test_reopen_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
