@@ -19,7 +19,7 @@ from pathlib import Path
 FOLDERS = ("INBOX", "Old")
 _MSG = re.compile(r"msg(\d{4})\.txt")
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_CALLERID = re.compile(r'^\s*"?(?P<name>[^"<]*?)"?\s*<(?P<number>[^>]*)>\s*$')
+_CALLERID = re.compile(r"^(?P<name>.*)<(?P<number>[^<>]*)>\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,10 @@ def _metadata(text: str) -> dict[str, str]:
 def _caller(callerid: str) -> tuple[str, str]:
     match = _CALLERID.match(callerid)
     if match:
-        return match["name"].strip(), match["number"].strip()
+        name = match["name"].strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1]
+        return name, match["number"].strip()
     return "", callerid.strip()
 
 

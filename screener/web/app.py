@@ -25,6 +25,21 @@ CSP = (
 )
 
 
+# Every router of the console, one or two (pages, API) per resource.
+ROUTERS = (
+    auth.router,
+    dashboard.pages,
+    dashboard.api,
+    calls.pages,
+    calls.api,
+    lists.pages,
+    lists.api,
+    voicemail.pages,
+    voicemail.api,
+    audit.pages,
+)
+
+
 class SecurityHeaders(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
@@ -54,12 +69,8 @@ def create_app(console: Console) -> FastAPI:
     app.state.console = console
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (auth,):
-        app.include_router(module.router)
-    for resource in (dashboard, calls, lists, voicemail):
-        app.include_router(resource.pages)
-        app.include_router(resource.api)
-    app.include_router(audit.pages)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.exception_handler(NotLoggedIn)
     async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
