@@ -125,10 +125,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE TABLE web_heard (message TEXT PRIMARY KEY, at REAL NOT NULL, user TEXT NOT NULL)",
         "CREATE TABLE web_secret (id INTEGER PRIMARY KEY CHECK (id = 1), key TEXT NOT NULL)",
-        # The call log pages filter by route, outcome and number, newest (highest rowid) first.
-        "CREATE INDEX calls_route ON calls (route)",
-        "CREATE INDEX calls_outcome ON calls (outcome)",
-        "CREATE INDEX calls_e164 ON calls (e164)",
+        # The call log pages filter by route, outcome or number, newest first.
+        "CREATE INDEX calls_route_received ON calls (route, received_at)",
+        "CREATE INDEX calls_outcome_received ON calls (outcome, received_at)",
+        "CREATE INDEX calls_e164_received ON calls (e164, received_at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

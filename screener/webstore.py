@@ -359,7 +359,8 @@ class WebStore:
     # --- calls ---------------------------------------------------------------------------------
 
     def calls(self, where: CallFilter, *, before: int | None, limit: int) -> list[CallRow]:
-        """A page of the call log, newest first, from just below rowid ``before``."""
+        """A page of the call log, newest first, starting just after (older than) the call with
+        rowid ``before``."""
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (("route", where.route), ("outcome", where.outcome)):
@@ -376,12 +377,15 @@ class WebStore:
             clauses.append("received_at < ?")
             params.append(_ts(where.until))
         if before is not None:
-            clauses.append("rowid < ?")
-            params.append(before)
+            # Keyset on (received_at, rowid): the page after the row ``before``, in time order.
+            clauses.append(
+                "(received_at, rowid) < ((SELECT received_at FROM calls WHERE rowid = ?), ?)"
+            )
+            params += [before, before]
         sql = f"SELECT {_CALL_COLUMNS} FROM calls"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY rowid DESC LIMIT ?"
+        sql += " ORDER BY received_at DESC, rowid DESC LIMIT ?"
         params.append(max(1, min(limit, MAX_PAGE)))
         return [_call(r) for r in self._all_rows("list calls", sql, params)]
 

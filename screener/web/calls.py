@@ -19,7 +19,7 @@ from starlette.responses import Response
 from screener.config import did_key
 from screener.errors import InputError
 from screener.numbers import normalize, parse_list_number
-from screener.policy import Decision, ListKind, Route, decide
+from screener.policy import Decision, ListKind, Outcome, Route, decide
 from screener.web.core import Console, ConsoleDep, Reader, Writer, authenticate, render
 from screener.web.lists import make_entry
 from screener.web.models import CallOut, CallPage, CheckOut, EntryOut, Problem
@@ -29,7 +29,7 @@ pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api", tags=["calls"])
 PAGE = 50
 ROUTES = tuple(r.value for r in Route)
-OUTCOMES = ("pass", "fail", "timeout", "hangup")
+OUTCOMES = tuple(o.value for o in Outcome)
 
 
 def _now() -> dt.datetime:
@@ -109,7 +109,7 @@ def calls_page(
             "rows": rows[:PAGE],
             "older": older,
             "live": live,
-            "last": rows[0].rowid if rows else con.store.last_rowid(),
+            "last": con.store.last_rowid(),
             "f": query,
             "routes": ROUTES,
             "outcomes": OUTCOMES,
@@ -238,16 +238,22 @@ def number_page(request: Request, con: ConsoleDep, auth: Reader, number: str) ->
 def api_calls(
     con: ConsoleDep,
     auth: Reader,
-    route: Annotated[str, Query(max_length=20)] = "",
-    outcome: Annotated[str, Query(max_length=20)] = "",
+    route: Route | None = None,
+    outcome: Outcome | None = None,
     number: Annotated[str, Query(max_length=64)] = "",
-    date: Annotated[str, Query(max_length=20)] = "",
+    date: dt.date | None = None,
     before: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = PAGE,
 ) -> CallPage:
     """The call log, newest first; ``before`` pages to older calls."""
     try:
-        where = call_filter(con, route, outcome, number, date)
+        where = call_filter(
+            con,
+            route.value if route else "",
+            outcome.value if outcome else "",
+            number,
+            date.isoformat() if date else "",
+        )
     except InputError as exc:
         raise HTTPException(400, str(exc)) from exc
     rows = con.store.calls(where, before=before, limit=limit + 1)

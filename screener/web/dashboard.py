@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from screener.web.core import ConsoleDep, Reader, render
-from screener.web.models import DashboardOut
+from screener.web.models import DashboardOut, DayOut
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api", tags=["dashboard"])
@@ -44,7 +44,7 @@ def api_dashboard(con: ConsoleDep, auth: Reader) -> DashboardOut:
     return DashboardOut(
         today=b.today,
         week=b.week,
-        days=b.days,
+        days=[DayOut(date=dt.date.fromisoformat(d), calls=c) for d, c in b.days],
         challenged=b.challenged,
         passed=b.passed,
         last_call=b.last_call,

@@ -143,10 +143,15 @@ class VoicemailOut(BaseModel):
         )
 
 
+class DayOut(BaseModel):
+    date: dt.date
+    calls: dict[str, int] = Field(description="Calls that day by route.")
+
+
 class DashboardOut(BaseModel):
     today: dict[str, int]
     week: dict[str, int]
-    days: list[tuple[str, dict[str, int]]]
+    days: list[DayOut]
     challenged: int
     passed: int
     last_call: dt.datetime | None
