@@ -582,12 +582,12 @@ def _read_password(password_file: Path | None) -> str:
         raise InputError(str(exc)) from exc
 
 
-def _webstore(config: Config) -> Any:
-    """The console's store for the configured database, created and migrated if need be."""
+def _webstore(config: Config, *, create: bool = True) -> Any:
+    """The console's store for the configured database, migrated (and created if allowed)."""
     from screener.webstore import WebStore
 
     async def migrate() -> None:
-        async with Store.open(config.db_path):
+        async with Store.open(config.db_path, create=create):
             pass
 
     _run(migrate())
@@ -633,7 +633,7 @@ def user_add(
 def user_remove(name: str, db_path: Path | None, config_path: Path | None) -> None:
     """Remove the console user NAME and their API tokens."""
     config = _config(db_path, config_path)
-    with _webstore(config) as store:
+    with _webstore(config, create=False) as store:
         if not store.remove_user(name, _now()):
             raise InputError(f"no user {name}")
     click.echo(f"removed {name}")
@@ -651,7 +651,7 @@ def user_passwd(
 
     config = _config(db_path, config_path)
     password = _read_password(password_file)
-    with _webstore(config) as store:
+    with _webstore(config, create=False) as store:
         if not store.set_password(name, hash_password(password), _now()):
             raise InputError(f"no user {name}")
     click.echo(f"password of {name} changed; their sessions have ended")
@@ -666,7 +666,7 @@ def user_token(name: str, db_path: Path | None, config_path: Path | None) -> Non
 
     config = _config(db_path, config_path)
     token = new_token()
-    with _webstore(config) as store:
+    with _webstore(config, create=False) as store:
         if not store.add_token(name, token_digest(token), _now()):
             raise InputError(f"no user {name}")
     click.echo(token)
@@ -677,7 +677,7 @@ def user_token(name: str, db_path: Path | None, config_path: Path | None) -> Non
 def user_list(db_path: Path | None, config_path: Path | None) -> None:
     """Show the console users and their roles."""
     config = _config(db_path, config_path)
-    with _webstore(config) as store:
+    with _webstore(config, create=False) as store:
         for user in store.users():
             click.echo(f"{user.name}\t{user.role}")
 
@@ -734,7 +734,8 @@ def web(
         click.echo(
             f"screener: warning: listening on {host}, not loopback; use TLS in front", err=True
         )
-    with _webstore(config) as store:
+    # Like `screener run`, never on a database made up by a typo in --db.
+    with _webstore(config, create=False) as store:
         console = Console(
             store=store,
             policy=config.policy,
