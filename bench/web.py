@@ -72,7 +72,7 @@ def build(path: Path, calls: int, entries: int) -> None:
         step = 60 * 86400 / calls
         for i in range(calls):
             route = rng.choices(ROUTES, WEIGHTS)[0]
-            number = f"090{rng.randint(0, 99_999):08d}"
+            number = f"090{rng.randint(10_000_000, 10_099_999):08d}"
             outcome = (
                 rng.choice(("pass", "fail", "timeout", None)) if route == "challenge" else None
             )
@@ -129,11 +129,11 @@ async def pages(path: Path, repeat: int) -> dict[str, dict[str, float]]:
             "dashboard /": "/",
             "calls /calls": "/calls",
             "calls, route filter": "/calls?route=reject",
-            "calls, number filter": "/calls?number=09000012345",
+            "calls, number filter": "/calls?number=09010012345",
             "calls, date filter": "/calls?date="
             + (dt.date.today() - dt.timedelta(days=30)).isoformat(),
             f"calls, page at rowid {middle:,}": f"/calls?before={middle}",
-            "number detail": "/numbers/%2B819000012345",
+            "number detail": "/numbers/%2B819010012345",
             "lists /lists?q=+8190001": "/lists?q=%2B8190001",
             "api /api/calls": "/api/calls",
             "api /api/dashboard": "/api/dashboard",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 import wave
@@ -421,3 +422,64 @@ def test_openapi_lists_the_api(db: Path) -> None:
         assert {"/api/calls", "/api/entries", "/api/check", "/api/voicemail"} <= paths
         assert not [p for p in paths if not p.startswith("/api/")]
         assert re.match(r"3\.", spec["openapi"])
+
+
+async def test_dashboard_counts_by_local_day_and_route(tmp_path: Path) -> None:
+    """Today, the last 7 days and 30 days are counted in the office's time zone, by route."""
+    from zoneinfo import ZoneInfo
+
+    from screener.store import Store
+
+    tokyo = ZoneInfo("Asia/Tokyo")
+    now = dt.datetime(2026, 12, 2, 1, 0, tzinfo=tokyo)  # 01:00 in Tokyo, still Dec 1 in UTC
+    path = tmp_path / "d.db"
+    records = [
+        call(1, route="staff", at=now - dt.timedelta(minutes=30)),  # today (Tokyo)
+        call(2, route="challenge", at=now - dt.timedelta(minutes=50)),  # today
+        call(3, route="challenge", at=now - dt.timedelta(hours=2)),  # yesterday (23:00)
+        call(4, route="reject", at=now - dt.timedelta(days=10)),  # 30 days only
+        call(5, route="staff", at=now - dt.timedelta(days=40)),  # out of range
+    ]
+    await make_db(path, records)
+    async with Store.open(path) as store:
+        await store.set_outcome("c2", "pass", now)
+        await store.set_outcome("c3", "fail", now)
+    with WebStore.open(path) as store:
+        board = store.dashboard(now.astimezone(dt.UTC), tokyo)
+    assert board.today == {"staff": 1, "challenge": 1}
+    assert board.week == {"staff": 1, "challenge": 2}
+    assert len(board.days) == 30 and board.days[-1][0] == "2026-12-02"
+    assert sum(sum(c.values()) for _, c in board.days) == 4
+    assert (board.challenged, board.passed) == (2, 1)
+    assert board.top_challenged == [("+81312345678", 2)]
+
+
+async def test_edit_and_remove_an_entry_from_the_lists_page(db: Path) -> None:
+    """Label, note and expiry change in place; remove takes the entry off; both audited."""
+    with console(db) as (con, _):
+        async with client(con) as c:
+            csrf = await login(c, "staff")
+            await c.post(
+                "/lists/add",
+                data={"csrf": csrf, "number": "03-1234-5678", "kind": "allow", "label": "old"},
+            )
+            r = await c.post(
+                "/lists/edit",
+                data={
+                    "csrf": csrf,
+                    "number": "+81312345678",
+                    "label": "お客様",
+                    "note": "n",
+                    "expires": "30d",
+                },
+            )
+            assert "msg=" in r.headers["location"]
+            (entry,) = con.store.entries_for("+81312345678")
+            assert (entry.label, entry.note, entry.source) == ("お客様", "n", "web:staff")
+            assert entry.expires_at is not None
+            page = await c.get("/lists", params={"q": "お客"})
+            assert "+81312345678" in page.text
+            await c.post("/lists/remove", data={"csrf": csrf, "number": "+81312345678"})
+            assert con.store.entries_for("+81312345678") == []
+        actions = [a.action for a in con.store.audit_log() if a.user == "staff"]
+        assert actions == ["entry.remove", "entry.edit", "entry.allow"]
