@@ -758,4 +758,5 @@ def web(
             forwarded_allow_ips="127.0.0.1",
             log_level="warning",
             server_header=False,
+            timeout_graceful_shutdown=5,  # live streams would otherwise hold a stop for minutes
         )

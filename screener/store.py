@@ -129,6 +129,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX calls_route_received ON calls (route, received_at)",
         "CREATE INDEX calls_outcome_received ON calls (outcome, received_at)",
         "CREATE INDEX calls_e164_received ON calls (e164, received_at)",
+        # The dashboard counts a day's calls from this index alone, never reading the table.
+        "CREATE INDEX calls_received_covering ON calls (received_at, route, outcome, e164)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

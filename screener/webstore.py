@@ -17,9 +17,10 @@ import json
 import secrets
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,25 @@ class Dashboard:
     last_call: dt.datetime | None
 
 
+@dataclass
+class DayStats:
+    """What the dashboard needs of one day's calls."""
+
+    routes: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    challenged: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: DayStats) -> None:
+        for mine, theirs in ((self.routes, other.routes), (self.outcomes, other.outcomes)):
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
+        self.challenged.update(other.challenged)
+
+
+DAY_SETTLES = dt.timedelta(minutes=10)
+TOP_BLOCKED_TTL = dt.timedelta(seconds=60)
+
+
 class WebStore:
     """The console's view of one screener database. Use :meth:`open`; thread-safe."""
 
@@ -178,6 +198,9 @@ class WebStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._days: dict[tuple[float, float], DayStats] = {}
+        self._top_blocked_cache: tuple[dt.datetime, list[Entry]] | None = None
 
     @classmethod
     @contextmanager
@@ -410,40 +433,49 @@ class WebStore:
         )
         return _call(rows[0]) if rows else None
 
-    def dashboard(self, now: dt.datetime, tz: dt.tzinfo) -> Dashboard:
-        """Today's and the last 7 days' calls by route, 30 days by day, and the top numbers."""
-        local = now.astimezone(tz)
-        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        start30 = midnight - dt.timedelta(days=29)
-        offset = (local.utcoffset() or dt.timedelta()).total_seconds()
-        conn_rows = self._all_rows(
-            "dashboard",
-            "SELECT CAST((received_at + ?) / 86400 AS INTEGER) AS day, route, count(*)"
-            " FROM calls WHERE received_at >= ? GROUP BY day, route",
-            (offset, _ts(start30)),
+    def _day(self, start: dt.datetime, end: dt.datetime) -> DayStats:
+        """One day's calls by route, challenge outcomes, and challenged numbers: one pass over
+        the (received_at, route, outcome, e164) index, no table reads."""
+        stats = DayStats()
+        rows = self._all_rows(
+            "dashboard day",
+            "SELECT route, outcome, e164 FROM calls INDEXED BY calls_received_covering"
+            " WHERE received_at >= ? AND received_at < ?",
+            (_ts(start), _ts(end)),
         )
-        per_day: dict[int, dict[str, int]] = {}
-        for day, route, count in conn_rows:
-            per_day.setdefault(int(day), {})[route] = int(count)
-        first = int((_ts(start30) + offset) // 86400)
-        days: list[tuple[str, dict[str, int]]] = []
-        for n in range(30):
-            date = (start30 + dt.timedelta(days=n)).date().isoformat()
-            days.append((date, per_day.get(first + n, {})))
-        today = days[-1][1]
-        week: dict[str, int] = {}
-        for _, counts in days[-7:]:
-            for route, count in counts.items():
-                week[route] = week.get(route, 0) + count
-        since7 = _ts(midnight - dt.timedelta(days=6))
-        outcome_rows = self._all_rows(
-            "dashboard outcomes",
-            "SELECT outcome, count(*) FROM calls WHERE route = 'challenge' AND received_at >= ?"
-            " GROUP BY outcome",
-            (since7,),
-        )
-        outcomes = {o: int(c) for o, c in outcome_rows}
-        top_blocked = [
+        for route, outcome, e164 in rows:
+            stats.routes[route] = stats.routes.get(route, 0) + 1
+            if route == "challenge":
+                stats.outcomes[outcome or ""] = stats.outcomes.get(outcome or "", 0) + 1
+                if e164:
+                    stats.challenged[e164] += 1
+        return stats
+
+    def _day_cached(self, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> DayStats:
+        # A day that ended a while ago no longer changes (outcomes arrive within minutes).
+        settled = end + DAY_SETTLES <= now
+        key = (_ts(start), _ts(end))
+        if settled:
+            with self._cache_lock:
+                hit = self._days.get(key)
+            if hit is not None:
+                return hit
+        stats = self._day(start, end)
+        if settled:
+            with self._cache_lock:
+                if len(self._days) > 400:
+                    self._days.clear()
+                self._days[key] = stats
+        return stats
+
+    def _top_blocked(self, now: dt.datetime) -> list[Entry]:
+        # A scan of the block list (no index on hits: the agent bumps hits on every call, and
+        # an index would make each of those writes dearer); cached for a minute.
+        with self._cache_lock:
+            cached = self._top_blocked_cache
+        if cached is not None and now - cached[0] < TOP_BLOCKED_TTL:
+            return cached[1]
+        top = [
             _entry(r)
             for r in self._all_rows(
                 "top blocked",
@@ -451,24 +483,37 @@ class WebStore:
                 " ORDER BY hits DESC LIMIT 10",
             )
         ]
-        top_challenged = [
-            (str(r[0]), int(r[1]))
-            for r in self._all_rows(
-                "top challenged",
-                "SELECT e164, count(*) AS n FROM calls WHERE route = 'challenge'"
-                " AND received_at >= ? AND e164 IS NOT NULL GROUP BY e164 ORDER BY n DESC LIMIT 10",
-                (since7,),
-            )
-        ]
+        with self._cache_lock:
+            self._top_blocked_cache = (now, top)
+        return top
+
+    def dashboard(self, now: dt.datetime, tz: dt.tzinfo) -> Dashboard:
+        """Today's and the last 7 days' calls by route, 30 days by day, and the top numbers.
+
+        Days are the office's local days. Each settled day is counted once and kept in memory,
+        so a refresh reads only today's calls.
+        """
+        local = now.astimezone(tz)
+        today = local.date()
+        days: list[tuple[str, dict[str, int]]] = []
+        week = DayStats()
+        for back in range(29, -1, -1):
+            date = today - dt.timedelta(days=back)
+            start = dt.datetime.combine(date, dt.time(), tz)
+            end = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tz)
+            stats = self._day_cached(start, end, now)
+            days.append((date.isoformat(), dict(stats.routes)))
+            if back < 7:
+                week.add(stats)
         last = self._all_rows("last call", "SELECT max(received_at) FROM calls")
         return Dashboard(
-            today=today,
-            week=week,
+            today=days[-1][1],
+            week=dict(week.routes),
             days=days,
-            challenged=sum(outcomes.values()),
-            passed=outcomes.get("pass", 0),
-            top_blocked=top_blocked,
-            top_challenged=top_challenged,
+            challenged=sum(week.outcomes.values()),
+            passed=week.outcomes.get("pass", 0),
+            top_blocked=self._top_blocked(now),
+            top_challenged=week.challenged.most_common(10),
             last_call=_dt(last[0][0]),
         )
 
@@ -477,21 +522,24 @@ class WebStore:
     def search_entries(
         self,
         *,
-        query: str = "",
+        number: str = "",
+        text: str = "",
         kind: ListKind | None = None,
         source: str | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> list[Entry]:
-        """Entries whose number starts with, or label/note contains, ``query``; by number."""
+        """Entries whose number starts with ``number`` (a range on the key's index) and whose
+        label or note holds ``text`` (a scan: bounded by LIMIT, slow on huge lists); by number."""
         clauses: list[str] = []
         params: list[Any] = []
-        if query:
-            like = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append(
-                "(number LIKE ? ESCAPE '\\' OR label LIKE ? ESCAPE '\\' OR note LIKE ? ESCAPE '\\')"
-            )
-            params += [like + "%", f"%{like}%", f"%{like}%"]
+        if number:
+            clauses.append("number >= ? AND number < ?")
+            params += [number, number[:-1] + chr(ord(number[-1]) + 1)]
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            clauses.append("(label LIKE ? ESCAPE '\\' OR note LIKE ? ESCAPE '\\')")
+            params += [like, like]
         if kind is not None:
             clauses.append("kind = ?")
             params.append(str(kind))
@@ -502,7 +550,7 @@ class WebStore:
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY number, prefix LIMIT ? OFFSET ?"
-        params += [max(1, min(limit, MAX_PAGE)), max(0, offset)]
+        params += [max(1, min(limit, MAX_PAGE)), max(0, min(offset, 10_000_000))]
         return [_entry(r) for r in self._all_rows("search entries", sql, params)]
 
     def entry(self, number: str, prefix: bool) -> Entry | None:

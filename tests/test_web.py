@@ -483,3 +483,27 @@ async def test_edit_and_remove_an_entry_from_the_lists_page(db: Path) -> None:
             assert con.store.entries_for("+81312345678") == []
         actions = [a.action for a in con.store.audit_log() if a.user == "staff"]
         assert actions == ["entry.remove", "entry.edit", "entry.allow"]
+
+
+async def test_list_search_by_number_prefix_or_text(db: Path) -> None:
+    """A number-like query finds numbers starting with it; other text searches labels, notes."""
+    with console(db) as (con, tokens):
+        async with client(con) as c:
+            bearer = {"Authorization": f"Bearer {tokens['staff']}"}
+            for number, label in (
+                ("0120-444-444", "robo"),
+                ("0312345678", "客先"),
+                ("0120121852", "sales"),
+            ):
+                r = await c.post(
+                    "/api/entries",
+                    headers=bearer,
+                    json={"number": number, "kind": "block", "label": label},
+                )
+                assert r.status_code == 200
+            found = (await c.get("/api/entries", params={"q": "0120"}, headers=bearer)).json()
+            assert [e["number"] for e in found] == ["+81120121852", "+81120444444"]
+            found = (await c.get("/api/entries", params={"q": "客"}, headers=bearer)).json()
+            assert [e["number"] for e in found] == ["+81312345678"]
+            found = (await c.get("/api/entries", params={"q": "100%_"}, headers=bearer)).json()
+            assert found == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -90,6 +91,21 @@ def make_entry(
     )
 
 
+_NUMBERISH = re.compile(r"[0-9０-９+＋\-－()（） ]+")
+
+
+def search_terms(con: Console, query: str) -> tuple[str, str]:
+    """(number prefix, text) to search for: a query that looks like a number searches the
+    numbers that start with it (``0120`` finds ``+81120…``), anything else labels and notes."""
+    query = query.strip()
+    if query and _NUMBERISH.fullmatch(query):
+        try:
+            return parse_list_number(query, con.region, prefix=True), ""
+        except ValueError:
+            pass
+    return "", query
+
+
 def _kind(text: str | None) -> ListKind | None:
     if not text:
         return None
@@ -120,8 +136,10 @@ def lists_page(
     error: Annotated[str, Query(max_length=2000)] = "",
 ) -> Response:
     kind_ = kind if kind in ("allow", "block") else ""
+    number, text = search_terms(con, q)
     entries = con.store.search_entries(
-        query=q,
+        number=number,
+        text=text,
         kind=ListKind(kind_) if kind_ else None,
         source=source or None,
         offset=page * PAGE,
@@ -296,7 +314,10 @@ def api_entries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[EntryOut]:
     """Entries whose number starts with ``q`` or whose label or note holds it."""
-    found = con.store.search_entries(query=q, kind=kind, source=source, offset=offset, limit=limit)
+    number, text = search_terms(con, q)
+    found = con.store.search_entries(
+        number=number, text=text, kind=kind, source=source, offset=offset, limit=limit
+    )
     return [EntryOut.of(e) for e in found]
 
 
