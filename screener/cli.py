@@ -749,6 +749,8 @@ def web(
                 "`screener user add NAME --role admin`",
                 err=True,
             )
+        # Count the 30 days of the dashboard now (settled days are kept), not on the first load.
+        store.dashboard(_now(), console.tz)
         click.echo(f"screener web: http://{host}:{port}/", err=True)
         uvicorn.run(
             create_app(console),

@@ -201,6 +201,7 @@ class WebStore:
         self._cache_lock = threading.Lock()
         self._days: dict[tuple[float, float], DayStats] = {}
         self._top_blocked_cache: tuple[dt.datetime, list[Entry]] | None = None
+        self._week_cache: tuple[tuple[tuple[float, float], ...], DayStats] | None = None
 
     @classmethod
     @contextmanager
@@ -487,6 +488,27 @@ class WebStore:
             self._top_blocked_cache = (now, top)
         return top
 
+    def _week(self, days: list[tuple[tuple[float, float], DayStats]]) -> DayStats:
+        """The sum of the week's days; the settled days' sum is kept (merging the numbers of
+        six days costs more than counting today)."""
+        settled = [(key, stats) for key, stats in days if key[1] >= 0]
+        fresh = [stats for key, stats in days if key[1] < 0]
+        key = tuple(k for k, _ in settled)
+        with self._cache_lock:
+            cached = self._week_cache
+        if cached is None or cached[0] != key:
+            base = DayStats()
+            for _, stats in settled:
+                base.add(stats)
+            cached = (key, base)
+            with self._cache_lock:
+                self._week_cache = cached
+        week = DayStats()
+        week.add(cached[1])
+        for stats in fresh:
+            week.add(stats)
+        return week
+
     def dashboard(self, now: dt.datetime, tz: dt.tzinfo) -> Dashboard:
         """Today's and the last 7 days' calls by route, 30 days by day, and the top numbers.
 
@@ -496,7 +518,7 @@ class WebStore:
         local = now.astimezone(tz)
         today = local.date()
         days: list[tuple[str, dict[str, int]]] = []
-        week = DayStats()
+        week_days: list[tuple[tuple[float, float], DayStats]] = []
         for back in range(29, -1, -1):
             date = today - dt.timedelta(days=back)
             start = dt.datetime.combine(date, dt.time(), tz)
@@ -504,7 +526,9 @@ class WebStore:
             stats = self._day_cached(start, end, now)
             days.append((date.isoformat(), dict(stats.routes)))
             if back < 7:
-                week.add(stats)
+                settled = end + DAY_SETTLES <= now
+                week_days.append(((_ts(start), _ts(end) if settled else -1.0), stats))
+        week = self._week(week_days)
         last = self._all_rows("last call", "SELECT max(received_at) FROM calls")
         return Dashboard(
             today=days[-1][1],
