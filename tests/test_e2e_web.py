@@ -10,7 +10,7 @@ import pytest
 from playwright.async_api import expect
 
 from screener.numbers import parse_list_number
-from screener.probe import Probe
+from screener.probe import Probe, SandboxInfo, new_call_id, user_event
 from tests.conftest import ScreenerProcess
 
 from .browser import chromium, log_in, shot, web_process
@@ -73,3 +73,62 @@ async def test_sandbox_call_appears_live_and_is_blocked_from_its_row(
                 assert "/login" in page.url, path
     log = (tmp_path / "web.log").read_text()
     assert "Traceback" not in log, log
+
+
+async def test_sandbox_voicemail_plays_in_the_browser(
+    screener: ScreenerProcess, probe: Probe, sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    """A blocked caller who talks leaves a message in the sandbox's mailbox (app_voicemail,
+    WAV); the console lists it and the browser's audio element loads, plays and seeks it."""
+    caller = "0120121852"
+    assert screener.cli("list", "add", caller, "--block").returncode == 0
+    screener.start()
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    assert (
+        screener.cli("user", "add", "ito", "--role", "staff", "--password-file", str(pw)).returncode
+        == 0
+    )
+    mailbox = Path(sandbox.raw["instance_dir"]) / "spool" / "voicemail" / "office" / "100"
+
+    # The caller's side plays a recording into the call (Local channel, then hangs up).
+    call_id = new_call_id()
+    response = await probe.pbx.ami.send(
+        {
+            "Action": "Originate",
+            "Channel": "Local/0312345678@from-trunk",
+            "CallerID": f"<{caller}>",
+            "Application": "Playback",
+            "Data": "tt-monkeys&tt-monkeys",
+            "Async": "true",
+            "ChannelId": call_id[:-1] + "a",
+            "OtherChannelId": call_id,
+            "Timeout": "30000",
+        },
+        timeout=5,
+    )
+    assert response.success, response.message
+    await probe.pbx.wait_for(user_event("ScreenRouted", call_id, Route="voicemail"), 15)
+    await probe.pbx.wait_for(user_event("ScreenVoicemail", call_id), 60)
+
+    with web_process(
+        screener.db, tmp_path / "web.log", SCREENER_VOICEMAIL_DIR=str(mailbox)
+    ) as base:
+        async with chromium() as browser:
+            page = await browser.new_page(locale="en-US")
+            await log_in(page, base, "ito", PASSWORD)
+            await page.goto(f"{base}/voicemail")
+            row = page.locator("tr", has_text=caller).first
+            await expect(row).to_be_visible()
+            played = await row.locator("audio").evaluate(
+                """async (el) => {
+                    el.muted = true;
+                    await el.play();
+                    await new Promise((ok) => setTimeout(ok, 300));
+                    el.currentTime = 1.0;
+                    await new Promise((ok) => el.addEventListener("seeked", ok, {once: true}));
+                    return {time: el.currentTime, duration: el.duration, error: el.error};
+                }"""
+            )
+            assert played["error"] is None and played["duration"] >= 3
+            assert played["time"] >= 0.9
