@@ -56,7 +56,7 @@ def web_process(db: Path, log: Path, **env: str) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/login", timeout=2) as r:  # noqa: S310
+                with urllib.request.urlopen(f"{base}/login", timeout=2) as r:  # noqa: S310  # a fixed http URL on loopback
                     if r.status == 200:
                         break
             except (urllib.error.URLError, OSError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -22,7 +22,7 @@ PASSWORD = "correct horse battery"
 BASE = "http://console.test"
 
 
-async def make_db(path: Path, calls: list[CallRecord] = ()) -> None:  # type: ignore[assignment]
+async def make_db(path: Path, calls: Sequence[CallRecord] = ()) -> None:
     """A migrated database holding ``calls``, written as the agent writes them."""
     async with Store.open(path) as store:
         if calls:
