@@ -10,8 +10,8 @@ import pytest
 from playwright.async_api import expect
 
 from screener.numbers import parse_list_number
-from screener.probe import Probe, SandboxInfo, new_call_id, user_event
 from tests.conftest import ScreenerProcess
+from tests.probe import Probe, SandboxInfo, new_call_id, user_event
 
 from .browser import chromium, log_in, shot, web_process
 from .webutil import PASSWORD
