@@ -402,6 +402,35 @@ async def test_api_token_needs_no_csrf_and_records_the_user(db: Path) -> None:
             assert r.status_code == 404
 
 
+async def test_console_refuses_a_broad_prefix_rule(db: Path) -> None:
+    """A prefix covering a country code or over a tenth of the home plan is refused, by the API
+    and by the form, and the lists stay as they were: the console has no --force."""
+    with console(db) as (con, tokens):
+        async with client(con) as c:
+            bearer = {"Authorization": f"Bearer {tokens['admin']}"}
+            for number in ("+1", "09"):
+                r = await c.post(
+                    "/api/entries",
+                    headers=bearer,
+                    json={"number": number, "kind": "block", "prefix": True},
+                )
+                assert r.status_code == 400, r.text
+                assert "screener list add --force" in r.json()["detail"]
+            csrf = await login(c, "admin")
+            r = await c.post(
+                "/lists/add",
+                data={"csrf": csrf, "number": "+1", "kind": "block", "prefix": "true"},
+            )
+            assert "country code +1" in (await c.get(r.headers["location"])).text
+            assert list(con.store.export_entries()) == []
+            r = await c.post(
+                "/api/entries",
+                headers=bearer,
+                json={"number": "03-1234", "kind": "block", "prefix": True},
+            )
+            assert r.status_code == 200, r.text
+
+
 def test_webstore_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     """The console never runs on a database from an older schema."""
     import sqlite3

@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.responses import Response
 
 from screener.errors import InputError
-from screener.numbers import parse_list_number
+from screener.numbers import broad_prefix, parse_list_number
 from screener.policy import Entry, ListKind
 from screener.transfer import read_csv, write_csv
 from screener.web.core import (
@@ -78,10 +78,18 @@ def make_entry(
     source: str,
     now: dt.datetime,
 ) -> Entry:
-    """A validated entry from what a user typed; InputError saying what is wrong otherwise."""
+    """A validated entry from what a user typed; InputError saying what is wrong otherwise.
+
+    A prefix rule too broad for `screener list add` without ``--force`` is refused here: the
+    console has no such override, so a click can never block a whole region.
+    """
+    key = _key(con, number, prefix)
+    broad = broad_prefix(key, con.region) if prefix else None
+    if broad is not None:
+        raise InputError(f"{broad}; only `screener list add --force` on the PBX host adds it")
     return Entry(
         kind=kind,
-        number=_key(con, number, prefix),
+        number=key,
         prefix=prefix,
         label=_limited(label, "label", 200),
         note=_limited(note, "note", 1000),
