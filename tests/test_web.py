@@ -536,3 +536,31 @@ async def test_list_search_by_number_prefix_or_text(db: Path) -> None:
             assert [e["number"] for e in found] == ["+81312345678"]
             found = (await c.get("/api/entries", params={"q": "100%_"}, headers=bearer)).json()
             assert found == []
+
+
+async def test_dashboard_shows_what_the_agent_last_reported(db: Path) -> None:
+    """Connected, disconnected, a report too old to believe, and none, from ``<db>.agent``."""
+    import time
+
+    from screener import agentstatus
+
+    with console(db) as (con, tokens):
+        async with client(con) as c:
+            bearer = {"Authorization": f"Bearer {tokens['staff']}"}
+            await login(c, "staff")
+
+            async def shown() -> tuple[str, str]:
+                page = (await c.get("/", headers={"Accept-Language": "en"})).text
+                found = re.search(r'<p id="agent" class="agent-(\w+)">([^<]*)</p>', page)
+                assert found, page
+                api = (await c.get("/api/dashboard", headers=bearer)).json()
+                assert api["agent"] == found.group(1)
+                return found.group(1), found.group(2)
+
+            assert await shown() == ("not_running", "not running")
+            agentstatus.write(db, True, time.time())
+            assert await shown() == ("connected", "connected to Asterisk")
+            agentstatus.write(db, False, time.time() - 10)
+            assert await shown() == ("disconnected", "running, but not connected to Asterisk")
+            agentstatus.write(db, True, time.time() - agentstatus.STALE_AFTER - 5)
+            assert await shown() == ("stale", "no recent report (it may have stopped)")

@@ -32,10 +32,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "top_challenged": ("認証の多い番号", "Top challenged numbers"),
     "last_call": ("最後の着信", "Last call"),
     "agent": ("エージェント", "Agent"),
-    "agent_unknown": (
-        "接続状態はこの画面からは分かりません（最後の着信時刻を参照）",
-        "connection state is not visible here (see the last call's time)",
+    "agent_connected": ("Asterisk に接続中", "connected to Asterisk"),
+    "agent_disconnected": (
+        "動作中ですが Asterisk に接続していません",
+        "running, but not connected to Asterisk",
     ),
+    "agent_stale": (
+        "最近の報告がありません（停止した可能性があります）",
+        "no recent report (it may have stopped)",
+    ),
+    "agent_not_running": ("動作していません", "not running"),
+    "agent_reported": ("最後の報告", "Last report"),
     "time": ("時刻", "Time"),
     "caller": ("発信者", "Caller"),
     "name": ("名前", "Name"),

@@ -155,6 +155,11 @@ class DashboardOut(BaseModel):
     challenged: int
     passed: int
     last_call: dt.datetime | None
+    agent: str = Field(
+        description="connected, disconnected (from Asterisk), stale (no fresh report: stopped"
+        " without saying so) or not_running (no report); see screener.agentstatus"
+    )
+    agent_reported_at: dt.datetime | None
 
 
 class Problem(BaseModel):
