@@ -27,7 +27,7 @@ import httpx
 from bench.dataset import CACHE, callers
 from screener.policy import Policy
 from screener.screening import screen
-from screener.store import Store
+from screener.store import SCHEMA_VERSION, Store
 from screener.users import Role, hash_password, new_token, token_digest
 from screener.web.app import create_app
 from screener.web.core import Console
@@ -210,7 +210,8 @@ def main() -> None:
     if args.refresher:
         refresher(args.refresher, args.interval)
         return
-    path = CACHE / f"web-{args.calls}-{args.entries}.db"
+    # The schema version is in the name: a database cached by an older screener is never reused.
+    path = CACHE / f"web-{args.calls}-{args.entries}-v{SCHEMA_VERSION}.db"
     build(path, args.calls, args.entries)
     result: dict[str, Any] = {"calls": args.calls, "entries": args.entries}
     result["pages"] = asyncio.run(pages(path, args.repeat))
