@@ -3,5 +3,6 @@
 One router module per resource (:mod:`.dashboard`, :mod:`.calls`, :mod:`.lists`,
 :mod:`.voicemail`, :mod:`.audit`, and :mod:`.auth` for logging in); shared pieces in
 :mod:`.core`. Arrows point down only: the console uses ``webstore``, ``policy``, ``numbers``,
-``transfer`` and ``config``, never the agent (``service``).
+``transfer``, ``config`` and ``agentstatus`` (the report file the agent writes), never the
+agent itself (``service``).
 """
