@@ -763,3 +763,211 @@ def notify_test(db_path: Path | None, config_path: Path | None) -> None:
     failed = [channel for channel, error in results if error is not None]
     if failed:
         raise NotifyError(f"not delivered through {', '.join(failed)}")
+
+
+# ---- web console users ----------------------------------------------------------------------
+
+
+@main.group("user")
+def user_group() -> None:
+    """Manage the web console's users (admin or staff) and their API tokens."""
+
+
+def _read_password(password_file: Path | None) -> str:
+    """The new password: the first line of --password-file, or typed twice at the terminal."""
+    from screener.users import check_password
+
+    if password_file is not None:
+        try:
+            text = password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{password_file}: cannot read the password: {exc}") from exc
+        password = text.splitlines()[0] if text else ""
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        return check_password(password)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _webstore(config: Config, *, create: bool = True) -> Any:
+    """The console's store for the configured database, migrated (and created if allowed)."""
+    from screener.webstore import WebStore
+
+    async def migrate() -> None:
+        async with Store.open(config.db_path, create=create):
+            pass
+
+    _run(migrate())
+    return WebStore.open(config.db_path)
+
+
+_password_file = click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Read the password from this file's first line instead of the terminal.",
+)
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "staff"]), required=True)
+@_password_file
+@common_options
+def user_add(
+    name: str,
+    role: str,
+    password_file: Path | None,
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Add the console user NAME with a role: staff view, block and allow; admins do all."""
+    from screener.users import Role, check_name, hash_password
+
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    config = _config(db_path, config_path)
+    password = _read_password(password_file)
+    with _webstore(config) as store:
+        user = store.add_user(name, Role(role), hash_password(password), _now())
+    click.echo(f"added {user.role} {user.name}")
+
+
+@user_group.command("remove")
+@click.argument("name")
+@common_options
+def user_remove(name: str, db_path: Path | None, config_path: Path | None) -> None:
+    """Remove the console user NAME and their API tokens."""
+    config = _config(db_path, config_path)
+    with _webstore(config, create=False) as store:
+        if not store.remove_user(name, _now()):
+            raise InputError(f"no user {name}")
+    click.echo(f"removed {name}")
+
+
+@user_group.command("passwd")
+@click.argument("name")
+@_password_file
+@common_options
+def user_passwd(
+    name: str, password_file: Path | None, db_path: Path | None, config_path: Path | None
+) -> None:
+    """Set a new password for NAME; their open sessions end."""
+    from screener.users import hash_password
+
+    config = _config(db_path, config_path)
+    password = _read_password(password_file)
+    with _webstore(config, create=False) as store:
+        if not store.set_password(name, hash_password(password), _now()):
+            raise InputError(f"no user {name}")
+    click.echo(f"password of {name} changed; their sessions have ended")
+
+
+@user_group.command("token")
+@click.argument("name")
+@common_options
+def user_token(name: str, db_path: Path | None, config_path: Path | None) -> None:
+    """Make a new API bearer token for NAME and print it (once: only its hash is kept)."""
+    from screener.users import new_token, token_digest
+
+    config = _config(db_path, config_path)
+    token = new_token()
+    with _webstore(config, create=False) as store:
+        if not store.add_token(name, token_digest(token), _now()):
+            raise InputError(f"no user {name}")
+    click.echo(token)
+
+
+@user_group.command("list")
+@common_options
+def user_list(db_path: Path | None, config_path: Path | None) -> None:
+    """Show the console users and their roles."""
+    config = _config(db_path, config_path)
+    with _webstore(config, create=False) as store:
+        for user in store.users():
+            click.echo(f"{user.name}\t{user.role}")
+
+
+# ---- web console ----------------------------------------------------------------------------
+
+
+@main.command("web")
+@click.option(
+    "--host",
+    envvar="SCREENER_WEB_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (put a TLS reverse proxy in front)  [env: SCREENER_WEB_HOST]",
+)
+@click.option(
+    "--port",
+    envvar="SCREENER_WEB_PORT",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on  [env: SCREENER_WEB_PORT]",
+)
+@click.option(
+    "--voicemail-dir",
+    envvar="SCREENER_VOICEMAIL_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The office mailbox folder (…/voicemail/office/100)  [env: SCREENER_VOICEMAIL_DIR]",
+)
+@common_options
+def web(
+    host: str,
+    port: int,
+    voicemail_dir: Path | None,
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Serve the web console (calls, lists, voicemail) for office staff."""
+    import ipaddress
+
+    import uvicorn
+
+    from screener.voicemail import Mailbox
+    from screener.web.app import create_app
+    from screener.web.core import Console
+
+    config = _config(db_path, config_path)
+    configure_logging(config.log_format, config.log_level)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        click.echo(
+            f"screener: warning: listening on {host}, not loopback; use TLS in front", err=True
+        )
+    # Like `screener run`, never on a database made up by a typo in --db.
+    with _webstore(config, create=False) as store:
+        console = Console(
+            store=store,
+            policy=config.policy,
+            region=config.region,
+            mailbox=Mailbox(voicemail_dir) if voicemail_dir else None,
+            secret=store.secret_key(),
+        )
+        if not store.users():
+            click.echo(
+                "screener: warning: no users yet; add one with "
+                "`screener user add NAME --role admin`",
+                err=True,
+            )
+        # Count the 30 days of the dashboard now (settled days are kept), not on the first load.
+        store.dashboard(_now(), console.tz)
+        click.echo(f"screener web: http://{host}:{port}/", err=True)
+        uvicorn.run(
+            create_app(console),
+            host=host,
+            port=port,
+            proxy_headers=True,
+            forwarded_allow_ips="127.0.0.1",
+            log_level="warning",
+            server_header=False,
+            timeout_graceful_shutdown=5,  # live streams would otherwise hold a stop for minutes
+        )

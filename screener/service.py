@@ -36,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from screener import learning, marker
+from screener import agentstatus, learning, marker
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
 from screener.dialplan import Request, redirect_target
@@ -152,6 +152,7 @@ class Screener:
         hub: Hub | None = None,
     ) -> None:
         self.config = config
+        self._status_warned = False
         self.reader = reader
         self.ami = ami
         self.clock = clock
@@ -276,12 +277,27 @@ class Screener:
         connected = self.ami.connected
         if connected:
             self.hub.publish(AMIConnected(address))
+        reported = self._report_ami(connected)
         while True:
             await asyncio.sleep(AMI_WATCH_INTERVAL)
             now = self.ami.connected
             if now != connected:
                 connected = now
                 self.hub.publish(AMIConnected(address) if now else AMIDisconnected(address))
+                reported = self._report_ami(connected)
+            elif time.monotonic() - reported >= agentstatus.HEARTBEAT:
+                reported = self._report_ami(connected)
+
+    def _report_ami(self, connected: bool) -> float:
+        # For the web console (screener.agentstatus). A few bytes to a local file, written here
+        # rather than on a thread so that no write can land after run() removed the file.
+        try:
+            agentstatus.write(Path(self.config.db_path), connected, self.clock())
+        except OSError as exc:
+            if not self._status_warned:
+                self._status_warned = True
+                log.warning("could not write the agent status file", error=str(exc))
+        return time.monotonic()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -616,15 +632,18 @@ async def run(
             if marker.left_behind(db_path):
                 await _check_after_unclean_stop(reader, db_path)
             with marker.running(db_path):
-                async with (
-                    AMIClient(settings, event_names=EVENTS) as ami,
-                    # /metrics, /healthz and the notifications see every event the service
-                    # publishes on this one hub; the call path knows none of them.
-                    start_observers(config, hub, ami=ami),
-                ):
-                    return await _serve(
-                        config, settings, reader, writer, ami, stop, ready, hub, started
-                    )
+                try:
+                    async with (
+                        AMIClient(settings, event_names=EVENTS) as ami,
+                        # /metrics, /healthz and the notifications see every event the service
+                        # publishes on this one hub; the call path knows none of them.
+                        start_observers(config, hub, ami=ami),
+                    ):
+                        return await _serve(
+                            config, settings, reader, writer, ami, stop, ready, hub, started
+                        )
+                finally:
+                    agentstatus.remove(db_path)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

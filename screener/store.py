@@ -115,6 +115,48 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX entries_kind_source ON entries (kind, source)",
     ),
+    (
+        # The web console (screener/webstore.py): users, API tokens, the audit trail, which
+        # voicemail messages were heard, and the key its session cookies are signed with.
+        """
+        CREATE TABLE web_users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'staff')),
+            password_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            epoch INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        CREATE TABLE web_tokens (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES web_users (id) ON DELETE CASCADE,
+            digest TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            last_used REAL
+        )
+        """,
+        "CREATE INDEX web_tokens_user ON web_tokens (user_id)",
+        """
+        CREATE TABLE web_audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            user TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        )
+        """,
+        "CREATE TABLE web_heard (message TEXT PRIMARY KEY, at REAL NOT NULL, user TEXT NOT NULL)",
+        "CREATE TABLE web_secret (id INTEGER PRIMARY KEY CHECK (id = 1), key TEXT NOT NULL)",
+        # The call log pages filter by route, outcome or number, newest first.
+        "CREATE INDEX calls_route_received ON calls (route, received_at)",
+        "CREATE INDEX calls_outcome_received ON calls (outcome, received_at)",
+        "CREATE INDEX calls_e164_received ON calls (e164, received_at)",
+        # The dashboard counts a day's calls from this index alone, never reading the table.
+        "CREATE INDEX calls_received_covering ON calls (received_at, route, outcome, e164)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -7,9 +7,12 @@ stops again, by PID, even when interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,6 +103,44 @@ async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str
     return list(calls), results
 
 
+CONSOLE_SECONDS = 60
+
+
+def show_console(screener: ScreenerProcess, tmp: Path) -> None:
+    """Serve the web console over the demo's calls for a minute, on a terminal; else say how."""
+    password = secrets.token_urlsafe(12)
+    (tmp / "pw").write_text(password + "\n")
+    added = screener.cli(
+        "user", "add", "demo", "--role", "admin", "--password-file", str(tmp / "pw")
+    )
+    if added.returncode != 0:
+        console.print(f"[red]screener user add failed[/]: {added.stderr}")
+        return
+    if not sys.stdin.isatty():
+        console.print(
+            "web console: not started (no terminal); `screener web --db DB` serves it on "
+            "http://127.0.0.1:8080/ after `screener user add NAME --role admin`"
+        )
+        return
+    web = subprocess.Popen(
+        [sys.executable, "-m", "screener", "web", "--port", "8080"],
+        env=screener.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        console.print(
+            f"web console with the demo's calls: http://127.0.0.1:8080/ (user demo, password "
+            f"{password}) for {CONSOLE_SECONDS} s; Ctrl-C to skip"
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+            web.wait(CONSOLE_SECONDS)
+    finally:
+        web.terminate()
+        web.wait(10)
+
+
 def main() -> int:
     # The probe's own AMI connections log at info; the demo's output is the table.
     configure_logging("console", "warning", stream=sys.stderr)
@@ -126,6 +167,7 @@ def main() -> int:
                 done = screener.cli("calls", "--json")
                 records = {r["call_id"]: r for r in json.loads(done.stdout)}
                 lines = screener.lines()
+                show_console(screener, tmp)
             finally:
                 screener.stop()
     except SandboxError as exc:

@@ -192,6 +192,7 @@ async def test_client_removes_timed_out_actions() -> None:
 # -- 4. half-open connections -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of waiting: the full suite runs it, the fast path skips it
 async def test_panoramisk_never_detects_half_open() -> None:
     """Raw panoramisk: pings go unanswered for seconds and nothing notices."""
     async with (

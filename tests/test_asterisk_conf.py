@@ -483,12 +483,12 @@ def test_no_mirror_host_is_hard_coded() -> None:
 # --------------------------------------------------------------------------
 
 
-def test_compose_parses_with_the_two_services() -> None:
-    """docker-compose.yml parses and defines the asterisk and screener services."""
+def test_compose_parses_with_the_three_services() -> None:
+    """docker-compose.yml parses and defines the asterisk, screener and web services."""
     data = compose()
     services = data["services"]
     assert isinstance(services, dict)
-    assert set(services) == {"asterisk", "screener"}
+    assert set(services) == {"asterisk", "screener", "web"}
     try:
         import yaml  # optional cross-check: PyYAML is not a project dependency
     except ImportError:
@@ -573,6 +573,23 @@ def test_compose_starts_the_screener_after_a_healthy_asterisk() -> None:
         assert svc["restart"] == "unless-stopped", name
         assert svc["build"]["network"] == "host", name
     assert services["screener"]["depends_on"] == {"asterisk": {"condition": "service_healthy"}}
+
+
+def test_compose_web_is_the_screener_image_on_loopback_over_its_volume() -> None:
+    """The console: the screener's own build, `screener web` on 127.0.0.1, the same database
+    volume and path, started once the screener (whose `screener init` makes the database) is
+    healthy, and health-checked on its login page."""
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    web, screener = services["web"], services["screener"]
+    assert web["build"] == screener["build"]
+    assert web["command"] == ["screener", "web", "--host", "127.0.0.1"]
+    assert web["volumes"] == screener["volumes"]
+    assert web["environment"]["SCREENER_DB"] == screener["environment"]["SCREENER_DB"]
+    assert web["depends_on"] == {"screener": {"condition": "service_healthy"}}
+    url = web["environment"]["SCREENER_HEALTHCHECK_URL"]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/login")
+    assert "SCREENER_HEALTHCHECK_URL" in (REPO / "docker" / "healthcheck.py").read_text()
 
 
 def dockerfile_lines(name: str) -> list[str]:

@@ -58,6 +58,8 @@ def test_wheel_holds_only_the_screener_package(wheel: tuple[zipfile.ZipFile, str
     top = {name.split("/", 1)[0] for name in names}
     assert top == {"screener", "screener-0.1.0.dist-info"}, sorted(top)
     assert "screener/cli.py" in names and "screener/ami.py" in names
+    # The web console's pages and assets are package data: without them `screener web` fails.
+    assert "screener/web/templates/base.html" in names and "screener/web/static/app.js" in names
     assert not [n for n in names if "probe" in n or n.startswith(("tests/", "bench/"))]
 
 

@@ -1144,3 +1144,23 @@ async def test_a_run_that_did_not_stop_cleanly_is_checked_next_time(
     assert any(e["event"].startswith("the last run did not stop cleanly") for e in logs)
     assert any(e["event"] == "database integrity ok" for e in logs)
     assert not marker.left_behind(db)
+
+
+async def test_the_agent_reports_its_ami_connection_beside_the_database(
+    fake: FakeAMI, db: Path
+) -> None:
+    """While running, ``<db>.agent`` says AMI is connected (for the web console); a clean stop
+    removes it, so a report left behind can only be a run that did not stop cleanly."""
+    from screener import agentstatus
+
+    before = time.time()
+    async with serving(make_config(fake, db), fake):
+        for _ in range(100):
+            report = agentstatus.read(db)
+            if report is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert report is not None and report.ami and report.at >= before - 1
+        assert agentstatus.judge(report, time.time()) is agentstatus.State.CONNECTED
+    assert agentstatus.read(db) is None
+    assert not agentstatus.status_path(db).exists()

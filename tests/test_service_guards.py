@@ -200,6 +200,7 @@ class _SlowTimers(asyncio.SelectorEventLoop):
         return super().time() / 8
 
 
+@pytest.mark.slow  # seconds of waiting: the full suite runs it, the fast path skips it
 def test_no_redirect_once_the_wait_for_the_record_overran_the_deadline(tmp_path: Path) -> None:
     """A call whose wait for its record outlasted the hold is left to the fallback: no Redirect.
 
