@@ -491,11 +491,13 @@ def _call_dict(call: CallRecord) -> dict[str, Any]:
 @click.option("--since", metavar="WHEN", help="Only calls since then: 1h, 2d, or an ISO time.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON list.")
+@click.option("--recordings", is_flag=True, help="Only recorded calls, with their files.")
 @common_options
 def calls(
     since: str | None,
     limit: int,
     as_json: bool,
+    recordings: bool,
     db_path: Path | None,
     config_path: Path | None,
 ) -> None:
@@ -503,13 +505,39 @@ def calls(
     config = _config(db_path, config_path)
     start = _past(since)
 
-    async def go() -> list[CallRecord]:
+    async def go() -> tuple[list[CallRecord], dict[str, tuple[str, float | None]]]:
         async with _reading(config) as store:
-            return await store.calls(since=start, limit=limit)
+            found = await store.calls(since=start, limit=limit if not recordings else 100000)
+            files = await store.recordings([c.call_id for c in found])
+            return found, files
 
-    records = _run(go())
+    records, files = _run(go())
+    if recordings:
+        records = [c for c in records if c.call_id in files][:limit]
+
+    def recording(call_id: str) -> dict[str, Any] | None:
+        if call_id not in files:
+            return None
+        path, seconds = files[call_id]
+        return {"path": path, "seconds": seconds}
+
     if as_json:
-        _print_json([_call_dict(c) for c in records])
+        _print_json([{**_call_dict(c), "recording": recording(c.call_id)} for c in records])
+        return
+    if recordings:
+        listing = Table("time", "caller", "route", "seconds", "file")
+        for c in records:
+            path, seconds = files[c.call_id]
+            _add_row(
+                listing,
+                c.received_at.astimezone().isoformat(timespec="seconds"),
+                c.e164 or c.raw_number or "(none)",
+                c.route,
+                "" if seconds is None else f"{seconds:.0f}",
+                path,
+            )
+        Console().print(listing)
+        click.echo(f"{len(records)} recorded calls")
         return
     table = Table("time", "caller", "category", "route", "outcome", "why", "ms")
     for c in records:

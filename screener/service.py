@@ -41,6 +41,7 @@ from screener.config import Config
 from screener.errors import AMIError, ConfigError, StoreError, StoreLockedError
 from screener.numbers import Caller, Category, normalize
 from screener.policy import Outcome, Route, challenge_code, learn
+from screener.recordings import recording_path, sweep
 from screener.screening import Screening, screen
 from screener.store import CallRecord, Store
 
@@ -55,6 +56,8 @@ EVENTS = ("UserEvent",)
 # entry). A second copy of any other header can only come from caller data forging headers.
 REPEATABLE_HEADERS = frozenset({"chanvariable"})
 
+# How often old recordings are looked for (recording_retention_days is in days).
+RECORDING_SWEEP_INTERVAL = 3600.0
 # Writes kept in memory while the database stays locked by another process (about 1 KB each).
 MAX_CARRIED_WRITES = 100_000
 # How long the writer's connection waits for another process's lock before a turn gives up.
@@ -178,9 +181,15 @@ def redirect_target(screening: Screening, code: str | None) -> tuple[str, str]:
     if route is Route.CHALLENGE:
         assert code is not None
         return "screen-challenge", code
-    if route is Route.REJECT and screening.decision.announcement:
-        return "screen-reject", screening.decision.announcement
+    if route in (Route.REJECT, Route.VOICEMAIL) and screening.decision.announcement:
+        return f"screen-{route.value}", screening.decision.announcement
     return f"screen-{route.value}", "s"
+
+
+def screen_options(screening: Screening) -> str:
+    """SCREEN_OPTIONS for the dialplan: ``<language>-<record yes|no>`` (docs/architecture.md)."""
+    decision = screening.decision
+    return f"{decision.language}-{'yes' if decision.record else 'no'}"
 
 
 class Screener:
@@ -210,6 +219,7 @@ class Screener:
             "screenvoicemail": self.on_voicemail,
             "screenfallback": self.on_fallback,
             "screenlate": self.on_late,
+            "screenrecording": self.on_recording,
         }
         # The writer's state: the batch being filled, the one being committed.
         self._batch: _Batch | None = None
@@ -226,7 +236,9 @@ class Screener:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._write_batches(), name="screener-writer")
             consumer = group.create_task(self._consume(group), name="screener-events")
+            sweeper = group.create_task(self._sweep_recordings(), name="screener-recordings")
             await stop.wait()
+            sweeper.cancel()
             # Cancelling Queue.get() loses no event; what is still queued is left to the
             # dialplan's fallback, as the calls would be after the process exits.
             consumer.cancel()
@@ -344,6 +356,10 @@ class Screener:
                 return
             context, exten = redirect_target(screening, code)
             try:
+                # The language and recording go first: the Redirect starts the route that
+                # reads them (one action each; Asterisk runs a session's actions in order).
+                options = screen_options(screening)
+                await self.ami.setvar(request.call_id, "SCREEN_OPTIONS", options)
                 await self.ami.redirect(request.call_id, context, exten)
             except (AMIError, ValueError) as exc:
                 # ValueError: the Uniqueid cannot be sent (over AMI's line limit): forged.
@@ -609,6 +625,39 @@ class Screener:
             status = "UNKNOWN"
         await self._write(self.writer.set_voicemail(call_id, status))
         log.info("voicemail", call_id=call_id, status=status)
+
+    async def on_recording(self, event: Event) -> None:
+        """The dialplan started (or finished) recording the call: note the file on its record."""
+        call_id = event.get("Uniqueid") or ""
+        if not call_id or {"uniqueid", "status", "seconds"} & event.duplicated:
+            log.warning("recording event with repeated headers ignored", call_id=call_id)
+            return
+        status = (event.get("Status") or "").strip().lower()
+        seconds_text = (event.get("Seconds") or "").strip()
+        seconds = float(seconds_text) if status == "done" and seconds_text.isdigit() else None
+        path = str(recording_path(self.config.recording_folder, call_id))
+        await self._flushed()  # the call's own record first
+        await self._write(self.writer.set_recording(call_id, path, seconds))
+        log.info("recording", call_id=call_id, status=status[:20], path=path, seconds=seconds)
+
+    async def _sweep_recordings(self) -> None:
+        """Delete recordings past their retention, at start-up and then every hour."""
+        folder, days = self.config.recording_folder, self.config.recording_retention_days
+        while True:
+            try:
+                result = await asyncio.to_thread(sweep, folder, self.clock(), days)
+            except OSError as exc:
+                log.error("recording retention sweep failed", folder=str(folder), error=str(exc))
+            else:
+                if result.deleted:
+                    log.info(
+                        "old recordings deleted",
+                        folder=str(folder),
+                        deleted=len(result.deleted),
+                        kept=result.kept,
+                        retention_days=days,
+                    )
+            await asyncio.sleep(RECORDING_SWEEP_INTERVAL)
 
     async def on_fallback(self, event: Event) -> None:
         """The dialplan gave up waiting: make sure the call log says so."""

@@ -90,6 +90,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX calls_received_at ON calls (received_at)",
         "CREATE INDEX calls_e164_outcome ON calls (e164, outcome, received_at)",
     ),
+    # 2: the call's recording (MixMonitor, after the spoken warning), if any.
+    (
+        "ALTER TABLE calls ADD COLUMN recording_path TEXT",
+        "ALTER TABLE calls ADD COLUMN recording_seconds REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -723,6 +728,41 @@ class Store:
             (status, call_id),
         )
         return changed > 0
+
+    async def set_recording(self, call_id: str, path: str, seconds: float | None) -> bool:
+        """Record where the call's recording is (and, once it ended, how long it is)."""
+        changed = await self._write(
+            "set recording",
+            "UPDATE calls SET recording_path = ?,"
+            " recording_seconds = coalesce(?, recording_seconds) WHERE call_id = ?",
+            (path, seconds, call_id),
+        )
+        return changed > 0
+
+    async def recordings(
+        self, call_ids: Sequence[str] | None = None, *, limit: int = 100
+    ) -> dict[str, tuple[str, float | None]]:
+        """Recorded calls: call id → (path, seconds), newest first; only ``call_ids`` if given."""
+        if call_ids is not None:
+            found: dict[str, tuple[str, float | None]] = {}
+            for start in range(0, len(call_ids), 500):
+                chunk = list(call_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = await self._fetchall(
+                    "list recordings",
+                    "SELECT call_id, recording_path, recording_seconds FROM calls"  # noqa: S608
+                    f" WHERE recording_path IS NOT NULL AND call_id IN ({marks})",
+                    chunk,
+                )
+                found.update({r[0]: (r[1], r[2]) for r in rows})
+            return found
+        rows = await self._fetchall(
+            "list recordings",
+            "SELECT call_id, recording_path, recording_seconds FROM calls"
+            " WHERE recording_path IS NOT NULL ORDER BY received_at DESC LIMIT ?",
+            (limit,),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def calls(
         self, *, since: dt.datetime | None = None, limit: int = 100

@@ -359,6 +359,7 @@ APP_MODULES = {
     "ExecIf": "app_exec.so",
     "VoiceMail": "app_voicemail.so",
     "VoiceMailMain": "app_voicemail.so",
+    "MixMonitor": "app_mixmonitor.so",
 }
 FUNC_MODULES = {
     "FILTER": "func_strings.so",
@@ -366,6 +367,7 @@ FUNC_MODULES = {
     "IF": "func_logic.so",
     "CHANNEL": "func_channel.so",
     "RAND": "func_rand.so",
+    "CUT": "func_cut.so",
 }
 
 

@@ -94,7 +94,7 @@ async def test_new_database_is_migrated_and_marked(db_path: Path) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
     assert mode == "wal"
-    assert [e["event"] for e in logs] == ["store.migrate", "store.open"]
+    assert [e["event"] for e in logs] == ["store.migrate"] * SCHEMA_VERSION + ["store.open"]
 
 
 async def test_reopen_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
@@ -637,3 +637,19 @@ async def test_second_store_in_one_process_keeps_commits_visible(db_path: Path) 
             await writer.add(block(f"+8131234567{n}"))
             assert len(await reader.lookup(f"+8131234567{n}")) == 1
             assert await asyncio.to_thread(count_from_another_process) == n + 1
+
+
+async def test_recording_path_and_seconds_are_kept(db_path: Path) -> None:
+    """A call's recording is stored (path first, seconds once it ends) and listed."""
+    async with Store.open(db_path) as store:
+        now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+        for n, call_id in enumerate(("c1", "c2")):
+            await store.record_call(
+                CallRecord(call_id, now + dt.timedelta(seconds=n), "0120", "", None,
+                           "toll_free", None, "challenge", "category", ("r",), 1.0)
+            )  # fmt: skip
+        assert await store.set_recording("c1", "/rec/c1.wav", None)
+        assert await store.recordings() == {"c1": ("/rec/c1.wav", None)}
+        assert await store.set_recording("c1", "/rec/c1.wav", 12.0)
+        assert not await store.set_recording("nope", "/rec/nope.wav", 1.0)
+        assert await store.recordings(["c1", "c2"]) == {"c1": ("/rec/c1.wav", 12.0)}
