@@ -311,6 +311,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SCREENER_AMI_TLS": ("ami.tls", lambda s: _env_bool(s)),
     "SCREENER_AMI_TLS_CA_FILE": ("ami.tls_ca_file", str),
     "SCREENER_HOLD_SECONDS": ("screening.hold_seconds", float),
+    "SCREENER_LANGUAGE": ("screening.language", str),
+    "SCREENER_RECORDING_FOLDER": ("screening.recording_folder", str),
     "SCREENER_LOG_FORMAT": ("log.format", str),
     "SCREENER_LOG_LEVEL": ("log.level", str),
 }

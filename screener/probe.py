@@ -352,6 +352,7 @@ class Probe:
         repeat: float | None = None,
         hold: int = 20,
         within: float = 10.0,
+        hear: str | None = None,
     ) -> Call:
         """An inbound call over real SIP from the carrier. Returns once the PBX asked the
         screener. The caller keys in ``dtmf`` ``dtmf_delay`` seconds after the PBX answers
@@ -363,6 +364,8 @@ class Probe:
         variables = [f"DTMF={dtmf}", f"DTMF_DELAY={dtmf_delay:g}", f"HOLD={hold}"]
         if repeat is not None:
             variables.append(f"REPEAT={repeat:g}")
+        if hear is not None:  # record what the caller hears (sandbox-carrier/README.md)
+            variables.append(f"HEAR={hear}")
         response = await self.carrier.ami.send(
             {
                 "Action": "Originate",

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-# The dialplan keeps these characters of the Uniqueid in the file name (FILTER(0-9A-Za-z._-)).
-_UNSAFE = re.compile(r"[^0-9A-Za-z._-]")
+# The dialplan keeps these characters of the Uniqueid in the file name (FILTER(0-9A-Za-z._)).
+_UNSAFE = re.compile(r"[^0-9A-Za-z._]")
 SUFFIX = ".wav"
 
 

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import re
 import signal
 import time
@@ -638,6 +639,9 @@ class Screener:
         path = str(recording_path(self.config.recording_folder, call_id))
         await self._flushed()  # the call's own record first
         await self._write(self.writer.set_recording(call_id, path, seconds))
+        if status == "done":
+            # Asterisk wrote it with its own umask; the call is over, so it is ours to close up.
+            await asyncio.to_thread(_make_private, path)
         log.info("recording", call_id=call_id, status=status[:20], path=path, seconds=seconds)
 
     async def _sweep_recordings(self) -> None:
@@ -721,6 +725,11 @@ class Screener:
         log.warning(
             "call took the dialplan fallback", call_id=request.call_id, route=route, why=why
         )
+
+
+def _make_private(path: str) -> None:
+    with contextlib.suppress(OSError):  # not ours (another user's file), or not there
+        os.chmod(path, 0o600)
 
 
 async def run(

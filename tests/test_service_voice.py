@@ -109,12 +109,13 @@ async def test_recording_is_kept_on_the_call(fake: FakeAMI, db: Path, tmp_path: 
             return found if found.get(call_id, ("", None))[1] is not None else None
 
         found = await eventually(stored)
-    assert found == {call_id: (str(tmp_path / "rec" / f"{call_id}.wav"), 17.0)}
+    assert found == {call_id: (str(recording_path(tmp_path / "rec", call_id)), 17.0)}
 
 
 def test_recording_file_names_keep_only_safe_characters() -> None:
-    """The path is the dialplan's: the Uniqueid with anything but [0-9A-Za-z._-] dropped."""
+    """The path is the dialplan's: the Uniqueid with anything but [0-9A-Za-z._] dropped."""
     assert recording_path(Path("/r"), "1733.42") == Path("/r/1733.42.wav")
+    assert recording_path(Path("/r"), "probe-1-b") == Path("/r/probe1b.wav")
     assert recording_path(Path("/r"), "../../etc/x y") == Path("/r/....etcxy.wav")
 
 
