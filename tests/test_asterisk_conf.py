@@ -356,6 +356,7 @@ APP_MODULES = {
     "UserEvent": "app_userevent.so",
     "Return": "app_stack.so",
     "Gosub": "app_stack.so",
+    "GosubIf": "app_stack.so",
     "ExecIf": "app_exec.so",
     "VoiceMail": "app_voicemail.so",
     "VoiceMailMain": "app_voicemail.so",

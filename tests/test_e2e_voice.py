@@ -21,7 +21,8 @@ from screener.probe import Call, Probe, SandboxInfo, user_event
 from screener.recordings import recording_path
 from tests.conftest import ScreenerProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+# Generous: the sandbox may first have to wait for another user of its lock.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 RATE = 8000
 
@@ -137,6 +138,29 @@ async def test_caller_hears_the_japanese_challenge_with_its_own_digits(
     assert suffix > 0.6 and suffix_at > at, f"suffix not heard after the digits ({suffix:.2f})"
     _, thanks = find(audio, pcm(folder / "screener/challenge-thanks.wav"), suffix_at)
     assert thanks > 0.6, f"thank-you not heard after the challenge ({thanks:.2f})"
+
+
+def seconds(path: Path) -> float:
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+async def test_caller_may_key_the_code_while_the_suffix_plays(
+    sandbox: SandboxInfo, screener: ScreenerProcess, probe: Probe
+) -> None:
+    """Digits keyed as soon as they are heard (during 「を押してください」) pass the challenge."""
+    folder = sounds(sandbox)
+    screener.start()
+    # 0.5 s of settling, the intro and two digits, then a little reaction time: the suffix is
+    # still playing when the caller keys.
+    digit = max(seconds(folder / f"digits/{d}.wav") for d in range(10))
+    early = 0.5 + seconds(folder / "screener/challenge-intro.wav") + 2 * digit + 0.2
+    assert early + 0.3 < 0.5 + seconds(folder / "screener/challenge-intro.wav") + 2 * digit + (
+        seconds(folder / "screener/challenge-suffix.wav")
+    )
+    call = await probe.call_sip("08001230008", dtmf="wait", dtmf_delay=early, hold=3)
+    to_staff = await pass_challenge(probe, call)
+    print(f"answer → staff dialled, keyed right after the digits: {to_staff:.2f} s")
 
 
 async def test_withheld_caller_hears_the_japanese_number_request(
