@@ -409,6 +409,10 @@ class Probe:
         )
         return event.get("Exten") or ""
 
+    def carrier_channel(self, call: Call) -> str:
+        """The Uniqueid of the carrier's half of a ``call_sip`` call (the caller's side)."""
+        return self._carrier_ids[call.call_id]
+
     async def send_code(self, call: Call, code: str) -> None:
         """Tell the carrier's caller (``dtmf="wait"``) which digits to key in."""
         assert self.carrier is not None

@@ -66,19 +66,24 @@ def sounds(sandbox: SandboxInfo) -> Path:
     return folder
 
 
-async def heard(sandbox: SandboxInfo, name: str, within: float = 15) -> np.ndarray[Any, Any]:
-    """What the caller heard, once the carrier closed the file (the call has ended)."""
-    carrier = sandbox.raw["carrier"]
-    path = Path(carrier["instance_dir"]) / "spool" / "monitor" / name
-    deadline = time.monotonic() + within
-    last = -1
-    while time.monotonic() < deadline:
-        size = path.stat().st_size if path.exists() else -1
-        if size > 44 and size == last:
+async def heard(
+    sandbox: SandboxInfo, probe: Probe, call: Call, name: str, within: float = 30
+) -> np.ndarray[Any, Any]:
+    """What the caller heard, once its channel has hung up and the carrier closed the file."""
+    assert probe.carrier is not None
+    caller = probe.carrier_channel(call)
+    await probe.carrier.wait_for(
+        lambda e: e.name.lower() == "hangup" and e.get("Uniqueid") == caller, within
+    )
+    path = Path(sandbox.raw["carrier"]["instance_dir"]) / "spool" / "monitor" / name
+    deadline = time.monotonic() + 10
+    while True:
+        await asyncio.sleep(0.5)  # MixMonitor closes the file just after the hangup
+        try:
             return pcm(path)
-        last = size
-        await asyncio.sleep(0.5)
-    pytest.fail(f"the caller's recording {path} never settled (size {last})")
+        except (OSError, EOFError, wave.Error) as exc:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the caller's recording {path} is not readable: {exc}")
 
 
 def configured(sandbox: SandboxInfo, tmp: Path, toml: str) -> ScreenerProcess:
@@ -112,15 +117,18 @@ async def test_caller_hears_the_japanese_challenge_with_its_own_digits(
     folder = sounds(sandbox)
     screener.start()
     name = f"heard_{time.time_ns()}.wav"
-    call = await probe.call_sip("08001230007", dtmf="wait", dtmf_delay=3.5, hold=3, hear=name)
+    call = await probe.call_sip("08001230007", dtmf="wait", dtmf_delay=3.5, hold=8, hear=name)
     to_staff = await pass_challenge(probe, call)
     code = await probe.challenge_code(call)
     assert probe.carrier is not None
     await probe.carrier.wait_for(user_event("StaffRinging"), 10)
     print(f"answer → staff dialled (Japanese prompts): {to_staff:.2f} s")
+    # Stay on the line a little: the caller's recorder writes what it heard with a delay, and
+    # a hangup drops what it had not written yet.
+    await asyncio.sleep(2.5)
     await probe.hangup(call)
 
-    audio = await heard(sandbox, name)
+    audio = await heard(sandbox, probe, call, name)
     intro_at, intro = find(audio, pcm(folder / "screener/challenge-intro.wav"))
     assert intro > 0.6, f"intro not heard (best match {intro:.2f})"
     at = intro_at
@@ -174,10 +182,11 @@ async def test_withheld_caller_hears_the_japanese_number_request(
         name = f"heard_{time.time_ns()}.wav"
         call = await probe.call_sip("anonymous", hold=10, hear=name)
         assert await probe.routed(call) == ("reject", False)
-        audio = await heard(sandbox, name)
+        audio = await heard(sandbox, probe, call, name)
     finally:
         service.stop()
-    _, request = find(audio, pcm(folder / "screener/withheld.wav"))
+    # The PBX hangs up as the request ends; the caller's recorder may lose its last moments.
+    _, request = find(audio, pcm(folder / "screener/withheld.wav")[: 2 * RATE])
     assert request > 0.6, f"number request not heard (best match {request:.2f})"
     _, challenge = find(audio, pcm(folder / "screener/challenge-intro.wav"))
     assert challenge < request, "the withheld caller heard the challenge instead"
@@ -204,7 +213,7 @@ async def test_recorded_call_is_warned_and_leaves_its_recording(
             if (row and row["recording"]["seconds"] is not None) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.3)
-        audio = await heard(sandbox, name)
+        audio = await heard(sandbox, probe, call, name)
     finally:
         service.stop()
     assert row is not None, f"call {call.call_id} not among the recorded calls: {rows}"
