@@ -32,13 +32,14 @@ def test_japanese_prompts_are_the_files_prompts_build_renders() -> None:
 def test_every_route_sets_the_language_before_it_plays() -> None:
     """In each route body, Gosub(screen-language) comes before any Playback, Read or prompt."""
     plan = dialplan()
-    for route in ("staff", "challenge", "voicemail", "reject"):
-        lines = plan[f"route-{route}"]
+    # route-staff plays nothing itself; screen-record (its warning) sets the language first.
+    for route in ("challenge", "voicemail", "reject", "record"):
+        lines = plan[f"route-{route}" if route != "record" else "screen-record"]
         first_language = next(i for i, x in enumerate(lines) if "screen-language" in x)
         plays = [
             i
             for i, x in enumerate(lines)
-            if re.search(r"Playback|Read\(|screen-say|screen-record|VoiceMail\(", x)
+            if re.search(r"Playback|Read\(|screen-say|screen-record,|VoiceMail\(", x)
         ]
         assert plays and first_language < min(plays), route
     assert "Set(CHANNEL(language)=${SCREEN_LANG})" in "\n".join(plan["screen-language"])
