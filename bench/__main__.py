@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import asterisk, dataset, decision, lists, loadgen
+from bench import asterisk, dataset, decision, lists, loadgen, startup, storecmp, transfer
 from bench.stats import ratio
 from screener.log import configure_logging
 
@@ -27,8 +27,11 @@ TARGETS = {
     "agent_p99_ms": 20.0,
     "agent_vs_floor": 2.0,
     "import_rows_per_s": 50_000,
+    "transfer_rss_mb": 100.0,
     "rss_mb": 150.0,
     "asterisk_added_p50_ms": 20.0,
+    "check_vs_empty": 1.3,
+    "run_startup_s": 1.0,
 }
 
 
@@ -40,7 +43,14 @@ def _args() -> argparse.Namespace:
     p.add_argument("--step-seconds", type=float, default=3.0, help="seconds per rate step")
     p.add_argument("--import-rows", type=int, default=1_000_000, help="CSV rows for part 4")
     p.add_argument(
-        "--only", default="decision,agent,asterisk,lists", help="comma list of parts to run"
+        "--only",
+        default="decision,agent,asterisk,lists,store,startup",
+        help="comma list of parts to run (also: transfer, part 7, not run by default)",
+    )
+    p.add_argument(
+        "--transfer-rows",
+        default="1000000,10000000",
+        help="CSV sizes for part 7 (comma list)",
     )
     p.add_argument("--asterisk-calls", type=int, default=60, help="part 3 calls per dialplan")
     p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
@@ -255,6 +265,77 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
             "",
             "",
         )
+    sc = results.get("store")
+    if sc:
+        first = True
+        for part, what in (
+            ("lookup", "lookup"),
+            ("commit_1", "commit of 1 call + hit"),
+            ("commit_20", "commit of 20 calls + hits"),
+        ):
+            ours, theirs = sc[f"ours_{part}"], sc[f"aiosqlite_{part}"]
+            t.add_row(
+                "5 store" if first else "",
+                f"{what}: own thread / aiosqlite public API, median (p99)",
+                f"{ours['median_us']:.1f} ({ours['p99_us']:.0f}) / "
+                f"{theirs['median_us']:.1f} ({theirs['p99_us']:.0f}) µs",
+                "",
+                f"{sc[f'{part}_winner']} ({_x(sc[f'{part}_ratio'])})",
+            )
+            first = False
+        t.add_section()
+    su = results.get("startup")
+    if su:
+        verdict["check_vs_empty"] = su["check_ratio"] <= TARGETS["check_vs_empty"]
+        verdict["run_startup"] = su["run_screening_s"] < TARGETS["run_startup_s"]
+        t.add_row(
+            "6 startup",
+            f"`screener check` median, {su['entries']:,} entries / empty",
+            f"{su['check_big_s'] * 1000:.0f} / {su['check_empty_s'] * 1000:.0f} ms"
+            f" ({_x(su['check_ratio'])}); CPU {su['check_big_cpu_s'] * 1000:.0f} /"
+            f" {su['check_empty_cpu_s'] * 1000:.0f} ms ({_x(su['check_cpu_ratio'])})",
+            "≤ 1.3×",
+            _ok(verdict["check_vs_empty"]),
+        )
+        t.add_row(
+            "",
+            f"`screener run` exec → logged in / → first Redirect ({su['entries']:,})",
+            f"{su['run_logged_in_s'] * 1000:.0f} / {su['run_screening_s'] * 1000:.0f} ms"
+            f" (CPU {su['run_screening_cpu_s'] * 1000:.0f} ms)",
+            "< 1 s",
+            _ok(verdict["run_startup"]),
+        )
+        t.add_row(
+            "",
+            "`screener run` exec → first Redirect, empty database",
+            f"{su['run_empty_screening_s'] * 1000:.0f} ms",
+            "",
+            "",
+        )
+        t.add_section()
+    for size in results.get("transfer", {}).get("sizes", []):
+        rows = size["rows"]
+        for i, name in enumerate(("import", "export")):
+            f = size[name]
+            ok = f["peak_rss_mb"] < TARGETS["transfer_rss_mb"] and (
+                name == "export" or f["rows_per_s"] >= TARGETS["import_rows_per_s"]
+            )
+            verdict[f"transfer_{name}_{rows}"] = ok
+            t.add_row(
+                "7 transfer" if i == 0 and rows == results["transfer"]["sizes"][0]["rows"] else "",
+                f"`list {name}` {rows:,} rows: peak RSS, rows/s (per CPU s)",
+                f"{f['peak_rss_mb']:.0f} MB, {f['rows_per_s']:,.0f}/s"
+                f" ({f['rows_per_cpu_s']:,.0f}) in {f['wall_s']:.0f} s",
+                "< 100 MB" + (", ≥ 50,000/s" if name == "import" else ""),
+                _ok(ok),
+            )
+        t.add_row(
+            "",
+            "  load average before / after",
+            f"{size['load_before'][0]:.1f} / {size['load_after'][0]:.1f}",
+            "",
+            "",
+        )
     if results.get("db_build_s") is not None:
         t.add_row("setup", "built the list database", f"{results['db_build_s']:.1f} s", "", "")
     t.add_row(
@@ -283,9 +364,10 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
         "targets": TARGETS,
     }
-    db, built = dataset.ensure_db(args.entries, log=console.log)
-    results["db"] = str(db)
-    results["db_build_s"] = built
+    if parts & {"decision", "agent", "store", "startup"}:  # the other parts make their own data
+        db, built = dataset.ensure_db(args.entries, log=console.log)
+        results["db"] = str(db)
+        results["db_build_s"] = built
     if "decision" in parts:
         console.log(f"decision: {args.callers:,} callers per method")
         results["decision"] = asyncio.run(decision.run(db, args.entries, args.callers))
@@ -300,6 +382,15 @@ def main() -> None:
         csv_path = dataset.ensure_csv(args.import_rows, log=console.log)
         console.log(f"lists: import and export of {args.import_rows:,} rows")
         results["lists"] = asyncio.run(lists.run(csv_path, args.import_rows))
+    if "store" in parts:
+        console.log(f"store: own thread vs aiosqlite, {storecmp.ROUNDS} rounds")
+        results["store"] = asyncio.run(storecmp.run(db, args.entries, args.callers // 4))
+    if "startup" in parts:
+        console.log("startup: screener check and screener run, as subprocesses")
+        results["startup"] = asyncio.run(startup.run(db, args.entries))
+    if "transfer" in parts:
+        sizes = [int(n) for n in args.transfer_rows.split(",") if n]
+        results["transfer"] = transfer.run(sizes, log=console.log)
     results["total_s"] = time.perf_counter() - started
     results["verdict"] = _print(results, console)
     args.out.mkdir(parents=True, exist_ok=True)

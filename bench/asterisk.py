@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.stats import ratio, summary
 from screener.ami import AMIClient, Event
-from screener.probe import (
+from tests.probe import (
     Probe,
     SandboxError,
     SandboxInfo,

@@ -1,44 +1,44 @@
-"""Our adapter around panoramisk: one supervised, logged-in AMI connection.
+"""Our AMI client: one supervised, logged-in connection over panoramisk's protocol.
 
 panoramisk 1.4 parses AMI and correlates responses well, but its ``Manager`` connection
-lifecycle has the failure modes listed in ``AMI-NOTES.md``. So we keep its protocol class,
-``Action`` and ``Message`` and replace the lifecycle:
+lifecycle has the failure modes listed in docs/ami.md. We use its ``Action``, ``Message`` and
+protocol through screener.amiproto (which states each of its behaviours we replace, with the
+tests that show them) and replace the ``Manager`` with ``AMIClient``:
 
 - ``__aenter__`` returns only after ``Login`` succeeded (``Manager.connect()`` returns at TCP
   connect). A refused login raises ``AMIAuthError`` at once instead of being retried silently.
-- ``_Protocol`` decodes UTF-8 incrementally (panoramisk drops a character split across TCP
-  chunks), parses events itself (first value wins when a header repeats) and hands them to a
-  callback that only ``put_nowait()``s: nothing that can raise or block runs in ``data_received``.
+- Events reach a callback that only ``put_nowait()``s into ``AMIClient.events``: nothing that
+  can raise or block runs in ``data_received``.
 - One task we own supervises the connection: it pings with a deadline (a half-open connection is
   aborted), reconnects with backoff and logs in again. If the login is refused after a reconnect,
   the error is reported through ``wait_failed()`` so that the service can exit non-zero.
 - Actions in flight fail with ``AMINotConnected`` as soon as the connection drops; nothing is ever
-  queued and replayed after a reconnect (a stale Redirect must not reach a call that has moved on),
-  so panoramisk's ``awaiting_actions``/``FullyBooted`` replay is never used.
-- Timed-out actions are removed from ``protocol.responses`` (panoramisk leaks them).
-- Every header we send is sanitized: no CR/LF injection through caller data.
-- Actions are built only inside the running loop: ``panoramisk.actions.Action`` creates its
-  ``asyncio.Future()`` at construction time, which outside a running loop on Python 3.11 silently
-  binds to a fresh, never-closed event loop (and warns on 3.12+).
+  queued and replayed after a reconnect (a stale Redirect must not reach a call that has moved on).
+- Every header we send is sanitized: no CR/LF injection through caller data (``build_action``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import re
 import ssl as ssl_module
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import structlog
-from panoramisk.actions import Action
-from panoramisk.ami_protocol import AMIProtocol
-from panoramisk.message import Message
 
+from screener.amiproto import (
+    SUCCESS_RESPONSES,
+    Headers,
+    Protocol,
+    forget,
+    headers_of,
+    new_action,
+    parse_headers,
+)
 from screener.errors import (
     AMIActionError,
     AMIAuthError,
@@ -61,7 +61,6 @@ __all__ = [
     "sanitize_value",
 ]
 
-EOL = "\r\n"
 MAX_LINE_BYTES = 1024  # Asterisk discards longer input lines
 MAX_HEADERS = 128  # Asterisk's limit per message
 # Reconnect backoff cap. Every call that arrives while we are away takes the dialplan's fallback,
@@ -73,7 +72,6 @@ MAX_BACKOFF = 2.0
 # C0, DEL, C1, the Unicode line/paragraph separators, and lone surrogates (cannot be encoded).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _KEY = re.compile(r"[A-Za-z0-9_-]+")
-_ACTION_ID = re.compile(r"^actionid:", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -107,48 +105,6 @@ class AMISettings:
         return None
 
 
-class Headers(Mapping[str, str]):
-    """Read-only AMI headers with case-insensitive lookup; iteration keeps the received case."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: dict[str, tuple[str, str]]) -> None:
-        self._store = store  # lower-cased key -> (key as received, value)
-
-    def __getitem__(self, key: str) -> str:
-        return self._store[key.lower()][1]
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._store
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self._store.values())
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def __repr__(self) -> str:
-        return f"Headers({dict(self.items())!r})"
-
-
-def parse_headers(lines: list[str]) -> tuple[Headers, frozenset[str]]:
-    """Parse ``Key: value`` lines; a repeated key keeps its FIRST value and is reported."""
-    store: dict[str, tuple[str, str]] = {}
-    duplicated: set[str] = set()
-    for line in lines:
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue  # the greeting line, or noise
-        if value.startswith(" "):
-            value = value[1:]
-        lower = key.lower()
-        if lower in store:
-            duplicated.add(lower)  # possible header injection through caller data
-        else:
-            store[lower] = (key, value)
-    return Headers(store), frozenset(duplicated)
-
-
 @dataclass(frozen=True)
 class Event:
     """One AMI event. ``duplicated`` holds the (lower-cased) names of headers seen twice."""
@@ -173,7 +129,7 @@ class Response:
     @property
     def success(self) -> bool:
         """True for ``Response: Success`` (or ``Follows``/``Goodbye``)."""
-        return self.headers.get("Response", "") in Message.success_responses
+        return self.headers.get("Response", "") in SUCCESS_RESPONSES
 
     @property
     def message(self) -> str:
@@ -183,15 +139,6 @@ class Response:
     def get(self, key: str, default: str | None = None) -> str | None:
         """Header value by case-insensitive name."""
         return self.headers.get(key, default)
-
-
-def _headers_of(message: Any) -> Headers:
-    """Convert a panoramisk ``Message`` (its repeated headers are lists: first wins)."""
-    store: dict[str, tuple[str, str]] = {}
-    for key, value in message.items():
-        first = value[0] if isinstance(value, list) else value
-        store[key.lower()] = (key, str(first))
-    return Headers(store)
 
 
 def sanitize_value(value: str) -> str:
@@ -223,102 +170,6 @@ def build_action(action: Mapping[str, str]) -> dict[str, str]:
     return headers
 
 
-class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
-    """panoramisk's protocol with incremental UTF-8, our event parsing and prompt failure."""
-
-    def __init__(
-        self,
-        on_event: Callable[[Headers, frozenset[str]], None],
-        wanted: frozenset[str] | None = None,
-    ) -> None:
-        self._on_event = on_event
-        # Lower-cased event names the client keeps (None: all). The others are dropped before
-        # their headers are parsed: a server that ignores the Login ``Events:`` filter sends
-        # ~20 unrelated events per call, and parsing them was most of the per-call CPU time.
-        self._wanted = None if wanted is None else wanted | {"shutdown"}
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
-        self.closed = False
-        self.responses: dict[str, Any] = {}
-        self.in_flight_at_loss = 0  # actions failed by the drop: the pending table's size then
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.encoding = "utf-8"
-
-    def send(self, data: Any, as_list: bool | None = None) -> asyncio.Future[Any]:
-        """Register and write an ``Action``; never logs it (a Login carries the secret)."""
-        if self.closed or self.transport.is_closing():
-            raise AMINotConnected("AMI connection is closing")
-        self.responses[data.id] = data
-        self.transport.write(str(data).encode("utf-8"))
-        future: asyncio.Future[Any] = data.future
-        return future
-
-    def data_received(self, data: bytes) -> None:
-        # panoramisk decodes each chunk with errors='ignore': a character split across two
-        # chunks is lost. The incremental decoder keeps the partial bytes for the next chunk.
-        text = self._buffer + self._decoder.decode(data)
-        blocks = text.split(EOL + EOL)
-        self._buffer = blocks.pop()
-        for block in blocks:
-            try:
-                self._handle_block(block.strip("\r\n"))
-            except Exception:
-                # An exception escaping data_received kills the connection and the rest of the
-                # chunk; one bad message must not do that.
-                log.exception("ami.bad_message")
-
-    def _unwanted(self, block: str) -> bool:
-        """True for an event the client filters out anyway and no action is waiting for."""
-        if self._wanted is None or block[:6].lower() != "event:":
-            return False
-        end = block.find(EOL)
-        name = (block[6:] if end < 0 else block[6:end]).strip().lower()
-        if name in self._wanted:
-            return False
-        # EventList items carry the ActionID of the action waiting for them: never drop those.
-        return not (self.responses and _ACTION_ID.search(block))
-
-    def _handle_block(self, block: str) -> None:
-        if self._unwanted(block):
-            return
-        lines = block.split(EOL)
-        if lines[0].startswith("Asterisk Call Manager/"):  # the greeting precedes the first message
-            del lines[0]
-        if not lines:
-            return
-        if lines[0][:9].lower() != "response:":
-            headers, duplicated = parse_headers(lines)
-            action_id = headers.get("ActionID")
-            if action_id is None or action_id not in self.responses:  # not an EventList item
-                if "Event" in headers:
-                    self._on_event(headers, duplicated)
-                    if headers["Event"].lower() == "shutdown":
-                        self.close()  # Asterisk is going away: fail what is in flight, reconnect
-                return
-        message = Message.from_line(EOL.join(lines))
-        if message is not None:
-            self.handle_message(message)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.in_flight_at_loss = len(self.responses)
-        self.close()
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    def close(self) -> None:
-        # Fail what is in flight now instead of letting panoramisk queue it for replay.
-        for key in list(self.responses):
-            action = self.responses.pop(key)
-            if not action.future.done():
-                action.future.set_exception(AMINotConnected("AMI connection lost"))
-        if not self.closed:
-            self.closed = True
-            self.transport.close()
-
-
 class AMIClient:
     """One logged-in AMI connection, supervised: use ``async with AMIClient(settings) as ami``."""
 
@@ -335,7 +186,7 @@ class AMIClient:
         self.reconnects = 0
         self.drops = 0
         self.timeouts = 0
-        self._protocol: _Protocol | None = None
+        self._protocol: Protocol | None = None
         self._up = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._failed: asyncio.Future[None] | None = None
@@ -421,16 +272,16 @@ class AMIClient:
             drops=self.drops,
         )
 
-    async def _open(self) -> _Protocol:
+    async def _open(self) -> Protocol:
         """Connect and log in once. Raises OSError, AMIAuthError or AMIConnectionError."""
         s = self.settings
         loop = asyncio.get_running_loop()
         log.info("ami.connect", address=s.address, tls=s.ssl is not False)
         _, protocol = await loop.create_connection(
-            lambda: _Protocol(self._deliver, self._names), s.host, s.port, ssl=s.ssl_context()
+            lambda: Protocol(self._deliver, self._names), s.host, s.port, ssl=s.ssl_context()
         )
         try:
-            login = Action(
+            login = new_action(
                 build_action(
                     {
                         "Action": "Login",
@@ -459,7 +310,7 @@ class AMIClient:
         log.info("ami.login", address=s.address, username=s.username)
         return protocol
 
-    async def _connect_with_retry(self, budget: float) -> _Protocol:
+    async def _connect_with_retry(self, budget: float) -> Protocol:
         """Connect and log in, retrying connection errors until ``budget`` seconds have passed."""
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -483,11 +334,11 @@ class AMIClient:
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, MAX_BACKOFF)
 
-    def _set_up(self, protocol: _Protocol) -> None:
+    def _set_up(self, protocol: Protocol) -> None:
         self._protocol = protocol
         self._up.set()
 
-    async def _supervise(self, protocol: _Protocol) -> None:
+    async def _supervise(self, protocol: Protocol) -> None:
         """Run the supervision loop; a bug in it becomes a fatal error, never a silent stop."""
         try:
             await self._supervise_forever(protocol)
@@ -503,7 +354,7 @@ class AMIClient:
         if self._failed is not None and not self._failed.done():
             self._failed.set_exception(error)
 
-    async def _supervise_forever(self, protocol: _Protocol) -> None:
+    async def _supervise_forever(self, protocol: Protocol) -> None:
         """Watch the connection; when it drops, reconnect and log in again, until auth fails."""
         s = self.settings
         while True:
@@ -533,7 +384,7 @@ class AMIClient:
             self._set_up(protocol)
             log.info("ami.reconnect", address=s.address, reconnects=self.reconnects)
 
-    async def _watch(self, protocol: _Protocol) -> None:
+    async def _watch(self, protocol: Protocol) -> None:
         """Ping with a deadline until the connection is lost; abort it if a Ping goes unanswered."""
         s = self.settings
         while not protocol.lost.done():
@@ -595,14 +446,10 @@ class AMIClient:
         )
 
     async def _send_on(
-        self, protocol: _Protocol, headers: Mapping[str, str], seconds: float
+        self, protocol: Protocol, headers: Mapping[str, str], seconds: float
     ) -> Response:
         name = headers["Action"]
-        # panoramisk would hold an async Originate's future open until its OriginateResponse
-        # event, which comes only when the call is answered: the response is what we want.
-        single = name.lower() == "originate" and headers.get("Async", "").lower() == "true"
-        # inside the running loop: see the module docstring
-        action = Action(dict(headers), as_list=False if single else None)
+        action = new_action(headers)
         future = protocol.send(action)
         try:
             async with asyncio.timeout(seconds):
@@ -611,11 +458,11 @@ class AMIClient:
             self.timeouts += 1
             raise AMITimeout(f"{name}: no response within {seconds:g}s") from exc
         finally:
-            protocol.responses.pop(action.id, None)  # panoramisk leaks timed-out actions
+            forget(protocol, action)
         if isinstance(result, list):
-            response = Response(_headers_of(result[0]), tuple(_headers_of(m) for m in result[1:]))
+            response = Response(headers_of(result[0]), tuple(headers_of(m) for m in result[1:]))
         else:
-            response = Response(_headers_of(result))
+            response = Response(headers_of(result))
         if not response.success:
             raise AMIActionError(f"{name} failed: {response.message or 'no message'}")
         return response
@@ -646,7 +493,7 @@ class AMIClient:
         )
 
 
-async def _close(protocol: _Protocol, grace: float = 1.0) -> None:
+async def _close(protocol: Protocol, grace: float = 1.0) -> None:
     """Close gracefully; abort if the peer (e.g. a TLS shutdown) does not finish in time."""
     protocol.close()
     try:

@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import stat
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import IO, Any, TextIO, TypeVar
 
 import click
 from rich.console import Console
@@ -23,20 +25,23 @@ from rich.text import Text
 
 from screener import __version__
 from screener.config import Config, load_config
-from screener.errors import InputError, ScreenerError
+from screener.errors import InputError, ScreenerError, StoreCorruptError
 from screener.log import configure_logging, dumps
-from screener.numbers import parse_list_number
+from screener.numbers import broad_prefix, parse_list_number
 from screener.policy import SOURCE_MANUAL, Entry, ListKind
 from screener.screening import screen
-from screener.store import CallRecord, ImportResult, Store
-from screener.transfer import read_csv, write_csv
+from screener.store import CallRecord, ImportResult, ImportStage, Store
+from screener.transfer import Reject, Row, duplicate_reason, iter_rows, write_csv_async
 from screener.when import parse_future, parse_past
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-# Progress bars only for files at least this long; short imports just print the result.
-PROGRESS_MIN_ROWS = 5000
+# Progress bars only for files at least this long (bytes); short imports just print the result.
+PROGRESS_MIN_BYTES = 256 * 1024
+# Rows parsed between two writes to the staging table, and rejected rows printed at most.
+IMPORT_BATCH = 10_000
+MAX_REJECTS_SHOWN = 50
 
 
 def _now() -> dt.datetime:
@@ -95,7 +100,8 @@ async def _reading(config: Config) -> AsyncIterator[Store]:
         async with Store.open(":memory:") as store:
             yield store
         return
-    async with Store.open(config.db_path, readonly=True) as store:
+    # create=False: an empty file is reported as such (with the command that fixes it).
+    async with Store.open(config.db_path, readonly=True, create=False) as store:
         yield store
 
 
@@ -114,11 +120,19 @@ def _entry_dict(entry: Entry) -> dict[str, Any]:
     }
 
 
-def _count_lines(path: Path) -> int:
-    """Lines in a file, cheaply (for the progress bar's total); 0 if it cannot be read."""
+def _file_size(path: Path) -> int:
+    """A regular file's size in bytes (the progress bar's total); 0 for a pipe or on error."""
     try:
-        with path.open("rb") as fh:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        info = path.stat()
+    except OSError:
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def _tell(stream: IO[bytes]) -> int:
+    """How far into ``stream`` the reader is; 0 if it cannot say (a pipe)."""
+    try:
+        return stream.tell()
     except OSError:
         return 0
 
@@ -171,26 +185,36 @@ def list_group() -> None:
 
 @list_group.command("add")
 @click.argument("number")
-@click.option("--allow", "kind", flag_value=ListKind.ALLOW.value, help="Ring staff at once.")
-@click.option("--block", "kind", flag_value=ListKind.BLOCK.value, help="Never ring staff.")
+@click.option("--allow", is_flag=True, help="Ring staff at once.")
+@click.option("--block", is_flag=True, help="Never ring staff.")
 @click.option("--prefix", is_flag=True, help="A rule for every number that starts this way.")
 @click.option("--label", default="", help="Who this is, for people reading the list.")
 @click.option("--expires", "expires", metavar="WHEN", help="30d, 12h, 2w or an ISO date.")
 @click.option("--note", default="", help="Free text.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Add a prefix rule that covers a whole country code or over 10% of the home plan.",
+)
 @common_options
 def list_add(
     number: str,
-    kind: str | None,
+    allow: bool,
+    block: bool,
     prefix: bool,
     label: str,
     expires: str | None,
     note: str,
+    force: bool,
     db_path: Path | None,
     config_path: Path | None,
 ) -> None:
     """Add NUMBER (or a prefix rule) to the allow or block list."""
-    if kind is None:
+    if allow and block:
+        raise click.UsageError("--allow and --block cannot be used together")
+    if not (allow or block):
         raise InputError("say which list: --allow or --block")
+    kind = ListKind.ALLOW if allow else ListKind.BLOCK
     config = _config(db_path, config_path)
     now = _now()
     try:
@@ -200,8 +224,11 @@ def list_add(
         raise InputError(str(exc)) from exc
     if expires_at is not None and expires_at <= now:
         raise InputError(f"--expires {expires}: that time has already passed")
+    broad = broad_prefix(key, config.region) if prefix else None
+    if broad is not None and not force:
+        raise InputError(f"{broad}; add --force if that is what you mean")
     entry = Entry(
-        kind=ListKind(kind),
+        kind=kind,
         number=key,
         prefix=prefix,
         label=label,
@@ -319,6 +346,11 @@ def list_forget(number: str | None, db_path: Path | None, config_path: Path | No
 @click.option("--source", "source_name", help="Source name recorded on each entry.")
 @click.option("--skip-bad", is_flag=True, help="Import the good rows even if some are rejected.")
 @click.option("--dry-run", is_flag=True, help="Check the file and report; change nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Accept prefix rules that cover a whole country code or over 10% of the home plan.",
+)
 @common_options
 def list_import(
     file: Path,
@@ -326,6 +358,7 @@ def list_import(
     source_name: str | None,
     skip_bad: bool,
     dry_run: bool,
+    force: bool,
     db_path: Path | None,
     config_path: Path | None,
 ) -> None:
@@ -339,57 +372,125 @@ def list_import(
     except OSError as exc:
         raise InputError(f"{file}: cannot read: {exc.strerror}") from exc
     # A progress bar on long files read from disk, when someone is watching (stderr is a tty).
-    lines = _count_lines(file) if str(file) != "-" and sys.stderr.isatty() else 0
-    show = lines > PROGRESS_MIN_ROWS
-    columns = (
+    size = _file_size(file) if str(file) != "-" and sys.stderr.isatty() else 0
+    rows = iter_rows(
+        stream,
+        region=config.region,
+        default_kind=ListKind(kind) if kind else None,
+        source=source,
+        now=_now(),
+        broad=force,
+    )
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=size < PROGRESS_MIN_BYTES,
     )
-    with (
-        stream,
-        Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as bar,
-    ):
-        checking = bar.add_task("checking ", total=max(lines - 1, 1))
-        parsed = read_csv(
-            stream,
-            region=config.region,
-            default_kind=ListKind(kind) if kind else None,
-            source=source,
-            now=_now(),
-            on_progress=lambda n: bar.update(checking, completed=n),
-        )
-        bar.update(checking, completed=parsed.rows)
-    for reject in parsed.rejects[:50]:
-        click.echo(f"{file}:{reject.line}: {reject.reason}: {_safe(reject.text)}", err=True)
-    if len(parsed.rejects) > 50:
-        click.echo(f"... and {len(parsed.rejects) - 50} more rejected rows", err=True)
-    if parsed.rejects and not skip_bad:
-        raise InputError(
-            f"{file}: {len(parsed.rejects)} of {parsed.rows} rows rejected; nothing imported "
-            "(fix them, or use --skip-bad to import the rest)"
-        )
-    if dry_run:
-        click.echo(f"{len(parsed.entries)} rows would be imported; nothing changed (--dry-run)")
-        return
 
-    async def go() -> ImportResult:
-        async with Store.open(config.db_path) as store:
-            with Progress(
-                *columns, console=Console(stderr=True), transient=True, disable=not show
-            ) as bar:
-                task = bar.add_task("importing", total=max(len(parsed.entries), 1))
-                return await store.import_entries(
-                    parsed.entries, on_progress=lambda n: bar.update(task, completed=n)
+    async def go() -> _Imported:
+        # A dry run stages into a scratch database: the real one is neither created nor locked.
+        async with (
+            Store.open(":memory:" if dry_run else config.db_path) as store,
+            store.stage_import() as stage,
+        ):
+            reading = bar.add_task("checking ", total=max(size, 1))
+            found = await _stage_rows(
+                rows, stage, lambda: bar.update(reading, completed=_tell(stream))
+            )
+            bar.update(reading, completed=size)
+            repeats, first_repeats = await stage.duplicates(limit=MAX_REJECTS_SHOWN)
+            found.add_repeats(repeats, first_repeats)
+            found.report(file)
+            if found.rejected and not skip_bad:
+                raise InputError(
+                    f"{file}: {found.rejected} of {found.rows} rows rejected; nothing imported "
+                    "(fix them, or use --skip-bad to import the rest)"
                 )
+            if dry_run:
+                return found
+            bar.add_task("importing", total=None)
+            found.result = await stage.apply()
+            return found
 
-    result = _run(go())
-    skipped = f", {len(parsed.rejects)} rejected rows skipped" if parsed.rejects else ""
+    with stream, bar:
+        found = _run(go())
+    imported = found.rows - found.rejected
+    if found.result is None:
+        click.echo(f"{imported} rows would be imported; nothing changed (--dry-run)")
+        return
+    skipped = f", {found.rejected} rejected rows skipped" if found.rejected else ""
     click.echo(
-        f"imported {len(parsed.entries)} entries "
-        f"({result.added} new, {result.replaced} replaced){skipped}"
+        f"imported {imported} entries "
+        f"({found.result.added} new, {found.result.replaced} replaced){skipped}"
     )
+
+
+@dataclass
+class _Imported:
+    """What an import found: row and reject counts, the first rejects by line, the result."""
+
+    rows: int = 0
+    rejected: int = 0
+    first: list[Reject] = field(default_factory=list)
+    result: ImportResult | None = None
+
+    def add(self, reject: Reject) -> None:
+        self.rejected += 1
+        if len(self.first) < MAX_REJECTS_SHOWN:
+            self.first.append(reject)
+
+    def add_repeats(self, count: int, first: list[tuple[int, int, str, bool]]) -> None:
+        self.rejected += count
+        repeats = [
+            Reject(line, duplicate_reason(seen), number + (" (prefix)" if prefix else ""))
+            for line, seen, number, prefix in first
+        ]
+        self.first = sorted(self.first + repeats, key=lambda r: r.line)[:MAX_REJECTS_SHOWN]
+
+    def report(self, file: Path) -> None:
+        for reject in self.first:
+            click.echo(f"{file}:{reject.line}: {reject.reason}: {_safe(reject.text)}", err=True)
+        if self.rejected > len(self.first):
+            click.echo(f"... and {self.rejected - len(self.first)} more rejected rows", err=True)
+
+
+async def _stage_rows(
+    rows: Iterable[Row | Reject], stage: ImportStage, progress: Callable[[], None]
+) -> _Imported:
+    """Parse and stage every row, a batch at a time: memory holds two batches, never the file.
+
+    SQLite writes one batch on its own thread while this one parses the next (the two overlap
+    on two cores: SQLite lets go of the GIL while it works).
+    """
+    found = _Imported()
+    batch: list[Row] = []
+    writing: asyncio.Future[None] | None = None
+    try:
+        for item in rows:
+            found.rows += 1
+            if isinstance(item, Reject):
+                found.add(item)
+                continue
+            batch.append(item)
+            if len(batch) >= IMPORT_BATCH:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(stage.add(batch))
+                await asyncio.sleep(0)  # let it hand the batch to SQLite's thread, then go on
+                batch = []
+                progress()
+    finally:
+        if writing is not None and not writing.done():
+            # Never leave a write in flight behind us (the parse failed, or ^C).
+            await asyncio.gather(writing, return_exceptions=True)
+    if writing is not None:
+        await writing
+    await stage.add(batch)
+    return found
 
 
 @list_group.command("export")
@@ -407,14 +508,9 @@ def list_export(
 
     async def go(out: TextIO) -> None:
         async with _reading(config) as store:
-            write_csv(
-                [
-                    e
-                    async for e in store.iter_entries(
-                        kind=ListKind(kind) if kind else None, source=source
-                    )
-                ],
-                out,
+            # Streamed a page at a time: memory does not grow with the list.
+            await write_csv_async(
+                store.iter_entries(kind=ListKind(kind) if kind else None, source=source), out
             )
 
     if file == "-":
@@ -582,6 +678,39 @@ def run_service(db_path: Path | None, config_path: Path | None) -> None:
     config = _config(db_path, config_path)
     configure_logging(config.log_format, config.log_level)
     _run(service.run(config))
+
+
+@main.command("doctor")
+@common_options
+def doctor(db_path: Path | None, config_path: Path | None) -> None:
+    """Run SQLite's full integrity check on the database (reads every page; never writes).
+
+    Opening the database only checks what is cheap (header, application id, schema version),
+    so run this after a crash or a disk problem; `screener run` runs it by itself after a run
+    that did not stop cleanly. Exit code 4 when the database is damaged.
+    """
+    from screener import marker
+
+    config = _config(db_path, config_path)
+
+    async def go() -> tuple[str, int]:
+        async with Store.open(config.db_path, readonly=True, create=False) as store:
+            findings = await store.integrity_check()
+            return findings, await store.count_entries() if findings == "ok" else 0
+
+    findings, count = _run(go())
+    if marker.left_behind(config.db_path):
+        click.echo(
+            f"screener: note: {marker.marker_path(config.db_path)} is there: `screener run` is"
+            " running, or its last run did not stop cleanly",
+            err=True,
+        )
+    if findings != "ok":
+        raise StoreCorruptError(
+            f"database {config.db_path} failed its integrity check:\n{findings}\n"
+            "restore it from a backup, or export what is readable with `screener list export`"
+        )
+    click.echo(f"database {config.db_path}: integrity ok ({count} list entries)")
 
 
 # ---- prompts -------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ class Config:
     db_path: Path = Path("screener.db")
     region: str = "JP"
     ami: AMIConfig = field(default_factory=AMIConfig)
-    # Must match SCREEN_HOLD_SECONDS in extensions.conf: after that the dialplan's fallback runs.
+    # The dialplan sends its own (SCREEN_HOLD_SECONDS) with each request, and that wins: this
+    # stands in for requests without one. After the hold the dialplan's fallback runs.
     hold_seconds: float = 4.0
     # A decision not sent this long before the hold ends is dropped: the fallback wins.
     late_margin: float = 0.5
@@ -76,13 +77,17 @@ class Config:
 
 
 class _Ctx:
-    """Where a value came from, for error messages."""
+    """Where a value came from, for error messages: the file, or the variable that set a key."""
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, sources: Mapping[str, str] | None = None) -> None:
         self.origin = origin
+        self.sources = dict(sources or {})
+
+    def where(self, key: str) -> str:
+        return self.sources.get(key, self.origin)
 
     def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.origin}: {key}: {problem}")
+        return ConfigError(f"{self.where(key)}: {key}: {problem}")
 
 
 def _check_keys(ctx: _Ctx, where: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -158,6 +163,8 @@ def _windows(ctx: _Ctx, key: str, value: Any) -> dict[int, tuple[Window, ...]]:
             end = (
                 dt.time.max if match.group(5) else dt.time(int(match.group(3)), int(match.group(4)))
             )
+            if end == dt.time(h1, m1):
+                raise ctx.fail(name, f"{span!r} starts where it ends, so it never matches")
             windows.append((dt.time(h1, m1), end))
         result[WEEKDAYS.index(day)] = tuple(windows)
     return result
@@ -264,6 +271,8 @@ PROMPT_KEYS = (
 _LEARNING = ("verified_days", "fail_threshold", "fail_window_days", "autoblock_days")
 _LOG = ("format", "level")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Config.source when no file is given: every setting is a default or from the environment.
+NO_FILE = "no config file (defaults and SCREENER_* environment)"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -338,8 +347,9 @@ def load_config(
     if path is None and env.get("SCREENER_CONFIG"):
         path = env["SCREENER_CONFIG"]
     raw: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
-    origin = str(path) if path is not None else "configuration"
-    ctx = _Ctx(origin)
+    origin = str(path) if path is not None else NO_FILE
+    sources: dict[str, str] = {}
+    ctx = _Ctx(origin, sources)
     _check_keys(ctx, "", raw, _TOP)
     for name, (dotted, convert) in _ENV.items():
         if name in env and env[name] != "":
@@ -347,14 +357,18 @@ def load_config(
                 _set_dotted(raw, dotted, convert(env[name]))
             except ValueError as exc:
                 raise ConfigError(f"environment: {name}: cannot use {env[name]!r} ({exc})") from exc
+            ctx.sources[dotted] = f"environment variable {name}"
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
+            ctx.sources[dotted] = "command line"
     config = _build(ctx, raw)
     secret = env.get("SCREENER_AMI_SECRET") or None
     secret_file = _table(ctx, "ami", raw.get("ami", {})).get("secret_file")
     if secret is None and secret_file:
-        secret = _read_secret_file(origin, "ami.secret_file", Path(secret_file))
+        secret = _read_secret_file(
+            ctx.where("ami.secret_file"), "ami.secret_file", Path(secret_file)
+        )
     return dataclasses.replace(
         config, ami=dataclasses.replace(config.ami, secret=secret), source=origin
     )
@@ -474,7 +488,11 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
     log = _table(ctx, "log", raw.get("log", {}))
     _check_keys(ctx, "log", log, _LOG)
     log_format = _choice(ctx, "log.format", log.get("format", "auto"), ("auto", "json", "console"))
-    log_level = _choice(ctx, "log.level", log.get("level", "info"), LOG_LEVELS)
+    level = log.get("level", "info")
+    # INFO and info are the same level (logging's own names are upper case).
+    log_level = _choice(
+        ctx, "log.level", level.lower() if isinstance(level, str) else level, LOG_LEVELS
+    )
     return Config(
         db_path=Path(database),
         region=region,

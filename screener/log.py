@@ -64,7 +64,7 @@ def configure_logging(
         # Not cached: tests (structlog.testing.capture_logs) and `run` reconfigure after import.
         cache_logger_on_first_use=False,
     )
-    # Libraries (asyncio, aiosqlite, panoramisk) log through the standard library: render their
+    # Libraries (asyncio, panoramisk) log through the standard library: render their
     # lines the same way, so that a JSON log stays one JSON object per line. Replaces whatever
     # handler an earlier call installed (the CLI configures once, then `run` again).
     handler = logging.StreamHandler(out)

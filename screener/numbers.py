@@ -10,9 +10,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
-from phonenumbers import PhoneNumberType
+from phonenumbers import PhoneMetadata, PhoneNumberType
 
 # A caller ID longer than this is not a phone number; we do not hand it to the parser.
 MAX_RAW_LENGTH = 256
@@ -135,8 +136,8 @@ def is_valid_region(region: str) -> bool:
 def parse_list_number(text: str, region: str, *, prefix: bool) -> str:
     """Turn a number typed by an admin into the E.164 form (or E.164 prefix) a list entry keys on.
 
-    Raises ValueError with a reason the CLI can show. A prefix rule such as ``0120`` becomes
-    ``+81120``: the national trunk prefix is dropped and the country code put in front.
+    Raises ValueError with a reason the CLI can show. A prefix rule is read by
+    :func:`normalize_prefix`: ``0120`` in JP becomes ``+81120``, ``010-1-800`` ``+1800``.
     """
     folded = unicodedata.normalize("NFKC", text).strip()
     digits = _unwrap(folded).translate(_SEPARATORS)
@@ -147,20 +148,260 @@ def parse_list_number(text: str, region: str, *, prefix: bool) -> str:
         if caller.e164 is None:
             raise ValueError(f"{text!r} is not a valid phone number ({caller.detail})")
         return caller.e164
-    if digits.startswith("+"):
-        candidate = digits
-    else:
-        code = phonenumbers.country_code_for_region(region)
-        if code == 0:
-            raise ValueError(f"unknown region {region!r}")
-        national = digits
-        # Japan and most others dial a leading 0 at home that is not part of the E.164 number.
-        if national.startswith("0") and not national.startswith("00"):
-            national = national[1:]
-        candidate = f"+{code}{national}"
+    try:
+        candidate = normalize_prefix(digits, region)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid number prefix ({exc})") from None
     if not re.fullmatch(r"\+[1-9][0-9]{0,14}", candidate):
         raise ValueError(f"{text!r} is not a valid number prefix")
     return candidate
+
+
+def normalize_prefix(digits: str, region: str) -> str:
+    """The E.164 form of a dialled prefix (digits, or ``+`` and digits), by ``region``'s rules.
+
+    What a caller in ``region`` would dial is read the way phonenumbers reads a whole number,
+    from the region's own metadata: an international prefix (``010`` in JP, ``011`` in the US,
+    ``00`` in GB) is followed by a country code; otherwise a national (trunk) prefix (``0``, or
+    ``1`` in the US) is dropped, rewritten by the region's transform rule where it has one, and
+    the region's country code put in front. Unlike for a whole number, nothing is checked
+    against the numbering plan: a prefix is not a number yet. Raises ValueError.
+    """
+    if digits.startswith("+"):
+        return digits
+    meta = PhoneMetadata.metadata_for_region(region.upper())
+    if meta is None or not meta.country_code:
+        raise ValueError(f"unknown region {region!r}")
+    idd = re.match(meta.international_prefix, digits) if meta.international_prefix else None
+    # As phonenumbers does: a country code never starts with 0, so "0..." after it is national.
+    if idd and idd.end() and not digits[idd.end() :].startswith("0"):
+        rest = digits[idd.end() :]
+        if not rest:
+            raise ValueError("an international prefix alone; a country code must follow")
+        return "+" + rest
+    national = digits
+    pattern = meta.national_prefix_for_parsing or meta.national_prefix
+    trunk = re.match(pattern, digits) if pattern else None
+    if trunk:
+        rule = meta.national_prefix_transform_rule
+        if rule and trunk.lastindex and trunk.group(trunk.lastindex) is not None:
+            national = trunk.expand(rule) + digits[trunk.end() :]
+        else:
+            national = digits[trunk.end() :]
+    return f"+{meta.country_code}{national}"
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What a prefix rule would match: whole country codes, and its share of the home plan."""
+
+    countries: tuple[int, ...]
+    home_share: float
+    region: str
+
+    def describe(self) -> str:
+        """Say what is covered, for the error that asks for ``--force``."""
+        if self.countries:
+            names = ", ".join(f"+{code} ({_regions(code)})" for code in self.countries[:8])
+            more = f" and {len(self.countries) - 8} more" if len(self.countries) > 8 else ""
+            return f"every number of country code {names}{more}"
+        return f"about {self.home_share:.0%} of the fixed-line and mobile numbers of {self.region}"
+
+
+def _regions(code: int) -> str:
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    # "001" is phonenumbers' name for the non-geographic codes (+800 freephone, +882, ...).
+    names = ["global" if r == phonenumbers.UNKNOWN_REGION or r == "001" else r for r in regions]
+    return "/".join(names[:3]) + ("/..." if len(names) > 3 else "")
+
+
+# A prefix rule broader than this (or a whole country code) needs the admin to insist.
+BROAD_SHARE = 0.10
+
+
+def prefix_coverage(prefix: str, region: str) -> Coverage:
+    """What the E.164 prefix ``prefix`` covers: country codes it contains wholly, and the share
+    of ``region``'s fixed-line and mobile numbers (as phonenumbers' metadata has them) under it."""
+    digits = prefix.lstrip("+")
+    countries = tuple(
+        sorted(c for c in phonenumbers.COUNTRY_CODE_TO_REGION_CODE if str(c).startswith(digits))
+    )
+    home = str(phonenumbers.country_code_for_region(region.upper()))
+    share = 0.0
+    if countries:
+        share = 1.0 if home.startswith(digits) else 0.0
+    elif digits.startswith(home):
+        share = _plan_share(region.upper(), digits[len(home) :])
+    return Coverage(countries, share, region.upper())
+
+
+def broad_prefix(prefix: str, region: str) -> str | None:
+    """Why the prefix rule ``prefix`` is too broad to add without ``--force``; None if it is not."""
+    digits = prefix.lstrip("+")
+    home = str(phonenumbers.country_code_for_region(region.upper()))
+    # Country codes have at most three digits: a longer prefix cannot hold a whole one.
+    if len(digits) > 3 or not any(code.startswith(digits) for code in _country_codes()):
+        if not digits.startswith(home):
+            return None
+        national = digits[len(home) :]
+        # A longer prefix never covers more than a shorter one: stop at the first short enough
+        # (cached: a file of prefix rules shares its first digits).
+        for size in range(1, len(national) + 1):
+            if _plan_share(region.upper(), national[:size]) <= BROAD_SHARE:
+                return None
+    return f"prefix {prefix} covers {prefix_coverage(prefix, region).describe()}"
+
+
+@lru_cache(maxsize=1)
+def _country_codes() -> tuple[str, ...]:
+    return tuple(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+# --- counting a numbering plan -----------------------------------------------------------------
+# libphonenumber's national number patterns use digits, \d, [...], (?:...), |, ? and {n,m} only:
+# a small parser turns one into a tree, and a count over the tree says how many numbers of each
+# length it allows, and how many of them begin with given digits.
+
+_MAX_DIGITS = 17
+_Node = tuple[Any, ...]
+
+
+def _parse_pattern(pattern: str) -> _Node:
+    pos = 0
+
+    def alternatives() -> _Node:
+        nonlocal pos
+        options = [sequence()]
+        while pos < len(pattern) and pattern[pos] == "|":
+            pos += 1
+            options.append(sequence())
+        return ("alt", tuple(options))
+
+    def sequence() -> _Node:
+        nonlocal pos
+        items: list[_Node] = []
+        while pos < len(pattern) and pattern[pos] not in "|)":
+            items.append(repeat(atom()))
+        return ("seq", tuple(items))
+
+    def atom() -> _Node:
+        nonlocal pos
+        char = pattern[pos]
+        if char == "(":
+            pos += 3 if pattern.startswith("(?:", pos) else 1
+            inner = alternatives()
+            pos += 1  # ")"
+            return inner
+        if char == "[":
+            end = pattern.index("]", pos)
+            body, pos = pattern[pos + 1 : end], end + 1
+            digits: set[str] = set()
+            i = 0
+            while i < len(body):
+                if body.startswith("\\d", i):
+                    digits.update("0123456789")
+                    i += 2
+                elif i + 2 < len(body) and body[i + 1] == "-":
+                    digits.update(str(d) for d in range(int(body[i]), int(body[i + 2]) + 1))
+                    i += 3
+                else:
+                    digits.add(body[i])
+                    i += 1
+            return ("set", frozenset(digits))
+        if pattern.startswith("\\d", pos):
+            pos += 2
+            return ("set", frozenset("0123456789"))
+        if not char.isdigit():
+            raise ValueError(f"unexpected {char!r} in a numbering-plan pattern")
+        pos += 1
+        return ("set", frozenset(char))
+
+    def repeat(node: _Node) -> _Node:
+        nonlocal pos
+        if pos < len(pattern) and pattern[pos] == "?":
+            pos += 1
+            return ("rep", node, 0, 1)
+        if pos < len(pattern) and pattern[pos] == "{":
+            end = pattern.index("}", pos)
+            low, _, high = pattern[pos + 1 : end].partition(",")
+            pos = end + 1
+            return ("rep", node, int(low), int(high) if high else int(low))
+        return node
+
+    tree = alternatives()
+    if pos != len(pattern):
+        raise ValueError(f"cannot read the numbering-plan pattern at {pos}")
+    return tree
+
+
+def _count(node: _Node, lead: str, memo: dict[tuple[int, str], dict[int, int]]) -> dict[int, int]:
+    """For each length, how many strings ``node`` matches that agree with ``lead`` where both
+    have a digit (overlapping alternatives count twice: an estimate, which is all we need)."""
+    key = (id(node), lead)
+    if key in memo:
+        return memo[key]
+    kind = node[0]
+    result: dict[int, int] = {}
+    if kind == "set":
+        hits = (1 if lead[0] in node[1] else 0) if lead else len(node[1])
+        result = {1: hits} if hits else {}
+    elif kind == "alt":
+        for option in node[1]:
+            for length, n in _count(option, lead, memo).items():
+                result[length] = result.get(length, 0) + n
+    elif kind == "seq":
+        result = {0: 1}
+        for item in node[1]:
+            result = _then(result, item, lead, memo)
+    else:  # "rep": node, low, high: low to high copies of node, one after the other
+        _, inner, low, high = node
+        copies = {0: 1}
+        result = dict(copies) if low == 0 else {}
+        for count in range(1, min(high, _MAX_DIGITS) + 1):
+            copies = _then(copies, inner, lead, memo)
+            if count >= low:
+                for length, n in copies.items():
+                    result[length] = result.get(length, 0) + n
+    memo[key] = result
+    return result
+
+
+def _then(
+    before: dict[int, int], node: _Node, lead: str, memo: dict[tuple[int, str], dict[int, int]]
+) -> dict[int, int]:
+    """Counts by length of what ``before`` counted followed by a match of ``node``."""
+    result: dict[int, int] = {}
+    for done, n in before.items():
+        for length, m in _count(node, lead[done:], memo).items():
+            if done + length <= _MAX_DIGITS:
+                result[done + length] = result.get(done + length, 0) + n * m
+    return result
+
+
+@lru_cache(maxsize=1024)
+def _plan_share(region: str, national: str) -> float:
+    """The share of ``region``'s fixed-line and mobile numbers that begin with ``national``.
+
+    Those are the numbers ordinary callers have; toll-free and other service ranges are left
+    out, or their long formats (17 digits in JP) would outnumber everything else.
+    """
+    meta = PhoneMetadata.metadata_for_region(region)
+    if meta is None:
+        return 0.0
+    total = under = 0
+    for desc in (meta.fixed_line, meta.mobile):
+        if desc is None or not desc.national_number_pattern:
+            continue
+        tree = _parse_pattern(str(desc.national_number_pattern))
+        lengths = set(desc.possible_length or ()) or set(range(_MAX_DIGITS + 1))
+        memo: dict[tuple[int, str], dict[int, int]] = {}
+        total += sum(n for length, n in _count(tree, "", memo).items() if length in lengths)
+        under += sum(
+            n
+            for length, n in _count(tree, national, memo).items()
+            if length in lengths and length >= len(national)
+        )
+    return under / total if total else 0.0
 
 
 def looks_e164(text: str) -> bool:

@@ -1,23 +1,22 @@
-"""The live agent: ``screener run``.
+"""The live agent: ``screener run``, and its handling of the dialplan's AMI events.
 
 One ``run(config)`` owns everything it starts (uvicorn's shape): it opens the store, logs in to
 AMI, then consumes the AMI event queue until SIGINT/SIGTERM. For each ``ScreenRequest`` the
 dialplan raises it normalizes the caller, looks it up, decides, records the decision and
 Redirects the channel; outcomes (challenge results, voicemail left, fallbacks) are written back
-to the call's record.
+to the call's record. What happened is published on one :class:`~screener.events.Hub`.
 
-Two database connections: lookups run on a reader so that a writer stuck behind another
-process's lock (a long ``list import``) never delays a routing decision. The call record is
-committed *before* the Redirect when the writer answers within ``RECORD_BUDGET`` (so a crash
+Two database connections: the writer's is opened first (it creates nothing: ``create=False``,
+and it migrates), then the reader's; lookups run on the reader so that a writer stuck behind
+another process's lock (a long ``list import``) never delays a routing decision. The call record
+is committed *before* the Redirect when the writer answers within ``RECORD_BUDGET`` (so a crash
 never loses a decision that was acted on), and after it otherwise (so a locked database never
-costs a call its route).
+costs a call its route). Every write goes through :class:`~screener.writer.Writer` (group
+commit, in order, carried over a held lock); what a challenge outcome teaches is decided by
+:mod:`screener.learning` inside the outcome's own transaction.
 
-Call records and list hits are written by one task, the writer, with group commit: calls queue
-their rows in the open batch; each time the writer is free it commits everything queued
-meanwhile in one transaction (one trip to the database thread), and resolves the batch's one
-future for all of them. At low rates a batch holds one call; under bursts, many calls share one
-commit instead of queuing for a commit each. Outcome writes (challenge results, voicemail,
-fallbacks) wait for the batches queued before them, so they never overtake a call's record.
+Every ``STATUS_INTERVAL`` seconds one ``status`` log line sums up the service: calls screened,
+routes, fallbacks, late decisions, failures and the write backlog.
 """
 
 from __future__ import annotations
@@ -30,37 +29,56 @@ import os
 import re
 import signal
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
 import structlog
 
+from screener import learning, marker
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
-from screener.errors import AMIError, ConfigError, StoreError, StoreLockedError
-from screener.numbers import Caller, Category, normalize
-from screener.policy import Outcome, Route, challenge_code, learn
+from screener.dialplan import Request, redirect_target, screen_options
+from screener.errors import AMIError, ConfigError, StoreCorruptError, StoreError
+from screener.events import (
+    AMIConnected,
+    AMIDisconnected,
+    CallScreened,
+    ChallengeOutcome,
+    EntryLearned,
+    Fallback,
+    Hub,
+    VoicemailLeft,
+)
+from screener.numbers import Caller, normalize
+from screener.policy import Outcome, Route, challenge_code
 from screener.recordings import recording_path, sweep
-from screener.screening import Screening, screen
-from screener.store import CallRecord, Store
+from screener.screening import screen
+from screener.store import (
+    CallRecord,
+    Learning,
+    OutcomeResult,
+    RecordCall,
+    RecordFallback,
+    RecordHit,
+    RecordLate,
+    SetOutcome,
+    SetRecording,
+    SetVoicemail,
+    Store,
+)
+from screener.writer import Writer
 
 log = structlog.get_logger("screener.service")
-T = TypeVar("T")
 
 # The dialplan's events (docs/architecture.md) all come as UserEvents; the handlers are mapped
 # by their name in Screener.__init__.
 EVENTS = ("UserEvent",)
 
-# Headers Asterisk itself sends more than once (one ChanVariable per manager.conf channelvars
-# entry). A second copy of any other header can only come from caller data forging headers.
-REPEATABLE_HEADERS = frozenset({"chanvariable"})
-
 # How often old recordings are looked for (recording_retention_days is in days).
 RECORDING_SWEEP_INTERVAL = 3600.0
-# Writes kept in memory while the database stays locked by another process (about 1 KB each).
-MAX_CARRIED_WRITES = 100_000
 # How long the writer's connection waits for another process's lock before a turn gives up.
 WRITER_BUSY_TIMEOUT = 5.0
 
@@ -74,6 +92,12 @@ RECENT_CALLS = 20000
 SHUTDOWN_GRACE = 5.0
 # Latencies kept for the status line and tests (a bounded window, not the whole uptime).
 LATENCY_WINDOW = 10000
+# Seconds between two status lines.
+STATUS_INTERVAL = 300.0
+# Seconds after start-up before the list entries are counted (for the log; see _count_lists).
+COUNT_DELAY = 5.0
+# How often the AMI connection's state is looked at, to publish (dis)connections.
+AMI_WATCH_INTERVAL = 0.2
 
 
 @dataclass
@@ -86,71 +110,13 @@ class Stats:
     failed: int = 0
     outcomes: int = 0
     fallbacks: int = 0
+    voicemails: int = 0
+    learned: int = 0
     record_errors: int = 0
     write_batches: int = 0
     write_retries: int = 0
+    routes: Counter[str] = field(default_factory=Counter)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-
-
-@dataclass(eq=False)
-class _Batch:
-    """Writes queued for the writer's next transaction, and the one future they all wait on."""
-
-    done: asyncio.Future[None]
-    calls: list[CallRecord] = field(default_factory=list)
-    fallbacks: list[CallRecord] = field(default_factory=list)
-    hits: list[tuple[int, dt.datetime]] = field(default_factory=list)
-
-    @property
-    def size(self) -> int:
-        return len(self.calls) + len(self.fallbacks) + len(self.hits)
-
-    def pieces(self) -> list[tuple[str, _Batch]]:
-        """Each write alone, in the batch's order, with what to name it in a log line."""
-        loop = self.done.get_loop()
-        return [
-            *((c.call_id, _Batch(loop.create_future(), calls=[c])) for c in self.calls),
-            *((c.call_id, _Batch(loop.create_future(), fallbacks=[c])) for c in self.fallbacks),
-            *((f"hit {h[0]}", _Batch(loop.create_future(), hits=[h])) for h in self.hits),
-        ]
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A screening request as read from a ScreenRequest event's channel snapshot."""
-
-    call_id: str
-    number: str
-    name: str
-    did: str | None
-    asterisk_time: float | None
-    received_at: float
-    suspicious: frozenset[str]
-    tainted: bool = False
-
-    @classmethod
-    def from_event(cls, event: Event) -> Request | None:
-        """Read the request; None if the event has no Uniqueid to route by."""
-        call_id = event.get("Uniqueid")
-        if not call_id:
-            return None
-        stamp = event.get("Timestamp")
-        try:
-            asterisk_time = float(stamp) if stamp else None
-        except ValueError:
-            asterisk_time = None
-        exten = event.get("Exten") or ""
-        return cls(
-            call_id=call_id,
-            number=event.get("CallerIDNum") or "",
-            name=event.get("CallerIDName") or "",
-            did=exten if exten not in ("", "s") else None,
-            asterisk_time=asterisk_time,
-            received_at=event.received_at,
-            suspicious=event.duplicated - REPEATABLE_HEADERS,
-            # The dialplan stripped control characters from the number (screen-sanitize).
-            tainted=(event.get("Tainted") or "").strip().lower() == "yes",
-        )
 
 
 def ami_settings(config: Config) -> AMISettings:
@@ -176,23 +142,6 @@ def ami_settings(config: Config) -> AMISettings:
     )
 
 
-def redirect_target(screening: Screening, code: str | None) -> tuple[str, str]:
-    """The dialplan context and extension for a decision (docs/architecture.md)."""
-    route = screening.decision.route
-    if route is Route.CHALLENGE:
-        assert code is not None
-        return "screen-challenge", code
-    if route in (Route.REJECT, Route.VOICEMAIL) and screening.decision.announcement:
-        return f"screen-{route.value}", screening.decision.announcement
-    return f"screen-{route.value}", "s"
-
-
-def screen_options(screening: Screening) -> str:
-    """SCREEN_OPTIONS for the dialplan: ``<language>-<record yes|no>`` (docs/architecture.md)."""
-    decision = screening.decision
-    return f"{decision.language}-{'yes' if decision.record else 'no'}"
-
-
 class Screener:
     """The per-process state of the live agent; ``run()`` builds one and drives it."""
 
@@ -203,16 +152,19 @@ class Screener:
         writer: Store,
         ami: AMIClient,
         clock: Callable[[], float] = time.time,
+        hub: Hub | None = None,
     ) -> None:
         self.config = config
         self.reader = reader
-        self.writer = writer
         self.ami = ami
         self.clock = clock
         self.stats = Stats()
+        self.hub = hub or Hub()
+        self.writer = Writer(writer, self.stats, self.hub.publish)
         self.recent: OrderedDict[str, Caller] = OrderedDict()
         # Our clock minus Asterisk's, per recent request (see _remaining).
         self._clock_gaps: deque[float] = deque(maxlen=CLOCK_WINDOW)
+        self._holds_warned: set[float] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
             "screenrequest": self.on_request,
@@ -222,31 +174,30 @@ class Screener:
             "screenlate": self.on_late,
             "screenrecording": self.on_recording,
         }
-        # The writer's state: the batch being filled, the one being committed.
-        self._batch: _Batch | None = None
-        self._committing: _Batch | None = None
-        self._wake = asyncio.Event()
-        self._writer_open = False
-        self._closing = False
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Consume AMI events until ``stop`` is set; let in-flight calls finish; flush writes."""
-        self._writer_open, self._closing = True, False
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._write_batches(), name="screener-writer")
+            group.create_task(self.writer.run(), name="screener-writer")
             consumer = group.create_task(self._consume(group), name="screener-events")
-            sweeper = group.create_task(self._sweep_recordings(), name="screener-recordings")
+            helpers = [
+                group.create_task(self._status_lines(), name="screener-status"),
+                group.create_task(self._watch_ami(), name="screener-ami-watch"),
+                group.create_task(self._count_lists(), name="screener-count"),
+                group.create_task(self._sweep_recordings(), name="screener-recordings"),
+            ]
             await stop.wait()
-            sweeper.cancel()
             # Cancelling Queue.get() loses no event; what is still queued is left to the
             # dialplan's fallback, as the calls would be after the process exits.
             consumer.cancel()
+            for helper in helpers:
+                helper.cancel()
             await self._drain()
             # The writer commits what the calls queued, then ends (the group waits for it).
-            self._closing = True
-            self._wake.set()
+            self.writer.close()
+        self.status_line("screener stopping")
 
     async def _consume(self, group: asyncio.TaskGroup) -> None:
         events = self.ami.events
@@ -285,6 +236,58 @@ class Screener:
                 "event handler failed", event=event.get("UserEvent"), call_id=event.get("Uniqueid")
             )
 
+    # -- the status line and the AMI connection -----------------------------------------------
+
+    def status_line(self, event: str = "status") -> None:
+        """Log one line that sums up the service since it started."""
+        stats = self.stats
+        latencies = sorted(stats.latencies_ms)
+        log.info(
+            event,
+            requests=stats.requests,
+            screened=stats.routed,
+            routes=dict(sorted(stats.routes.items())),
+            fallbacks=stats.fallbacks,
+            late=stats.late,
+            failed=stats.failed,
+            outcomes=stats.outcomes,
+            learned=stats.learned,
+            record_errors=stats.record_errors,
+            write_backlog=self.writer.backlog,
+            write_retries=stats.write_retries,
+            redirect_p50_ms=round(latencies[len(latencies) // 2], 3) if latencies else None,
+            ami_connected=self.ami.connected,
+        )
+
+    async def _status_lines(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            self.status_line()
+
+    async def _count_lists(self) -> None:
+        # Counting 10 million entries reads a whole index (about a second of a core): never
+        # before the first calls, and never on the reader, where it would hold up lookups.
+        await asyncio.sleep(COUNT_DELAY)
+        try:
+            entries = await self.writer.store.count_entries()
+        except StoreError as exc:
+            log.warning("could not count the list entries", error=str(exc))
+            return
+        log.info("lists", entries=entries)
+
+    async def _watch_ami(self) -> None:
+        # AMIClient reconnects on its own and offers no callback: look at its state instead.
+        address = self.ami.settings.address
+        connected = self.ami.connected
+        if connected:
+            self.hub.publish(AMIConnected(address))
+        while True:
+            await asyncio.sleep(AMI_WATCH_INTERVAL)
+            now = self.ami.connected
+            if now != connected:
+                connected = now
+                self.hub.publish(AMIConnected(address) if now else AMIDisconnected(address))
+
     # -- requests ------------------------------------------------------------------------------
 
     async def on_request(self, event: Event) -> None:
@@ -295,6 +298,7 @@ class Screener:
             return
         self.stats.requests += 1
         self._observe_clock(request)
+        self._check_hold(request)
         if "uniqueid" in request.suspicious:
             # Header injection could have put a forged Uniqueid before the real one: we cannot
             # tell which call this is, and redirecting someone else's call is worse than letting
@@ -340,18 +344,18 @@ class Screener:
             if self._too_late(request):
                 await self._record_too_late(record)
                 return
-            batch = self._queue()
-            batch.calls.append(record)
+            writes: list[RecordCall | RecordHit] = [RecordCall(record)]
             if decision.entry is not None and decision.entry.id is not None:
                 # The match is counted with the decision it made, in the same commit: a hit of
                 # its own would cost the writer a second transaction per call.
-                batch.hits.append((decision.entry.id, now))
+                writes.append(RecordHit(decision.entry.id, now))
+            done = self.writer.queue(*writes)
             # Recording first is worth a little wait, never the call's route: spend at most half
             # the time left before the deadline on it, and send nothing if it passed meanwhile.
             # (asyncio.wait never cancels the batch's future, which other calls share.)
             budget = min(RECORD_BUDGET, self._remaining(request) / 2)
             if budget > 0:
-                await asyncio.wait((batch.done,), timeout=budget)
+                await asyncio.wait((done,), timeout=budget)
             if self._too_late(request):  # the wait for the record used up the time left
                 await self._record_too_late(record)
                 return
@@ -374,6 +378,7 @@ class Screener:
                 return
             total_ms = (time.perf_counter() - started) * 1000.0
             self.stats.routed += 1
+            self.stats.routes[decision.route.value] += 1
             self.stats.latencies_ms.append(total_ms)
             log.info(
                 "call screened",
@@ -386,6 +391,17 @@ class Screener:
                 reasons=list(reasons),
                 decision_ms=round(latency_ms, 3),
                 redirect_ms=round(total_ms, 3),
+            )
+            self.hub.publish(
+                CallScreened(
+                    call_id=request.call_id,
+                    caller=screening.caller.display,
+                    category=screening.caller.category.value,
+                    route=decision.route.value,
+                    rule=decision.rule,
+                    reasons=reasons,
+                    decision_ms=latency_ms,
+                )
             )
 
     async def _record_too_late(self, record: CallRecord) -> None:
@@ -400,8 +416,24 @@ class Screener:
             fallback=True,
             reasons=(*record.reasons, "decided too late: the dialplan fallback ran"),
         )
-        await self._committed(self._queue().calls, late)
+        self.writer.queue(RecordCall(late))
         log.warning("decision too late; fallback keeps the call", route=record.route)
+
+    def _hold(self, request: Request) -> float:
+        return request.hold if request.hold is not None else self.config.hold_seconds
+
+    def _check_hold(self, request: Request) -> None:
+        hold = request.hold
+        if hold is None or hold == self.config.hold_seconds or hold in self._holds_warned:
+            return
+        if len(self._holds_warned) >= 8:
+            return  # said often enough: the dialplan's hold keeps changing
+        self._holds_warned.add(hold)
+        log.warning(
+            "the dialplan's hold differs from the configured one; timing calls by the dialplan's",
+            dialplan_hold_s=hold,
+            configured_hold_s=self.config.hold_seconds,
+        )
 
     def _remaining(self, request: Request) -> float:
         """Seconds left before the dialplan's fallback may begin (negative once passed).
@@ -412,14 +444,15 @@ class Screener:
         still gets its calls routed, and a request stuck in a backlog is still seen as late
         (unless nothing but backlog was seen since start-up).
         """
+        hold = self._hold(request)
         if request.asterisk_time is None:
             start = request.received_at
         else:
             skew = min(self._clock_gaps, default=0.0)
             # A gap shorter than the hold is delay, or a skew too small to matter: trust
             # Asterisk's clock as it is. Only a gap every recent request shows is a skew.
-            start = request.asterisk_time + (skew if abs(skew) >= self.config.hold_seconds else 0.0)
-        deadline = start + self.config.hold_seconds - self.config.late_margin
+            start = request.asterisk_time + (skew if abs(skew) >= hold else 0.0)
+        deadline = start + hold - self.config.late_margin
         return deadline - self.clock()
 
     def _observe_clock(self, request: Request) -> None:
@@ -435,132 +468,10 @@ class Screener:
         while len(self.recent) > RECENT_CALLS:
             self.recent.popitem(last=False)
 
-    async def _write(self, operation: Awaitable[T]) -> T | None:
-        """Run a database write; a failure (disk full, locked) is logged, never raised (None).
-
-        It first waits for the writer's queued batches, so that it never overtakes them (an
-        outcome must find its call's record).
-        """
-        try:
-            await self._flushed()
-        except BaseException:
-            if isinstance(operation, Coroutine):
-                operation.close()  # never started: close it, or Python warns it was never awaited
-            raise
-        try:
-            return await operation
-        except StoreError as exc:
-            self._write_failed(exc, 1)
-            return None
-
-    def _write_failed(self, exc: Exception, lost: int, **context: Any) -> None:
-        self.stats.record_errors += lost
-        log.error(
-            "could not write to the database; the call is still routed",
-            error=str(exc),
-            records=lost,
-            **context,
-        )
-
-    # -- the writer: group commit ---------------------------------------------------------------
-
-    def _queue(self) -> _Batch:
-        """The batch the writer commits next; append writes to it (without awaiting between)."""
-        batch = self._batch
-        if batch is None:
-            batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
-            if self._writer_open:
-                self._wake.set()
-            else:  # no writer (it ended, or never started): nothing must wait for this batch
-                batch.done.set_result(None)
-                log.error("database writer not running; record dropped")
-                self._batch = None
-        return batch
-
-    async def _committed(self, rows: list[CallRecord], record: CallRecord) -> None:
-        """Queue ``record`` on ``rows`` (of the open batch) and wait until it is committed."""
-        rows.append(record)
-        await self._flushed()
-
-    async def _flushed(self) -> None:
-        """Wait until every write queued so far is committed (or has failed and been logged)."""
-        batch = self._batch or self._committing  # the open batch commits after the other
-        if batch is not None:
-            await asyncio.wait((batch.done,))
-
-    async def _write_batches(self) -> None:
-        """The writer task: commit all that was queued meanwhile, one transaction per turn."""
-        try:
-            while True:
-                batch = self._batch
-                if batch is None:
-                    if self._closing:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                self._batch, self._committing = None, batch
-                try:
-                    await self._commit(batch)
-                finally:
-                    self._committing = None
-                    if not batch.done.done():
-                        batch.done.set_result(None)
-        finally:
-            self._writer_open = False
-            if self._batch is not None:  # cancelled: release whoever waits on the rest
-                self._batch.done.set_result(None)
-                self._batch = None
-
-    async def _commit(self, batch: _Batch) -> None:
-        """Write one batch; never raises but CancelledError. Failures are logged and counted."""
-        self.stats.write_batches += 1
-        try:
-            await self._write_batch(batch)
-            return
-        except StoreLockedError as exc:
-            # Another process (a long `list import`) holds the write lock past busy_timeout.
-            # Keep the writes for the next turn rather than lose them (each turn waits
-            # busy_timeout again: that is the backoff); give up only at shutdown, or when so
-            # many are waiting that memory is at stake.
-            carried = batch.size + (self._batch.size if self._batch is not None else 0)
-            if self._closing or carried > MAX_CARRIED_WRITES:
-                self._write_failed(exc, batch.size)
-                return
-            self.stats.write_retries += 1
-            log.warning("database locked; keeping the writes for the next commit", writes=carried)
-            nxt = self._queue()
-            nxt.calls[:0], nxt.fallbacks[:0], nxt.hits[:0] = (
-                batch.calls,
-                batch.fallbacks,
-                batch.hits,
-            )
-            return
-        except Exception as exc:
-            if batch.size == 1:
-                self._write_failed(exc, 1, call_id=batch.pieces()[0][0])
-                return
-            log.warning(
-                "batch write failed; writing its records one by one",
-                error=str(exc),
-                records=batch.size,
-            )
-        # One bad record must not cost the other calls of its batch their records.
-        for name, piece in batch.pieces():
-            try:
-                await self._write_batch(piece)
-            except Exception as exc:
-                self._write_failed(exc, 1, call_id=name)
-
-    async def _write_batch(self, batch: _Batch) -> None:
-        await self.writer.record_batch(
-            calls=batch.calls, fallbacks=batch.fallbacks, hits=batch.hits
-        )
-
     # -- outcomes ------------------------------------------------------------------------------
 
     async def on_challenge(self, event: Event) -> None:
-        """Store a challenge outcome on the call and learn from it."""
+        """Store a challenge outcome on the call and learn from it (in one transaction)."""
         call_id = event.get("Uniqueid") or ""
         if {"uniqueid", "outcome"} & event.duplicated:
             # A forged outcome would earn a caller a learned allow entry: never act on one.
@@ -574,47 +485,40 @@ class Screener:
             return
         self.stats.outcomes += 1
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-        caller = self.recent.get(call_id) or await self._caller_from_log(call_id)
-        counted = await self._write(self.writer.set_outcome(call_id, outcome.value, now))
-        learned_entry = None
-        if caller is not None and caller.e164 is not None:
-            policy = self.config.policy
-            since = now - dt.timedelta(days=policy.fail_window_days)
-            failures = await self.reader.recent_failures(caller.e164, since)
-            if counted and outcome in (Outcome.FAIL, Outcome.TIMEOUT):
-                failures = max(0, failures - 1)  # this call's outcome is already counted
-            existing = next(
-                (
-                    e
-                    for e in await self.reader.lookup(caller.e164)
-                    if not e.prefix and e.number == caller.e164
-                ),
-                None,
+        policy = self.config.policy
+        # The caller as screened; if forgotten (a restart), the store reads the call log's
+        # verdict inside the outcome's transaction, after the call's own record.
+        caller = self.recent.get(call_id)
+        teach = Learning(
+            e164=caller.e164 if caller else None,
+            since=now - dt.timedelta(days=policy.fail_window_days),
+            rule=learning.rule(caller, outcome, policy, now),
+        )
+        result = await self.writer.submit(SetOutcome(call_id, outcome.value, now, teach))
+        done = result if isinstance(result, OutcomeResult) else OutcomeResult(False)
+        learned = done.learned
+        if learned is not None:
+            self.stats.learned += 1
+            self.hub.publish(
+                EntryLearned(
+                    number=learned.number,
+                    kind=learned.kind.value,
+                    label=learned.label,
+                    expires_at=learned.expires_at.timestamp() if learned.expires_at else None,
+                    auto_block=learning.is_auto_block(learned),
+                    failures=done.failures,
+                )
             )
-            learned_entry = learn(caller, outcome, existing, failures, policy, now)
-            if learned_entry is not None:
-                stored = await self._write(self.writer.learn(learned_entry, now))
-                if not stored:
-                    learned_entry = None
+        shown = caller.display if caller else None
+        self.hub.publish(ChallengeOutcome(call_id, outcome.value, shown, done.found))
         log.info(
             "challenge outcome",
             call_id=call_id,
             outcome=outcome.value,
-            caller=caller.display if caller else None,
-            learned=learned_entry.describe() if learned_entry else None,
+            caller=shown,
+            recorded=done.found,
+            learned=learned.describe() if learned else None,
         )
-
-    async def _caller_from_log(self, call_id: str) -> Caller | None:
-        record = await self.reader.get_call(call_id)
-        if record is None:
-            return None
-        # The verdict as it was made, not a fresh normalization of the raw number: a caller
-        # screened as invalid (tainted, forged headers) must stay invalid, and learn nothing.
-        try:
-            category = Category(record.category)
-        except ValueError:
-            category = Category.INVALID
-        return Caller(record.raw_number, record.e164, category, "from the call log")
 
     async def on_voicemail(self, event: Event) -> None:
         """Note on the call's record that the caller reached voicemail (and whether it left one)."""
@@ -624,7 +528,10 @@ class Screener:
         status = (event.get("Status") or "").strip()
         if "status" in event.duplicated or not re.fullmatch(r"[A-Z]{1,20}", status):
             status = "UNKNOWN"
-        await self._write(self.writer.set_voicemail(call_id, status))
+        self.stats.voicemails += 1
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        found = await self.writer.submit(SetVoicemail(call_id, status, now))
+        self.hub.publish(VoicemailLeft(call_id, status, found is True))
         log.info("voicemail", call_id=call_id, status=status)
 
     async def on_recording(self, event: Event) -> None:
@@ -637,8 +544,8 @@ class Screener:
         seconds_text = (event.get("Seconds") or "").strip()
         seconds = float(seconds_text) if status == "done" and seconds_text.isdigit() else None
         path = str(recording_path(self.config.recording_folder, call_id))
-        await self._flushed()  # the call's own record first
-        await self._write(self.writer.set_recording(call_id, path, seconds))
+        # Applied in order after the call's own record (queued when it was screened).
+        await self.writer.submit(SetRecording(call_id, path, seconds))
         if status == "done":
             # Asterisk wrote it with its own umask; the call is over, so it is ours to close up.
             await asyncio.to_thread(_make_private, path)
@@ -678,50 +585,37 @@ class Screener:
             log.warning("late redirect of a routed call: route kept", call_id=call_id)
             return
         # ScreenLate carries no Route. ScreenFallback, raised before it, recorded the route the
-        # fallback took; keep it. Read on the writer, so that write is already committed.
-        route = None
-        if call_id:
-            await self._flushed()
-            try:
-                previous = await self.writer.get_call(call_id)
-            except StoreError as exc:
-                log.error("could not read the call log", call_id=call_id, error=str(exc))
-                previous = None
-            if previous is not None and previous.fallback:
-                route = previous.route
+        # fallback took; the write keeps it (it is applied after that one, in order).
         await self._record_fallback(
-            event, "decision arrived after the fallback began: ignored", route
+            event, "decision arrived after the fallback began: ignored", late=True
         )
 
-    async def _record_fallback(self, event: Event, why: str, route: str | None = None) -> None:
+    async def _record_fallback(self, event: Event, why: str, *, late: bool = False) -> None:
         request = Request.from_event(event)
         if request is None:
             return
-        if route is None:
-            said = (event.get("Route") or "").strip().lower()
-            known = {r.value for r in Route}
-            # The route the dialplan reports, if it is one; a forged or unknown one is not kept.
-            route = said if said in known and "route" not in event.duplicated else "staff"
+        said = (event.get("Route") or "").strip().lower()
+        known = {r.value for r in Route}
+        # The route the dialplan reports, if it is one; a forged or unknown one is not kept.
+        route = said if said in known and "route" not in event.duplicated else "staff"
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         caller = normalize(request.number, self.config.region)
-        await self._write(
-            self.writer.record_fallback(
-                CallRecord(
-                    call_id=request.call_id,
-                    received_at=now,
-                    raw_number=request.number,
-                    raw_name=request.name,
-                    e164=caller.e164,
-                    category=caller.category.value,
-                    did=request.did,
-                    route=route,
-                    rule="fallback",
-                    reasons=(why,),
-                    latency_ms=0.0,
-                    fallback=True,
-                )
-            )
+        record = CallRecord(
+            call_id=request.call_id,
+            received_at=now,
+            raw_number=request.number,
+            raw_name=request.name,
+            e164=caller.e164,
+            category=caller.category.value,
+            did=request.did,
+            route=route,
+            rule="fallback",
+            reasons=(why,),
+            latency_ms=0.0,
+            fallback=True,
         )
+        await self.writer.submit(RecordLate(record) if late else RecordFallback(record))
+        self.hub.publish(Fallback(request.call_id, route, why))
         log.warning(
             "call took the dialplan fallback", call_id=request.call_id, route=route, why=why
         )
@@ -737,8 +631,10 @@ async def run(
     *,
     stop: asyncio.Event | None = None,
     ready: Callable[[Screener], None] | None = None,
+    hub: Hub | None = None,
 ) -> Stats:
     """Run the agent until SIGINT/SIGTERM (or ``stop``); returns the final counters."""
+    started = time.monotonic()
     settings = ami_settings(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -747,44 +643,80 @@ async def run(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
+    db_path = Path(config.db_path)
     try:
-        # The reader is opened first and must succeed: a service that cannot read its lists
-        # must not start (the dialplan's fallback covers calls meanwhile).
+        # The writer is opened first and must succeed (it migrates an older schema), then the
+        # reader: a service that cannot read its lists must not start (the dialplan's fallback
+        # covers calls meanwhile).
         async with (
             # create=False: a missing or empty database is an error, never a fresh empty list.
-            Store.open(config.db_path, create=False, busy_timeout=WRITER_BUSY_TIMEOUT) as writer,
-            Store.open(config.db_path, readonly=True) as reader,
-            AMIClient(settings, event_names=EVENTS) as ami,
+            Store.open(db_path, create=False, busy_timeout=WRITER_BUSY_TIMEOUT) as writer,
+            Store.open(db_path, readonly=True) as reader,
         ):
-            log.info(
-                "screener running",
-                ami=settings.address,
-                database=str(config.db_path),
-                entries=await reader.count_entries(),
-                hold_s=config.hold_seconds,
-            )
-            screener = Screener(config, reader, writer, ami)
-            if ready is not None:
-                ready(screener)
-            failed = asyncio.ensure_future(ami.wait_failed())
-            serving = asyncio.ensure_future(screener.serve(stop))
-            done, _ = await asyncio.wait({failed, serving}, return_when=asyncio.FIRST_COMPLETED)
-            if failed in done:
-                stop.set()
-                await serving
-                failed.result()  # re-raises the AMI failure (for example a changed secret)
-            else:
-                failed.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await failed
-                serving.result()
-            log.info(
-                "screener stopped",
-                requests=screener.stats.requests,
-                routed=screener.stats.routed,
-                late=screener.stats.late,
-            )
-            return screener.stats
+            if marker.left_behind(db_path):
+                await _check_after_unclean_stop(reader, db_path)
+            with marker.running(db_path):
+                async with AMIClient(settings, event_names=EVENTS) as ami:
+                    return await _serve(
+                        config, settings, reader, writer, ami, stop, ready, hub, started
+                    )
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def _check_after_unclean_stop(reader: Store, db_path: Path) -> None:
+    log.warning(
+        "the last run did not stop cleanly; checking the database first",
+        marker=str(marker.marker_path(db_path)),
+    )
+    begun = time.monotonic()
+    findings = await reader.integrity_check()
+    if findings != "ok":
+        raise StoreCorruptError(
+            f"database {db_path} failed its integrity check after an unclean stop:"
+            f" {'; '.join(findings.splitlines()[:5])}; restore it from a backup"
+        )
+    log.info("database integrity ok", check_s=round(time.monotonic() - begun, 3))
+
+
+async def _serve(
+    config: Config,
+    settings: AMISettings,
+    reader: Store,
+    writer: Store,
+    ami: AMIClient,
+    stop: asyncio.Event,
+    ready: Callable[[Screener], None] | None,
+    hub: Hub | None,
+    started: float,
+) -> Stats:
+    log.info(
+        "screener running",
+        ami=settings.address,
+        database=str(config.db_path),
+        hold_s=config.hold_seconds,
+        startup_s=round(time.monotonic() - started, 3),
+    )
+    screener = Screener(config, reader, writer, ami, hub=hub)
+    if ready is not None:
+        ready(screener)
+    failed = asyncio.ensure_future(ami.wait_failed())
+    serving = asyncio.ensure_future(screener.serve(stop))
+    done, _ = await asyncio.wait({failed, serving}, return_when=asyncio.FIRST_COMPLETED)
+    if failed in done:
+        stop.set()
+        await serving
+        failed.result()  # re-raises the AMI failure (for example a changed secret)
+    else:
+        failed.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await failed
+        serving.result()
+    log.info(
+        "screener stopped",
+        requests=screener.stats.requests,
+        routed=screener.stats.routed,
+        late=screener.stats.late,
+    )
+    return screener.stats

@@ -1,7 +1,8 @@
 """The SQLite store: allow/block list entries and the call log. All database I/O lives here.
 
-One long-lived aiosqlite connection per :class:`Store` (its statements run in order on one
-thread), in WAL mode so that readers in other processes never wait for a writer. Open it with::
+One long-lived ``sqlite3`` connection per :class:`Store`, owned by a thread of its own
+(:mod:`screener.dbthread`: its statements run in order, a whole transaction in one trip), in WAL
+mode so that readers in other processes never wait for a writer. Open it with::
 
     async with Store.open(path) as store:
         matches = await store.lookup("+81312345678")
@@ -27,11 +28,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 
-import aiosqlite
 import structlog
 
+from screener.dbthread import DBThread
 from screener.errors import StoreCorruptError, StoreError, StoreLockedError
 from screener.policy import SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 
@@ -90,7 +91,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX calls_received_at ON calls (received_at)",
         "CREATE INDEX calls_e164_outcome ON calls (e164, outcome, received_at)",
     ),
-    # 2: the call's recording (MixMonitor, after the spoken warning), if any.
+    # The transactional outbox: events for notifications, written in the same transaction as
+    # the row they describe; a sender delivers each once (``key`` is its idempotency key).
+    (
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+        " key TEXT NOT NULL UNIQUE, payload TEXT NOT NULL, created_at REAL NOT NULL)",
+    ),
+    # 3: the call's recording (MixMonitor, after the spoken warning), if any.
     (
         "ALTER TABLE calls ADD COLUMN recording_path TEXT",
         "ALTER TABLE calls ADD COLUMN recording_seconds REAL",
@@ -136,6 +143,51 @@ _RECORD_FALLBACK = (
     " ON CONFLICT (call_id) DO UPDATE SET route = excluded.route, fallback = 1,"
     " reasons = json_insert(calls.reasons, '$[#]', ?)"
 )
+# A Redirect came after the fallback began (ScreenLate): like a fallback, but a route a fallback
+# already recorded (ScreenFallback comes first) is the route the call took, and stays.
+_RECORD_LATE = (
+    f"INSERT INTO calls ({_CALL_COLUMNS})"  # noqa: S608
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
+    " ON CONFLICT (call_id) DO UPDATE SET"
+    " route = CASE WHEN calls.fallback THEN calls.route ELSE excluded.route END, fallback = 1,"
+    " reasons = json_insert(calls.reasons, '$[#]', ?)"
+)
+# Staged import rows, in key order, the line kept so that a repeated key names its first line.
+_STAGE_TABLE = """
+    CREATE TEMP TABLE import_rows (
+        number TEXT NOT NULL, prefix INTEGER NOT NULL, line INTEGER NOT NULL,
+        kind TEXT NOT NULL, label TEXT NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL,
+        expires_at REAL, note TEXT NOT NULL, hits INTEGER NOT NULL, last_seen REAL,
+        PRIMARY KEY (number, prefix, line)
+    ) WITHOUT ROWID
+"""
+_STAGE_ROW = (
+    "INSERT INTO temp.import_rows (line, kind, number, prefix, label, source, created_at,"
+    " expires_at, note, hits, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STAGE_REPEATS = """
+    CREATE TEMP TABLE import_repeats AS
+    SELECT line, first, number, prefix FROM (
+        SELECT line, number, prefix,
+               first_value(line) OVER (PARTITION BY number, prefix ORDER BY line) AS first
+        FROM temp.import_rows
+    ) WHERE line > first
+"""
+# min(line) makes SQLite take the other (bare) columns from the first row of each key.
+_APPLY_STAGE = """
+    INSERT INTO entries (kind, number, prefix, label, source, created_at, expires_at, note,
+                         hits, last_seen)
+    SELECT kind, number, prefix, label, source, created_at, expires_at, note, hits, last_seen
+    FROM (
+        SELECT kind, number, prefix, label, source, created_at, expires_at, note, hits,
+               last_seen, min(line)
+        FROM temp.import_rows GROUP BY number, prefix
+    ) WHERE true
+    ON CONFLICT (number, prefix) DO UPDATE SET
+        kind = excluded.kind, label = excluded.label, source = excluded.source,
+        created_at = excluded.created_at, expires_at = excluded.expires_at,
+        note = excluded.note, hits = excluded.hits, last_seen = excluded.last_seen
+"""
 _RECORD_HIT = "UPDATE entries SET hits = hits + 1, last_seen = ? WHERE id = ?"
 _FAILED_OUTCOMES = ("fail", "timeout")
 _ITER_CHUNK = 5000
@@ -285,11 +337,101 @@ def _translate(exc: sqlite3.Error, path: str, action: str) -> StoreError:
     return StoreError(f"database {path}: {action} failed: {text}")
 
 
+# --- writes the service batches ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCall:
+    """A screening decision: what :meth:`Store.record_call` writes."""
+
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFallback:
+    """The call took the dialplan's fallback: what :meth:`Store.record_fallback` writes."""
+
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLate:
+    """A decision reached a call whose fallback had begun: a fallback that keeps the route an
+    earlier fallback recorded (``record.route`` is used only if there was none)."""
+
+    record: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHit:
+    """One more call matched by the list entry ``entry_id``, seen at ``at``."""
+
+    entry_id: int
+    at: dt.datetime
+
+
+# What a challenge outcome teaches, decided inside the outcome's own transaction: given the call's
+# record (None if the log does not hold it), the exact entry stored for the caller's number, and
+# how many of its *other* calls failed a challenge since ``Learning.since``, the entry to learn.
+LearnRule = Callable[[CallRecord | None, Entry | None, int], Entry | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Learning:
+    """How to learn from a challenge outcome; see :data:`LearnRule`."""
+
+    e164: str | None  # the caller's number if the service knows it, else the call log's
+    since: dt.datetime  # the start of the failure window
+    rule: LearnRule
+
+
+@dataclass(frozen=True, slots=True)
+class SetOutcome:
+    """How the challenge of ``call_id`` ended, and (optionally) what to learn from it."""
+
+    call_id: str
+    outcome: str
+    at: dt.datetime
+    learning: Learning | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetVoicemail:
+    """The voicemail status of ``call_id``; queues a ``voicemail`` outbox event with it."""
+
+    call_id: str
+    status: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SetRecording:
+    """Where the recording of ``call_id`` is, and (once the call ended) how long it is."""
+
+    call_id: str
+    path: str
+    seconds: float | None = None
+
+
+Write = (
+    RecordCall | RecordFallback | RecordLate | RecordHit | SetOutcome | SetVoicemail | SetRecording
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeResult:
+    """What a :class:`SetOutcome` did: whether the call was in the log, what it learned."""
+
+    found: bool
+    learned: Entry | None = None
+    failures: int = 0  # failed challenges in the window, this one included (when it failed)
+
+
 class Store:
     """The allow/block lists and the call log in one SQLite file. Use :meth:`open`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str, *, readonly: bool) -> None:
-        self._db = db
+    def __init__(self, thread: DBThread, path: str, *, readonly: bool) -> None:
+        self._thread = thread
         self.path = path
         self.readonly = readonly
         # Every operation holds this while it talks to the connection, so that no statement of
@@ -308,69 +450,89 @@ class Store:
         busy_timeout: float = 5.0,
         readonly: bool = False,
     ) -> AsyncIterator[Store]:
-        """Open (and if need be create and migrate) the database at ``path``; always closes."""
+        """Open (and if need be create and migrate) the database at ``path``; always closes.
+
+        Opening reads only what is cheap whatever the size of the lists: the file header (SQLite
+        refuses a file that is not a database), ``application_id``, ``user_version``, the
+        schema, and the first pages of each table and of the lookup's index. Damage deeper in
+        the tables is found by :meth:`integrity_check` (``screener doctor``), or by the
+        statement that meets it.
+        """
         name = os.fspath(path)
         target, exists = _check_path(name, create=create, readonly=readonly)
-        try:
-            db = await aiosqlite.connect(
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(
                 target,
                 uri=target.startswith("file:"),
                 isolation_level=None,  # we say BEGIN and COMMIT ourselves
                 timeout=busy_timeout,
             )
+
+        try:
+            thread = await DBThread.start(connect, name="screener-db")
         except sqlite3.Error as exc:
             raise _translate(exc, name, "open") from exc
         try:
-            store = cls(db, name, readonly=readonly)
+            store = cls(thread, name, readonly=readonly)
             await store._setup(busy_timeout=busy_timeout, existed=exists, create=create)
             yield store
         finally:
-            await db.close()
+            await thread.close()
 
     async def _setup(self, *, busy_timeout: float, existed: bool, create: bool = True) -> None:
-        with self._guard("open"):
-            await self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        path, readonly = self.path, self.readonly
+
+        def setup(db: sqlite3.Connection) -> tuple[int, bool]:
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             # Read-only checks first: nothing is written to a file until we know it is ours.
-            app_id = await self._scalar("PRAGMA application_id")
-            version = await self._scalar("PRAGMA user_version")
+            app_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
             tables = [
                 r[0]
-                for r in await self._db.execute_fetchall(
+                for r in db.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
                 )
             ]
             fresh = app_id == 0 and version == 0 and not tables
             if fresh and not create:
                 # A zero-length file (truncated, or created by hand) is not a list to screen by.
-                raise StoreError(f"database {self.path} is empty; {CREATE_HINT}")
+                raise StoreError(f"database {path} is empty; {CREATE_HINT}")
             if not fresh and app_id != APPLICATION_ID:
                 what = f"tables {', '.join(tables)}" if tables else "no tables"
                 raise StoreCorruptError(
-                    f"{self.path} is not a screener database (application_id {app_id:#x},"
+                    f"{path} is not a screener database (application_id {app_id:#x},"
                     f" {what}); refusing to touch it"
                 )
             if version > SCHEMA_VERSION:
                 raise StoreCorruptError(
-                    f"database {self.path} has schema version {version}, newer than this"
+                    f"database {path} has schema version {version}, newer than this"
                     f" screener knows ({SCHEMA_VERSION}); upgrade screener"
                 )
-            problems = [r[0] for r in await self._db.execute_fetchall("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise StoreCorruptError(
-                    f"database {self.path} failed its quick check: {'; '.join(problems[:5])}"
-                )
-            if self.readonly:
+            # The first page of every table, and the lookup's index: a handful of page reads
+            # whatever the size, enough to refuse a file whose tables were wrecked (the full
+            # check is integrity_check).
+            for table in tables:
+                if not table.startswith("sqlite_"):
+                    db.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchall()  # noqa: S608
+            if "entries" in tables:
+                db.execute("SELECT 1 FROM entries WHERE number = '' LIMIT 1").fetchall()
+            if readonly:
                 if version < SCHEMA_VERSION:
                     raise StoreError(
-                        f"database {self.path} needs upgrading (schema {version} <"
-                        f" {SCHEMA_VERSION}); open it once without --readonly"
+                        f"database {path} needs upgrading (schema {version} <"
+                        f" {SCHEMA_VERSION}); `screener init` upgrades it"
                     )
             else:
-                mode = await self._scalar("PRAGMA journal_mode = WAL")
-                if str(mode).lower() != "wal" and self.path != ":memory:":
-                    log.warning("store.no_wal", path=self.path, journal_mode=mode)
-                await self._db.execute("PRAGMA synchronous = NORMAL")
-            await self._db.execute("PRAGMA foreign_keys = ON")
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal" and path != ":memory:":
+                    log.warning("store.no_wal", path=path, journal_mode=mode)
+                db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            return version, fresh
+
+        with self._guard("open"):
+            version, fresh = await self._thread.run(setup)
             if version < SCHEMA_VERSION:
                 await self._migrate(version)
         log.info(
@@ -382,22 +544,30 @@ class Store:
         )
 
     async def _migrate(self, version: int) -> None:
-        for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                # Another process may have migrated while we waited for the write lock.
-                current = await self._scalar("PRAGMA user_version")
-                if current >= target:
-                    await self._db.execute("COMMIT")
-                    continue
-                for statement in statements:
-                    await self._db.execute(statement)
-                await self._db.execute(f"PRAGMA user_version = {target}")
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
-            log.info("store.migrate", path=self.path, schema=target)
+        path = self.path
+
+        def migrate(db: sqlite3.Connection) -> list[int]:
+            applied = []
+            for target, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    # Another process may have migrated while we waited for the write lock.
+                    current = int(db.execute("PRAGMA user_version").fetchone()[0])
+                    if current >= target:
+                        db.execute("COMMIT")
+                        continue
+                    for statement in statements:
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {target}")
+                    db.execute("COMMIT")
+                except BaseException:
+                    _rollback(db)
+                    raise
+                applied.append(target)
+            return applied
+
+        for target in await self._thread.run(migrate):
+            log.info("store.migrate", path=path, schema=target)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -411,53 +581,51 @@ class Store:
             # A str with a lone surrogate cannot be stored as UTF-8 text.
             raise StoreError(f"database {self.path}: {action}: text is not valid Unicode") from exc
 
-    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else row[0]
+    async def _call(self, action: str, function: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``function(connection)`` on the database thread, in one trip, under the lock."""
+        async with self._lock:
+            with self._guard(action):
+                return await self._thread.run(function)
 
-    async def _rollback(self) -> None:
-        # SQLite has already rolled back after some errors; then there is nothing to undo.
-        with suppress(sqlite3.Error):
-            await self._db.execute("ROLLBACK")
+    async def _in_transaction(
+        self, action: str, function: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        """``function`` inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error), one trip."""
+
+        def transaction(db: sqlite3.Connection) -> _T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = function(db)
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+            return result
+
+        return await self._call(action, transaction)
 
     @asynccontextmanager
     async def _transaction(self, action: str) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error, under the lock."""
+        """BEGIN IMMEDIATE ... COMMIT over several trips, or ROLLBACK on any error, under the lock.
+
+        For work fed from an async source (an import); everything else uses one trip.
+        """
         async with self._lock:
             with self._guard(action):
-                await self._db.execute("BEGIN IMMEDIATE")
+                await self._thread.run(lambda db: db.execute("BEGIN IMMEDIATE"))
                 try:
                     yield
-                    await self._db.execute("COMMIT")
+                    await self._thread.run(lambda db: db.execute("COMMIT"))
                 except BaseException:
-                    await self._rollback()
+                    await self._thread.run(_rollback)
                     raise
 
     async def _fetchall(self, action: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._lock:
-            with self._guard(action):
-                return list(await self._db.execute_fetchall(sql, params))
-
-    async def _on_thread(self, function: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``function(connection)`` on the connection's own thread, in one trip.
-
-        Each awaited aiosqlite call is a round trip to its thread (and a wait for the GIL on the
-        way back); a transaction of N statements made of them costs N + 2 trips. aiosqlite runs
-        every call as a function queued to that thread (``_execute``) on the ``sqlite3``
-        connection only that thread uses (``_conn``): queuing our own function there keeps the
-        one-thread-per-connection rule with a single trip. Call it holding ``self._lock``.
-        """
-        db = self._db
-        result = await db._execute(lambda: function(db._conn))  # type: ignore[no-untyped-call]  # aiosqlite's queue to its thread is untyped
-        return cast(_T, result)
+        return await self._call(action, lambda db: db.execute(sql, params).fetchall())
 
     async def _write(self, action: str, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement in autocommit mode; returns the number of rows it changed."""
-        async with self._lock:
-            with self._guard(action):
-                async with self._db.execute(sql, params) as cursor:
-                    return cursor.rowcount
+        return await self._call(action, lambda db: db.execute(sql, params).rowcount)
 
     # --- list entries --------------------------------------------------------------------------
 
@@ -467,69 +635,42 @@ class Store:
         if not candidates:
             return []
         marks = ", ".join("?" * len(candidates))
-        # One statement, one index probe per candidate prefix, whatever the size of the table.
-        rows = await self._fetchall(
-            "lookup",
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})",  # noqa: S608
-            candidates,
-        )
-        return [
-            _entry_from_row(row) for row in rows if row[3] == 1 or row[2] == e164
-        ]  # exact entries key on the whole number only
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})"  # noqa: S608
+
+        def lookup(db: sqlite3.Connection) -> list[Entry]:
+            # One statement, one index probe per candidate prefix, whatever the size of the
+            # table; rows become entries on the database thread, not the event loop's.
+            return [
+                _entry_from_row(row)
+                for row in db.execute(sql, candidates)
+                if row[3] == 1 or row[2] == e164  # exact entries key on the whole number only
+            ]
+
+        return await self._call("lookup", lookup)
 
     async def get(self, number: str, prefix: bool) -> Entry | None:
         """The entry stored for the key (number, prefix), if any."""
-        rows = await self._fetchall(
-            "get",
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",  # noqa: S608
-            (number, int(prefix)),
-        )
-        return _entry_from_row(rows[0]) if rows else None
-
-    async def _get_locked(self, number: str, prefix: bool) -> Entry | None:
-        async with self._db.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",  # noqa: S608
-            (number, int(prefix)),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else _entry_from_row(row)
-
-    async def _upsert_locked(self, entry: Entry) -> Entry:
-        async with self._db.execute(
-            _UPSERT_ENTRY + f" RETURNING {_ENTRY_COLUMNS}", _entry_params(entry)
-        ) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None  # an upsert always returns its row
-        return _entry_from_row(row)
+        return await self._call("get", lambda db: _get(db, number, prefix))
 
     async def add(self, entry: Entry) -> tuple[Entry, Entry | None]:
         """Store ``entry``, replacing any entry with its key; returns (stored, previous)."""
-        async with self._transaction("add"):
-            previous = await self._get_locked(entry.number, entry.prefix)
-            stored = await self._upsert_locked(entry)
-        return stored, previous
+
+        def add(db: sqlite3.Connection) -> tuple[Entry, Entry | None]:
+            previous = _get(db, entry.number, entry.prefix)
+            return _upsert(db, entry), previous
+
+        return await self._in_transaction("add", add)
 
     async def learn(self, entry: Entry, now: dt.datetime) -> bool:
         """Store a learned entry unless an active manual entry holds its key; True if stored."""
         if entry.source != SOURCE_LEARNED:
             raise ValueError(f"learn() takes learned entries, not {entry.source!r} ones")
-        async with self._transaction("learn"):
-            existing = await self._get_locked(entry.number, entry.prefix)
-            if existing is not None and not existing.is_learned and existing.is_active(now):
-                return False  # the office's own word wins (the transaction commits nothing)
-            await self._upsert_locked(entry)
-        return True
+        return await self._in_transaction("learn", lambda db: _learn(db, entry, now))
 
     async def remove(self, number: str, prefix: bool) -> Entry | None:
         """Delete the entry for the key (number, prefix); returns it, or None if there was none."""
-        async with self._lock:
-            with self._guard("remove"):
-                async with self._db.execute(
-                    "DELETE FROM entries WHERE number = ? AND prefix = ?"  # noqa: S608
-                    f" RETURNING {_ENTRY_COLUMNS}",
-                    (number, int(prefix)),
-                ) as cursor:
-                    rows = list(await cursor.fetchall())
+        sql = f"DELETE FROM entries WHERE number = ? AND prefix = ? RETURNING {_ENTRY_COLUMNS}"  # noqa: S608
+        rows = await self._fetchall("remove", sql, (number, int(prefix)))
         return _entry_from_row(rows[0]) if rows else None
 
     @staticmethod
@@ -615,7 +756,7 @@ class Store:
 
     async def record_hits(self, ids: Iterable[int], now: dt.datetime) -> None:
         """Count one more call for each of ``ids`` (repeats count again), in one transaction."""
-        await self.record_batch(hits=[(entry_id, now) for entry_id in ids])
+        await self.apply([RecordHit(entry_id, now) for entry_id in ids])
 
     async def count_entries(self) -> int:
         """How many entries the lists hold, expired ones included."""
@@ -640,26 +781,51 @@ class Store:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         done = 0
+        count = "SELECT count(*) FROM entries"
+        run = self._thread.run
         async with self._transaction("import"):
-            before = int(await self._scalar("SELECT count(*) FROM entries"))
+            before = int(await run(lambda db: db.execute(count).fetchone()[0]))
             async for rows in _batches(entries, batch):
-                await self._db.executemany(_UPSERT_ENTRY, rows)
+                await run(_executemany(_UPSERT_ENTRY, rows))
                 done += len(rows)
                 if on_progress is not None:
                     on_progress(done)
-            after = int(await self._scalar("SELECT count(*) FROM entries"))
+            after = int(await run(lambda db: db.execute(count).fetchone()[0]))
         added = after - before
         return ImportResult(added=added, replaced=done - added)
+
+    @asynccontextmanager
+    async def stage_import(self) -> AsyncIterator[ImportStage]:
+        """A staging table for one streamed import; the lists are untouched until ``apply``.
+
+        The rows wait in a TEMP table (on disk: ``temp_store = FILE``, a small page cache), so
+        memory stays bounded however long the file is, and the database's write lock is taken
+        only by :meth:`ImportStage.apply`, for one statement. Other coroutines using this Store
+        wait until the block ends; the staged rows are dropped on the way out.
+        """
+
+        def create(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA temp_store = FILE")
+            db.execute(_STAGE_TABLE)
+
+        async with self._lock:
+            with self._guard("import"):
+                await self._thread.run(create)
+            stage = ImportStage(self)
+            try:
+                yield stage
+            finally:
+                await stage._close()
 
     # --- call log ------------------------------------------------------------------------------
 
     async def record_call(self, rec: CallRecord) -> None:
         """Log a screening decision; a second decision for the same call updates the decision."""
-        await self._write("record call", _RECORD_CALL, _call_params(rec))
+        await self.apply([RecordCall(rec)])
 
     async def record_calls(self, records: Iterable[CallRecord]) -> None:
         """:meth:`record_call` for many calls in ONE transaction: all of them, or none."""
-        await self.record_batch(calls=records)
+        await self.apply([RecordCall(rec) for rec in records])
 
     async def record_batch(
         self,
@@ -668,39 +834,31 @@ class Store:
         fallbacks: Iterable[CallRecord] = (),
         hits: Iterable[tuple[int, dt.datetime]] = (),
     ) -> None:
-        """Decisions, then fallbacks, then list hits ``(entry id, seen at)``, in ONE transaction.
+        """Decisions, then fallbacks, then list hits ``(entry id, seen at)``, in ONE transaction."""
+        await self.apply(
+            [
+                *(RecordCall(rec) for rec in calls),
+                *(RecordFallback(rec) for rec in fallbacks),
+                *(RecordHit(entry_id, seen) for entry_id, seen in hits),
+            ]
+        )
 
-        All or nothing, and one trip to the connection's thread however many rows: the service
-        commits every call decided meanwhile together (group commit). Each part means what
-        :meth:`record_call`, :meth:`record_fallback` and :meth:`record_hit` mean, applied in
-        that order (a call's decision before its fallback; a repeated id counts again).
+    async def apply(self, writes: Sequence[Write]) -> list[OutcomeResult | bool | None]:
+        """Every write, in the order given, in ONE transaction and one trip: all, or none.
+
+        The service commits everything queued meanwhile together (group commit). Each write
+        means what its method means (:meth:`record_call`, :meth:`record_fallback`,
+        :meth:`record_hit`, :meth:`set_outcome`, :meth:`set_voicemail`); runs of the same kind
+        go to SQLite as one ``executemany``, and list hits (which only count) all go last.
+        Returns one result per write: an :class:`OutcomeResult` for a :class:`SetOutcome`,
+        whether the call was found for a :class:`SetVoicemail` or
+        :class:`SetRecording`, None for the rest. Outbox
+        events (``voicemail``, ``auto_block``) are written in the same transaction as the rows
+        they describe.
         """
-        call_rows = [_call_params(rec) for rec in calls]
-        fallback_rows = [_fallback_params(rec) for rec in fallbacks]
-        hit_rows = [(_ts(seen), entry_id) for entry_id, seen in hits]
-        if not (call_rows or fallback_rows or hit_rows):
-            return
-
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, rows in (
-                    (_RECORD_CALL, call_rows),
-                    (_RECORD_FALLBACK, fallback_rows),
-                    (_RECORD_HIT, hit_rows),
-                ):
-                    if rows:
-                        db.executemany(sql, rows)
-                db.execute("COMMIT")
-            except BaseException:
-                # SQLite has already rolled back after some errors; then there is nothing to undo.
-                with suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-
-        async with self._lock:
-            with self._guard("record calls"):
-                await self._on_thread(write)
+        if not writes:
+            return []
+        return await self._in_transaction("record calls", lambda db: _apply(db, writes))
 
     async def record_fallback(self, rec: CallRecord) -> None:
         """Log that ``rec.call_id`` took the dialplan fallback to ``rec.route``.
@@ -709,35 +867,38 @@ class Store:
         keeps its decision (rule, reasons so far) and gets the route it really took, the
         fallback flag, and ``rec.reasons`` appended to its reasons.
         """
-        await self._write("record fallback", _RECORD_FALLBACK, _fallback_params(rec))
+        await self.apply([RecordFallback(rec)])
 
     async def set_outcome(self, call_id: str, outcome: str, now: dt.datetime) -> bool:
         """Record how the challenge of ``call_id`` ended; False if the call is not in the log."""
-        changed = await self._write(
-            "set outcome",
-            "UPDATE calls SET outcome = ?, outcome_at = ? WHERE call_id = ?",
-            (outcome, _ts(now), call_id),
-        )
-        return changed > 0
+        (result,) = await self.apply([SetOutcome(call_id, outcome, now)])
+        return isinstance(result, OutcomeResult) and result.found
 
-    async def set_voicemail(self, call_id: str, status: str) -> bool:
+    async def set_voicemail(
+        self, call_id: str, status: str, now: dt.datetime | None = None
+    ) -> bool:
         """Record the voicemail status of ``call_id``; False if the call is not in the log."""
-        changed = await self._write(
-            "set voicemail",
-            "UPDATE calls SET voicemail = ? WHERE call_id = ?",
-            (status, call_id),
+        at = now or dt.datetime.now(dt.UTC)
+        (result,) = await self.apply([SetVoicemail(call_id, status, at)])
+        return result is True
+
+    async def outbox(self, *, topic: str | None = None) -> list[OutboxEvent]:
+        """The outbox's events (oldest first), of one topic or all."""
+        where, params = ("WHERE topic = ?", [topic]) if topic else ("", [])
+        rows = await self._fetchall(
+            "read outbox",
+            f"SELECT id, topic, key, payload, created_at FROM outbox {where} ORDER BY id",  # noqa: S608
+            params,
         )
-        return changed > 0
+        return [
+            OutboxEvent(row[0], row[1], row[2], json.loads(row[3]), _dt(row[4]) or _EPOCH)
+            for row in rows
+        ]
 
     async def set_recording(self, call_id: str, path: str, seconds: float | None) -> bool:
         """Record where the call's recording is (and, once it ended, how long it is)."""
-        changed = await self._write(
-            "set recording",
-            "UPDATE calls SET recording_path = ?,"
-            " recording_seconds = coalesce(?, recording_seconds) WHERE call_id = ?",
-            (path, seconds, call_id),
-        )
-        return changed > 0
+        (result,) = await self.apply([SetRecording(call_id, path, seconds)])
+        return result is True
 
     async def recordings(
         self, call_ids: Sequence[str] | None = None, *, limit: int = 100
@@ -788,17 +949,320 @@ class Store:
 
     async def recent_failures(self, e164: str, since: dt.datetime) -> int:
         """How many calls from ``e164`` received since ``since`` failed or timed out a challenge."""
-        rows = await self._fetchall(
-            "count failures",
-            "SELECT count(*) FROM calls WHERE e164 = ? AND outcome IN (?, ?) AND received_at >= ?",
-            (e164, *_FAILED_OUTCOMES, _ts(since)),
-        )
-        return int(rows[0][0])
+        return await self._call("count failures", lambda db: _failures(db, e164, since, None))
 
     async def integrity_check(self) -> str:
-        """SQLite's full integrity check: ``"ok"``, or its findings one per line."""
-        rows = await self._fetchall("integrity check", "PRAGMA integrity_check")
-        return "\n".join(str(row[0]) for row in rows)
+        """SQLite's full integrity check: ``"ok"``, or its findings one per line.
+
+        It reads every page: seconds for millions of entries. ``screener doctor`` runs it, and
+        the service after an unclean shutdown; opening a database never does.
+        """
+
+        def check(db: sqlite3.Connection) -> str:
+            try:
+                rows = db.execute("PRAGMA integrity_check").fetchall()
+            except sqlite3.DatabaseError as exc:
+                if not isinstance(_translate(exc, self.path, "check"), StoreCorruptError):
+                    raise
+                return str(exc)  # damage bad enough to stop the check is its finding
+            return "\n".join(str(row[0]) for row in rows)
+
+        return await self._call("integrity check", check)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One row of the outbox: an event for a sender to deliver once (``key`` is idempotent)."""
+
+    id: int
+    topic: str
+    key: str
+    payload: dict[str, Any]
+    created_at: dt.datetime
+
+
+_EPOCH = dt.datetime.fromtimestamp(0, dt.UTC)
+_OUTBOX = (
+    "INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (key) DO NOTHING"
+)
+
+
+def _executemany(sql: str, rows: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], Any]:
+    return lambda db: db.executemany(sql, rows)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite has already rolled back after some errors; then there is nothing to undo.
+    with suppress(sqlite3.Error):
+        db.execute("ROLLBACK")
+
+
+def _get(db: sqlite3.Connection, number: str, prefix: bool) -> Entry | None:
+    row = db.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",  # noqa: S608
+        (number, int(prefix)),
+    ).fetchone()
+    return None if row is None else _entry_from_row(row)
+
+
+def _upsert(db: sqlite3.Connection, entry: Entry) -> Entry:
+    row = db.execute(
+        _UPSERT_ENTRY + f" RETURNING {_ENTRY_COLUMNS}", _entry_params(entry)
+    ).fetchone()
+    assert row is not None  # an upsert always returns its row
+    return _entry_from_row(row)
+
+
+def _learn(db: sqlite3.Connection, entry: Entry, now: dt.datetime) -> bool:
+    existing = _get(db, entry.number, entry.prefix)
+    if existing is not None and not existing.is_learned and existing.is_active(now):
+        return False  # the office's own word wins
+    _upsert(db, entry)
+    return True
+
+
+def _failures(db: sqlite3.Connection, e164: str, since: dt.datetime, other_than: str | None) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM calls WHERE e164 = ? AND outcome IN (?, ?) AND received_at >= ?"
+        " AND call_id IS NOT ?",
+        (e164, *_FAILED_OUTCOMES, _ts(since), other_than),
+    ).fetchone()
+    return int(row[0])
+
+
+def _get_call(db: sqlite3.Connection, call_id: str) -> CallRecord | None:
+    row = db.execute(
+        f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_id = ?",  # noqa: S608
+        (call_id,),
+    ).fetchone()
+    return None if row is None else _call_from_row(row)
+
+
+def _enqueue(
+    db: sqlite3.Connection, topic: str, key: str, payload: dict[str, Any], at: dt.datetime
+) -> None:
+    db.execute(_OUTBOX, (topic, key, json.dumps(payload, ensure_ascii=False), _ts(at)))
+
+
+def _set_outcome(db: sqlite3.Connection, write: SetOutcome) -> OutcomeResult:
+    found = (
+        db.execute(
+            "UPDATE calls SET outcome = ?, outcome_at = ? WHERE call_id = ?",
+            (write.outcome, _ts(write.at), write.call_id),
+        ).rowcount
+        > 0
+    )
+    learning = write.learning
+    if learning is None:
+        return OutcomeResult(found)
+    record = _get_call(db, write.call_id) if found else None
+    e164 = learning.e164 or (record.e164 if record is not None else None)
+    if e164 is None:
+        return OutcomeResult(found)
+    earlier = _failures(db, e164, learning.since, write.call_id)
+    failed = write.outcome in _FAILED_OUTCOMES
+    entry = learning.rule(record, _get(db, e164, False), earlier)
+    if entry is None or not _learn(db, entry, write.at):
+        return OutcomeResult(found, None, earlier + failed)
+    if entry.kind is ListKind.BLOCK:
+        _enqueue(
+            db,
+            "auto_block",
+            f"auto_block:{entry.number}:{_ts(entry.created_at):.6f}",
+            {
+                "number": entry.number,
+                "failures": earlier + failed,
+                "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
+                "call_id": write.call_id,
+            },
+            write.at,
+        )
+    return OutcomeResult(found, entry, earlier + failed)
+
+
+def _set_voicemail(db: sqlite3.Connection, write: SetVoicemail) -> bool:
+    found = (
+        db.execute(
+            "UPDATE calls SET voicemail = ? WHERE call_id = ?", (write.status, write.call_id)
+        ).rowcount
+        > 0
+    )
+    record = _get_call(db, write.call_id) if found else None
+    _enqueue(
+        db,
+        "voicemail",
+        f"voicemail:{write.call_id}",
+        {
+            "call_id": write.call_id,
+            "e164": record.e164 if record else None,
+            "raw_number": record.raw_number if record else None,
+            "name": record.raw_name if record else None,
+            "reasons": list(record.reasons) if record else [],
+            "voicemail": write.status,
+        },
+        write.at,
+    )
+    return found
+
+
+def _set_recording(db: sqlite3.Connection, write: SetRecording) -> bool:
+    changed = db.execute(
+        "UPDATE calls SET recording_path = ?,"
+        " recording_seconds = coalesce(?, recording_seconds) WHERE call_id = ?",
+        (write.path, write.seconds, write.call_id),
+    ).rowcount
+    return changed > 0
+
+
+def _params(write: RecordCall | RecordFallback | RecordLate | RecordHit) -> tuple[Any, ...]:
+    if isinstance(write, RecordCall):
+        return _call_params(write.record)
+    if isinstance(write, RecordFallback | RecordLate):
+        return _fallback_params(write.record)
+    return (_ts(write.at), write.entry_id)
+
+
+_BULK: dict[type, str] = {
+    RecordCall: _RECORD_CALL,
+    RecordFallback: _RECORD_FALLBACK,
+    RecordLate: _RECORD_LATE,
+    RecordHit: _RECORD_HIT,
+}
+
+
+def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[OutcomeResult | bool | None]:
+    """The body of :meth:`Store.apply`, on the database thread inside its transaction.
+
+    List hits go last, all in one ``executemany``: they only count, so moving them changes no
+    other write, and a batch of calls (each a record then a hit) stays two statements, not two
+    per call.
+    """
+    results: list[OutcomeResult | bool | None] = [None] * len(writes)
+    others = [(n, w) for n, w in enumerate(writes) if not isinstance(w, RecordHit)]
+    i = 0
+    while i < len(others):
+        n, write = others[i]
+        if isinstance(write, SetOutcome):
+            results[n] = _set_outcome(db, write)
+            i += 1
+        elif isinstance(write, SetVoicemail):
+            results[n] = _set_voicemail(db, write)
+            i += 1
+        elif isinstance(write, SetRecording):
+            results[n] = _set_recording(db, write)
+            i += 1
+        else:
+            kind = type(write)
+            run: list[tuple[Any, ...]] = []
+            while i < len(others) and type(others[i][1]) is kind:
+                item = others[i][1]
+                assert isinstance(item, RecordCall | RecordFallback | RecordLate)
+                run.append(_params(item))
+                i += 1
+            db.executemany(_BULK[kind], run)
+    hits = [_params(w) for w in writes if isinstance(w, RecordHit)]
+    if hits:
+        db.executemany(_RECORD_HIT, hits)
+    return results
+
+
+class ImportStage:
+    """Rows of one import staged by :meth:`Store.stage_import`, each with its line number.
+
+    Staged rows go into one transaction of the TEMP database (the lists are not locked by it);
+    it is committed before :meth:`duplicates` or :meth:`apply` read them. Every statement runs
+    on the store's own database thread, like all of the store's work.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._run = store._thread.run
+        self._open = False
+        self.staged = 0
+
+    async def add(self, rows: Iterable[tuple[int, Entry]]) -> None:
+        """Stage ``(line, entry)`` rows; nothing in the lists changes."""
+        params = [(line, *_entry_params(entry)) for line, entry in rows]
+        begin = not self._open
+
+        def stage(db: sqlite3.Connection) -> None:
+            if begin:
+                db.execute("BEGIN")
+            db.executemany(_STAGE_ROW, params)
+
+        with self._store._guard("import"):
+            self._open = True
+            await self._run(stage)
+        self.staged += len(params)
+
+    async def _settle(self) -> None:
+        if self._open:
+            await self._run(lambda db: db.execute("COMMIT"))
+            self._open = False
+
+    async def _close(self) -> None:
+        opened = self._open
+        self._open = False
+
+        def close(db: sqlite3.Connection) -> None:
+            if opened:
+                _rollback(db)
+            with suppress(sqlite3.Error):
+                db.execute("DROP TABLE IF EXISTS temp.import_repeats")
+                db.execute("DROP TABLE IF EXISTS temp.import_rows")
+
+        await self._run(close)
+
+    async def duplicates(self, limit: int) -> tuple[int, list[tuple[int, int, str, bool]]]:
+        """Rows whose key an earlier row has: how many, and the first ``limit`` of them.
+
+        Each is ``(line, line of the first row with that key, number, prefix)``, by line.
+        """
+        staged = self.staged
+
+        def find(db: sqlite3.Connection) -> tuple[int, list[Any]]:
+            # Counting the keys is a plain walk of the table in key order; listing the repeats
+            # (a window over it, kept in a second TEMP table) only when there are some.
+            keys = db.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM temp.import_rows GROUP BY number, prefix)"
+            ).fetchone()[0]
+            if keys == staged:
+                return 0, []
+            db.execute("DROP TABLE IF EXISTS temp.import_repeats")
+            db.execute(_STAGE_REPEATS)
+            count = int(db.execute("SELECT count(*) FROM temp.import_repeats").fetchone()[0])
+            rows = db.execute(
+                "SELECT line, first, number, prefix FROM temp.import_repeats ORDER BY line LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return count, rows
+
+        with self._store._guard("import"):
+            await self._settle()
+            count, rows = await self._run(find)
+        return count, [(int(r[0]), int(r[1]), str(r[2]), bool(r[3])) for r in rows]
+
+    async def apply(self) -> ImportResult:
+        """Upsert the staged rows (the first of each key) in ONE transaction, in key order."""
+
+        def upsert(db: sqlite3.Connection) -> tuple[int, int, int]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                before = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+                done = db.execute(_APPLY_STAGE).rowcount
+                after = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+            return before, done, after
+
+        with self._store._guard("import"):
+            await self._settle()
+            before, done, after = await self._run(upsert)
+        added = after - before
+        return ImportResult(added=added, replaced=done - added)
 
 
 async def _batches(
@@ -883,5 +1347,18 @@ __all__ = [
     "SOURCE_MANUAL",
     "CallRecord",
     "ImportResult",
+    "ImportStage",
+    "LearnRule",
+    "Learning",
+    "OutboxEvent",
+    "OutcomeResult",
+    "RecordCall",
+    "RecordFallback",
+    "RecordHit",
+    "RecordLate",
+    "SetOutcome",
+    "SetRecording",
+    "SetVoicemail",
     "Store",
+    "Write",
 ]

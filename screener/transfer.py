@@ -28,15 +28,16 @@ import io
 import operator
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import IO, TextIO
+from typing import IO, NamedTuple, TextIO
 
 import phonenumbers
 
 from screener.errors import InputError
-from screener.numbers import looks_e164, parse_list_number
+from screener.numbers import broad_prefix, looks_e164, parse_list_number
 from screener.policy import SOURCE_MANUAL, Entry, ListKind
 from screener.when import parse_instant
 
@@ -44,6 +45,8 @@ COLUMNS = ("number", "kind", "prefix", "label", "expires", "note", "source")
 FREE_TEXT = frozenset({"label", "note", "source"})
 MAX_FIELD_CHARS = 1000
 MAX_LINE_BYTES = 1 << 20
+# A record whose quoted field runs over several lines can be no longer than this and be valid.
+MAX_RECORD_CHARS = len(COLUMNS) * (MAX_FIELD_CHARS + 3)
 REJECT_TEXT_CHARS = 80
 
 _PREFIX_VALUES = {
@@ -72,6 +75,10 @@ class Reject:
     text: str
 
 
+# A good data row: its first physical line, and the entry it describes.
+Row = tuple[int, Entry]
+
+
 @dataclass(slots=True)
 class ParsedCSV:
     """The entries a CSV file yields, the rows it rejected, and how many data rows it had."""
@@ -97,29 +104,48 @@ def unprotect(value: str) -> str:
 # --- export ------------------------------------------------------------------------------------
 
 
+def _fields(entry: Entry) -> tuple[str, ...]:
+    return (
+        entry.number,
+        str(entry.kind),
+        "1" if entry.prefix else "0",
+        protect(entry.label),
+        entry.expires_at.astimezone(dt.UTC).isoformat() if entry.expires_at else "",
+        protect(entry.note),
+        protect(entry.source),
+    )
+
+
+def _writer(stream: TextIO, bom: bool) -> Callable[[Iterable[str]], object]:
+    writer = csv.writer(stream)
+    if bom:
+        stream.write("\ufeff")
+    writer.writerow(COLUMNS)
+    return writer.writerow
+
+
 def write_csv(entries: Iterable[Entry], stream: TextIO, *, bom: bool = False) -> int:
     """Write ``entries`` as CSV with a header row to ``stream``; returns how many rows.
 
     Open files with ``newline=""`` (the csv module writes its own CRLF line ends). ``bom`` puts
     a UTF-8 byte-order mark first, which Excel needs to read the file as UTF-8 and not Shift_JIS.
     """
-    writer = csv.writer(stream)
-    if bom:
-        stream.write("\ufeff")
-    writer.writerow(COLUMNS)
+    writerow = _writer(stream, bom)
     count = 0
     for entry in entries:
-        writer.writerow(
-            (
-                entry.number,
-                str(entry.kind),
-                "1" if entry.prefix else "0",
-                protect(entry.label),
-                entry.expires_at.astimezone(dt.UTC).isoformat() if entry.expires_at else "",
-                protect(entry.note),
-                protect(entry.source),
-            )
-        )
+        writerow(_fields(entry))
+        count += 1
+    return count
+
+
+async def write_csv_async(
+    entries: AsyncIterable[Entry], stream: TextIO, *, bom: bool = False
+) -> int:
+    """:func:`write_csv` for entries that arrive a page at a time (a streamed export)."""
+    writerow = _writer(stream, bom)
+    count = 0
+    async for entry in entries:
+        writerow(_fields(entry))
         count += 1
     return count
 
@@ -127,51 +153,109 @@ def write_csv(entries: Iterable[Entry], stream: TextIO, *, bom: bool = False) ->
 # --- import ------------------------------------------------------------------------------------
 
 
+class _Line(NamedTuple):
+    """One physical line: its number, what the csv module is handed, why it is bad, its text."""
+
+    number: int
+    csv: str
+    problem: str | None
+    text: str
+
+
+class _Runaway(Exception):
+    """A quoted field ran on into lines that cannot be part of it: the quote is not closed."""
+
+
 class _Lines:
     """Physical lines of a byte stream, decoded, with what was wrong with each bad one.
 
-    Hands the csv module one text line per physical line, always, so that its line count stays
-    the physical line number even when a line had to be replaced.
+    Hands the csv module one text line per physical line, always, so that the line numbers stay
+    physical even when a line had to be replaced. The lines handed out for the record being
+    parsed are kept in ``record`` (the csv module never reads ahead), so that the lines an
+    unclosed quote ran into can be handed out again (:meth:`replay`) and parsed on their own.
+
+    The csv module asks for another line before a record ends only inside a quoted field. Such a
+    continuation line that is a row of its own (``shape``: a full-width line with a number where
+    the number goes), or that takes the record past :data:`MAX_RECORD_CHARS`, means the quote
+    was never closed: :class:`_Runaway` is raised (the csv reader starts afresh after it).
     """
 
     def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self.number = 0
-        self.problems: dict[int, str] = {}
-        # The text of the lines read for the record being parsed (the csv module never reads ahead).
-        self.pending: list[str] = []
+        self._fresh = self._read(stream)
+        self._again: deque[_Line] = deque()
+        self._chars = 0
+        self.record: list[_Line] = []
+        self.shape: tuple[int, int] | None = None  # (width, index of number) from the header
 
-    def _problem(self, reason: str, text: str) -> str:
-        self.problems[self.number] = reason
-        self.pending.append(text)
-        return "\n"  # a blank line in its place: the record it belongs to is rejected anyway
+    def replay(self, lines: Iterable[_Line]) -> None:
+        """Hand these lines out again, in order, before reading on."""
+        self._again.extendleft(reversed(list(lines)))
 
     def __iter__(self) -> Iterator[str]:
-        readline = self._stream.readline
+        return self
+
+    def __next__(self) -> str:
+        line = self._again.popleft() if self._again else next(self._fresh)
+        record = self.record
+        if not record:
+            self._chars = len(line.text)
+        else:
+            if self.shape and line.problem is None and _looks_like_row(line.text, *self.shape):
+                self._again.appendleft(line)
+                raise _Runaway(
+                    f"a quote is not closed (it runs into line {line.number}, a row of its own)"
+                )
+            self._chars += len(line.text)
+            if self._chars > MAX_RECORD_CHARS:
+                record.append(line)
+                raise _Runaway(
+                    f"a quote is not closed (the row runs past {MAX_RECORD_CHARS:,} characters"
+                    f" at line {line.number})"
+                )
+        record.append(line)
+        return line.csv
+
+    @staticmethod
+    def _read(stream: IO[bytes]) -> Iterator[_Line]:
+        readline = stream.readline
+        number = 0
         while True:
             raw = readline(MAX_LINE_BYTES + 1)
             if not raw:
                 return
-            self.number += 1
-            if self.number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            number += 1
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if len(raw) > MAX_LINE_BYTES:
                 head = raw[:REJECT_TEXT_CHARS].decode("utf-8", "replace")
                 # Skip the rest of the line a chunk at a time: memory stays bounded.
                 while raw and not raw.endswith(b"\n"):
                     raw = readline(MAX_LINE_BYTES)
-                yield self._problem(f"line over {MAX_LINE_BYTES:,} bytes", head)
+                # A blank line in its place: the record it belongs to is rejected anyway.
+                yield _Line(number, "\n", f"line over {MAX_LINE_BYTES:,} bytes", head)
                 continue
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                yield self._problem(_not_utf8(raw, self.number), raw.decode("utf-8", "replace"))
+                yield _Line(number, "\n", _not_utf8(raw, number), raw.decode("utf-8", "replace"))
                 continue
             if "\x00" in text:
-                yield self._problem("contains a NUL byte", text.replace("\x00", "\\x00"))
+                yield _Line(number, "\n", "contains a NUL byte", text.replace("\x00", "\\x00"))
                 continue
-            self.pending.append(text)
-            yield text
+            yield _Line(number, text, None, text)
+
+
+# A field that could be a phone number or a prefix rule (what the number column holds).
+_NUMBER_LIKE = re.compile(r"\s*\+?[0-9][0-9 ().\-]*\s*")
+
+
+def _looks_like_row(text: str, width: int, number_index: int) -> bool:
+    """True if ``text`` on its own is a full-width record with a number in the number column."""
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error:
+        return False
+    return len(fields) == width and bool(_NUMBER_LIKE.fullmatch(fields[number_index]))
 
 
 def _not_utf8(raw: bytes, line: int) -> str:
@@ -246,27 +330,33 @@ def _expiry(text: str) -> dt.datetime | None:
         raise ValueError(f"bad expiry {text!r} (use an ISO date such as 2026-12-31)") from None
 
 
-def iter_csv(
+def iter_rows(
     path_or_stream: str | os.PathLike[str] | IO[bytes] | TextIO,
     *,
     region: str,
     default_kind: ListKind | None,
     source: str = SOURCE_MANUAL,
     now: dt.datetime,
-) -> Iterator[Entry | Reject]:
-    """Parse a list CSV row by row, yielding an :class:`Entry` or a :class:`Reject` per row.
+    broad: bool = False,
+) -> Iterator[Row | Reject]:
+    """Parse a list CSV row by row, yielding ``(line, Entry)`` or a :class:`Reject` per row.
 
-    Streams: memory stays bounded by one line (and a set of the keys seen, to catch duplicates).
-    A key that appears again is rejected, naming the line where it first appeared.
+    Streams in constant memory (one record at a time). A key that appears twice is NOT caught
+    here, as that needs every key seen so far: :func:`iter_csv` keeps them in memory,
+    :meth:`screener.store.Store.stage_import` on disk.
+
+    A prefix rule that :func:`~screener.numbers.broad_prefix` finds too broad (a whole country
+    code, or over 10 % of the home plan) is rejected unless ``broad`` is true (``--force``).
+
+    An unclosed quote never swallows the rows after it: its record is rejected at its first line
+    (see :class:`_Lines`) and the lines after that one are parsed again as rows of their own.
     """
     with ExitStack() as stack:
         lines = _Lines(_open(path_or_stream, stack))
         reader = csv.reader(lines, strict=True)
-        first: dict[str, int] = {}
-        end = 0
+        record = lines.record
         header: dict[str, int] | None = None
         while True:
-            start = end + 1
             fields: list[str] | None = None
             error = ""
             try:
@@ -275,43 +365,81 @@ def iter_csv(
                 break
             except csv.Error as exc:
                 error = _csv_error(exc)
-            end = lines.number
-            text = lines.pending[0] if lines.pending else ""
-            lines.pending.clear()
-            problem = None
-            if lines.problems:
-                found = [
-                    lines.problems.pop(n) for n in range(start, end + 1) if n in lines.problems
-                ]
-                problem = found[0] if found else None
+            except _Runaway as exc:
+                error = str(exc)
+            if not record:
+                break  # nothing was left to read
+            first = record[0]
+            swallowed = record[1:] if len(record) > 1 else ()
+            problem = next((line.problem for line in record if line.problem is not None), None)
+            record.clear()
             if header is None:
                 if problem is not None or fields is None:
                     raise InputError(f"CSV header (line 1): {problem or error}")
                 header = _header(fields, default_kind)
+                lines.shape = (len(header), header["number"])
                 # Short rows are padded with empty fields; a missing column reads the last pad.
                 pick = operator.itemgetter(*(header.get(name, len(header)) for name in _PICKED))
                 continue
+            if fields is None:
+                if swallowed:
+                    # Only the first line is the bad row; the others get their own chance.
+                    lines.replay(swallowed)
+                    problem = first.problem
+                yield _reject(first.number, problem or error, first.text)
+                continue
             if fields == [] and problem is None:
                 continue  # a blank line
-            if problem is None and fields is None:
-                problem = error
             if problem is not None:
-                yield _reject(start, problem, text)
+                yield _reject(first.number, problem, first.text)
                 continue
-            assert fields is not None
-            result = _row(fields, header, pick, region, default_kind, source, now)
+            result = _row(fields, header, pick, region, default_kind, source, now, broad)
             if isinstance(result, str):
-                yield _reject(start, result, text)
+                yield _reject(first.number, result, first.text)
                 continue
-            # A str key, not a tuple: a million tuples would keep the garbage collector busy.
-            key = f"{result.number}/{int(result.prefix)}"
-            seen = first.setdefault(key, start)
-            if seen != start:
-                yield _reject(start, f"duplicate of line {seen} (same number and prefix)", text)
-                continue
-            yield result
+            yield first.number, result
         if header is None:
             raise InputError("the CSV file is empty: it needs a header row")
+
+
+def iter_csv(
+    path_or_stream: str | os.PathLike[str] | IO[bytes] | TextIO,
+    *,
+    region: str,
+    default_kind: ListKind | None,
+    source: str = SOURCE_MANUAL,
+    now: dt.datetime,
+    broad: bool = False,
+) -> Iterator[Entry | Reject]:
+    """:func:`iter_rows`, with a key that appears again rejected (naming the line of the first).
+
+    Memory grows with the keys seen (about 100 bytes each), so this is for files of up to a few
+    hundred thousand rows; ``screener list import`` streams :func:`iter_rows` instead.
+    """
+    first: dict[str, int] = {}
+    for item in iter_rows(
+        path_or_stream,
+        region=region,
+        default_kind=default_kind,
+        source=source,
+        now=now,
+        broad=broad,
+    ):
+        if isinstance(item, Reject):
+            yield item
+            continue
+        line, entry = item
+        # A str key, not a tuple: a million tuples would keep the garbage collector busy.
+        seen = first.setdefault(f"{entry.number}/{int(entry.prefix)}", line)
+        if seen != line:
+            yield Reject(line, duplicate_reason(seen), entry.number)
+            continue
+        yield entry
+
+
+def duplicate_reason(first: int) -> str:
+    """Why a row is rejected whose number and prefix flag the row on line ``first`` has."""
+    return f"duplicate of line {first} (same number and prefix)"
 
 
 def read_csv(
@@ -321,15 +449,23 @@ def read_csv(
     default_kind: ListKind | None,
     source: str = SOURCE_MANUAL,
     now: dt.datetime,
+    broad: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> ParsedCSV:
-    """Parse a whole list CSV into entries and rejects (see :func:`iter_csv`).
+    """Parse a whole list CSV into entries and rejects, all in memory (see :func:`iter_csv`).
 
     ``on_progress`` is called with the number of rows read so far, every 10,000 rows.
     """
     parsed = ParsedCSV()
     for count, item in enumerate(
-        iter_csv(path_or_stream, region=region, default_kind=default_kind, source=source, now=now),
+        iter_csv(
+            path_or_stream,
+            region=region,
+            default_kind=default_kind,
+            source=source,
+            now=now,
+            broad=broad,
+        ),
         start=1,
     ):
         if isinstance(item, Reject):
@@ -349,6 +485,8 @@ def _csv_error(exc: csv.Error) -> str:
         # (128 KiB) is far above any field we accept, and a field that reaches it (a runaway
         # quote, say) is rejected like any other over-long field.
         return f"a field is over {MAX_FIELD_CHARS:,} characters (or a quote is not closed)"
+    if "unexpected end of data" in text:
+        return "a quote is not closed (it runs to the end of the file)"
     return f"not valid CSV: {text}"
 
 
@@ -364,6 +502,7 @@ def _row(
     default_kind: ListKind | None,
     source: str,
     now: dt.datetime,
+    broad: bool,
 ) -> Entry | str:
     """The entry a data row describes, or the reason it cannot be one."""
     width = len(header)
@@ -394,6 +533,10 @@ def _row(
         number = _number(number_raw, region, prefix)
     except ValueError as exc:
         return f"bad number: {exc}"
+    if prefix and not broad:
+        too_broad = broad_prefix(number, region)
+        if too_broad is not None:
+            return f"{too_broad} (import with --force to accept it)"
     try:
         expires = _expiry(expires_raw.strip()) if expires_raw else None
     except ValueError as exc:
@@ -414,11 +557,16 @@ __all__ = [
     "COLUMNS",
     "MAX_FIELD_CHARS",
     "MAX_LINE_BYTES",
+    "MAX_RECORD_CHARS",
     "ParsedCSV",
     "Reject",
+    "Row",
+    "duplicate_reason",
     "iter_csv",
+    "iter_rows",
     "protect",
     "read_csv",
     "unprotect",
     "write_csv",
+    "write_csv_async",
 ]

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from screener.log import configure_logging
-from screener.probe import (
+from tests.probe import (
     Call,
     Probe,
     SandboxError,

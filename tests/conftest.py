@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,10 +14,26 @@ from typing import Any
 import pytest
 import structlog
 
-from screener.probe import Probe, SandboxError, SandboxInfo, probe_client, sandbox_session
-from screener.probe import ScreenerProcess as BaseScreenerProcess
+from tests.probe import Probe, SandboxError, SandboxInfo, probe_client, sandbox_session
+from tests.probe import ScreenerProcess as BaseScreenerProcess
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    """Each test sees the code as it is, not results an earlier test left in a cache.
+
+    ``normalize`` keeps an ``lru_cache``. scripts/mutation forks each mutant's test run from a
+    process that ran the suite once: a warm cache would answer with the unmutated code's
+    results, and the mutant would survive.
+    """
+    for name, module in list(sys.modules.items()):
+        if name == "screener" or name.startswith("screener."):
+            for value in list(vars(module).values()):
+                clear = getattr(value, "cache_clear", None)
+                if callable(clear):
+                    clear()
 
 
 @pytest.fixture(autouse=True)

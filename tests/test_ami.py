@@ -1,7 +1,8 @@
 """screener.ami against a fake AMI server.
 
-Each failure mode of AMI-NOTES.md has a pair of tests: ``test_panoramisk_*`` shows that raw
-panoramisk 1.4 really has the problem, ``test_client_*`` shows that our adapter does not.
+Each failure mode of panoramisk's Manager in docs/ami.md has a pair of tests:
+``test_panoramisk_*`` shows that raw panoramisk 1.4 really has the problem, ``test_client_*``
+shows that our adapter does not. The protocol-level ones are in tests/test_amiproto.py.
 """
 
 # the secrets here are test fixtures; the test is that they never leak
@@ -29,7 +30,8 @@ from hypothesis import strategies as st
 from panoramisk import Manager
 from panoramisk.actions import Action
 
-from screener.ami import AMIClient, AMISettings, Event, _Protocol, build_action
+from screener.ami import AMIClient, AMISettings, Event, build_action
+from screener.amiproto import Protocol
 from screener.errors import (
     AMIActionError,
     AMIAuthError,
@@ -508,7 +510,7 @@ async def test_client_filters_events_case_insensitively() -> None:
 
 async def test_protocol_drops_unwanted_events_before_parsing() -> None:
     """Filtered-out events are dropped unparsed; Shutdown and EventList items are never dropped."""
-    proto = _Protocol(lambda headers, duplicated: None, frozenset({"userevent"}))
+    proto = Protocol(lambda headers, duplicated: None, frozenset({"userevent"}))
     assert proto._unwanted("Event: Newexten\r\nUniqueid: 1")
     assert not proto._unwanted("Event: UserEvent\r\nUniqueid: 1")
     assert not proto._unwanted("event: SHUTDOWN\r\nShutdown: Cleanly")
@@ -516,7 +518,7 @@ async def test_protocol_drops_unwanted_events_before_parsing() -> None:
     proto.responses["7"] = object()  # an action waiting for its EventList items
     assert proto._unwanted("Event: Newexten\r\nUniqueid: 1")
     assert not proto._unwanted("Event: CoreShowChannel\r\nactionid: 7\r\nChannel: x")
-    assert not _Protocol(lambda headers, duplicated: None)._unwanted("Event: Newexten")
+    assert not Protocol(lambda headers, duplicated: None)._unwanted("Event: Newexten")
 
 
 async def test_event_keeps_first_of_duplicated_headers() -> None:

@@ -273,7 +273,11 @@ def test_request_holds_then_falls_back() -> None:
         assert apps == [
             ("Set", "SCREEN_STATE=holding"),
             ("Gosub", "screen-sanitize,s,1"),
-            ("UserEvent", "ScreenRequest,Version: 1,Tainted: ${FILTER(a-z,${SCREEN_TAINTED})}"),
+            (
+                "UserEvent",
+                "ScreenRequest,Version: 1,Tainted: ${FILTER(a-z,${SCREEN_TAINTED})}"
+                ",Hold: ${FILTER(0-9.,${SCREEN_HOLD_SECONDS})}",
+            ),
             ("Ringing", ""),
             ("Wait", "${SCREEN_HOLD_SECONDS}"),
             ("Goto", "screen-fallback,s,1"),
@@ -470,6 +474,7 @@ def test_sandbox_script_uses_only_the_standard_library() -> None:
 def test_no_mirror_host_is_hard_coded() -> None:
     """No package mirror host name appears in the sandbox, Docker or Asterisk files."""
     files = [REPO / "scripts" / "sandbox", REPO / "docker-compose.yml", *REPO.glob("docker/*")]
+    files += [REPO / "scripts" / "compose-test", REPO / ".env.example", REPO / ".ci" / "run"]
     files += [*CONF.iterdir(), *CARRIER.iterdir()]
     for path in files:
         text = path.read_text()
@@ -542,3 +547,77 @@ def test_entrypoint_writes_the_least_privilege_screener_user() -> None:
     )
     assert (rights["read"], rights["write"]) == ("user", "call")
     assert rights["permit"] == "127.0.0.1/255.255.255.255"
+
+
+def test_compose_secrets_are_all_in_env_example() -> None:
+    """Every variable docker-compose.yml requires is in .env.example, as a placeholder only."""
+    text = (REPO / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    assert required == {
+        "SCREENER_AMI_SECRET",
+        "SCREENER_STAFF1_PASSWORD",
+        "SCREENER_STAFF2_PASSWORD",
+    }
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert set(example) == required
+    assert set(example.values()) == {"CHANGE_ME"}  # too short: the entrypoint refuses it
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_compose_starts_the_screener_after_a_healthy_asterisk() -> None:
+    """Both restart unless stopped; the screener waits for Asterisk's healthcheck."""
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    for name, svc in services.items():
+        assert svc["restart"] == "unless-stopped", name
+        assert svc["build"]["network"] == "host", name
+    assert services["screener"]["depends_on"] == {"asterisk": {"condition": "service_healthy"}}
+
+
+def dockerfile_lines(name: str) -> list[str]:
+    """The instructions of docker/<name>.Dockerfile, continuation lines joined."""
+    text = (REPO / "docker" / f"{name}.Dockerfile").read_text()
+    joined = re.sub(r"\\\n", " ", text)
+    return [line.strip() for line in joined.splitlines() if line.strip() and line[0] != "#"]
+
+
+@pytest.mark.parametrize(
+    ("name", "bases"),
+    [
+        # asterisk: the prompts are rendered in a bookworm stage (Python 3.11 and the voice).
+        ("asterisk", ["debian:bookworm-slim", "debian:sid-slim"]),
+        ("screener", ["debian:bookworm-slim"] * 2),
+    ],
+)
+def test_dockerfiles_build_from_debian_with_a_healthcheck(name: str, bases: list[str]) -> None:
+    """Only Debian base images (what scripts/compose-test makes locally); a HEALTHCHECK."""
+    lines = dockerfile_lines(name)
+    assert [line.split()[1] for line in lines if line.startswith("FROM ")] == bases
+    assert sum(line.startswith("HEALTHCHECK ") for line in lines) == 1
+    assert not any(re.search(r"SECRET|PASSWORD", line) for line in lines if line[:4] != "HEAL")
+
+
+def test_screener_image_runs_unprivileged_and_checks_its_health() -> None:
+    """The last USER is the unprivileged screener; the healthcheck script is copied in."""
+    lines = dockerfile_lines("screener")
+    assert [line for line in lines if line.startswith("USER ")][-1] == "USER screener"
+    health = next(line for line in lines if line.startswith("HEALTHCHECK "))
+    assert "/opt/screener/healthcheck.py" in health
+    assert "COPY docker/healthcheck.py /opt/screener/healthcheck.py" in lines
+
+
+def test_ci_runs_the_compose_test_after_the_suite() -> None:
+    """.ci/run runs scripts/test, then scripts/compose-test: the README's Docker steps, for real."""
+    lines = [
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines.index("scripts/compose-test") > lines.index("scripts/test")
+    script = (REPO / "scripts" / "compose-test").read_text()
+    assert "cp .env.example" in script and "up -d" in script and "down -v" in script
+    assert "flock" in script and "screener-sandbox" in script  # the sandbox's ports and lock

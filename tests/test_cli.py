@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import tracemalloc
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from screener import cli
 from screener.cli import main
 
 
@@ -121,6 +124,91 @@ def test_import_bad_rows_all_or_nothing(db: Path, tmp_path: Path) -> None:
     partial = run(db, "list", "import", str(csv_in), "--skip-bad")
     assert partial.exit_code == 0 and "1 rejected rows skipped" in partial.output
     assert len(json.loads(run(db, "list", "show", "--json").stdout)) == 1
+
+
+def _numbers_csv(path: Path, rows: int) -> Path:
+    with path.open("w", encoding="utf-8") as out:
+        out.write("number,kind,label\n")
+        for i in range(rows):
+            out.write(f"+8190{10_000_000 + 7 * i},block,Caller {i}\n")
+    return path
+
+
+def test_import_memory_does_not_grow_with_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """list import streams: the Python heap's peak for 10,000 rows is about that for 2,000."""
+    monkeypatch.setattr(cli, "IMPORT_BATCH", 200)
+    assert run(tmp_path / "warm.db", "list", "import", str(_numbers_csv(tmp_path / "w", 50)))
+    peaks = []
+    for rows in (2000, 10000):
+        path = _numbers_csv(tmp_path / f"{rows}.csv", rows)
+        tracemalloc.start()
+        try:
+            result = run(tmp_path / f"{rows}.db", "list", "import", str(path))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result.exit_code == 0, result.output
+        assert f"imported {rows} entries ({rows} new, 0 replaced)" in result.output
+        peaks.append(peak)
+    # Holding every row (about 400 bytes each) would take 5 times as much for 5 times the rows.
+    assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_import_rejects_repeated_keys_by_line(db: Path, tmp_path: Path) -> None:
+    """A number that appears twice names the first line; --skip-bad keeps the first row."""
+    csv_in = tmp_path / "twice.csv"
+    csv_in.write_text(
+        "number,kind,prefix,label\n0312345678,allow,,first\n0120,block,1,x\n"
+        "+81312345678,block,,again\n",
+        encoding="utf-8",
+    )
+    result = run(db, "list", "import", str(csv_in))
+    assert result.exit_code == 2
+    assert (
+        f"{csv_in}:4: duplicate of line 2 (same number and prefix): +81312345678" in result.stderr
+    )
+    assert "1 of 3 rows rejected; nothing imported" in result.output
+    assert json.loads(run(db, "list", "show", "--json").stdout) == []
+    partial = run(db, "list", "import", str(csv_in), "--skip-bad")
+    assert partial.exit_code == 0, partial.output
+    assert "imported 2 entries (2 new, 0 replaced), 1 rejected rows skipped" in partial.output
+    shown = json.loads(run(db, "list", "show", "--json").stdout)
+    assert [(e["number"], e["label"]) for e in shown] == [
+        ("+81120", "x"),
+        ("+81312345678", "first"),
+    ]
+
+
+def test_import_unclosed_quote_keeps_the_rows_after_it(db: Path, tmp_path: Path) -> None:
+    """An unclosed quote is rejected by line; with --skip-bad every row after it is imported."""
+    csv_in = tmp_path / "quote.csv"
+    csv_in.write_text(
+        'number,kind,label\n0312345678,allow,"Tanaka\n0312345679,allow,Sato\n'
+        '0312345670,block,"x"\n',
+        encoding="utf-8",
+    )
+    result = run(db, "list", "import", str(csv_in), "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert f"{csv_in}:2: a quote is not closed (it runs into line 3" in result.stderr
+    assert "imported 2 entries" in result.output
+    shown = json.loads(run(db, "list", "show", "--json").stdout)
+    assert [e["number"] for e in shown] == ["+81312345670", "+81312345679"]
+
+
+def test_import_dry_run_changes_nothing(db: Path, tmp_path: Path) -> None:
+    """--dry-run checks the whole file (repeats too); it neither creates nor changes a database."""
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text("number,kind\n0312345678,allow\n0312345679,allow\n", encoding="utf-8")
+    result = run(db, "list", "import", str(csv_in), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "2 rows would be imported; nothing changed (--dry-run)" in result.output
+    assert not db.exists()
+    csv_in.write_text("number,kind\n0312345678,allow\n0312345678,block\n", encoding="utf-8")
+    again = run(db, "list", "import", str(csv_in), "--dry-run")
+    assert again.exit_code == 2 and "duplicate of line 2" in again.stderr
+    assert not db.exists()
 
 
 @pytest.mark.parametrize(
@@ -241,3 +329,123 @@ def test_failed_export_leaves_no_partial_file(tmp_path: Path) -> None:
     result = run(bad, "list", "export", str(out))
     assert result.exit_code == 4
     assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_doctor_says_ok_for_a_healthy_database(db: Path) -> None:
+    """`screener doctor` runs the full integrity check and says ok, with the entry count."""
+    assert run(db, "list", "add", "0312345678", "--block").exit_code == 0
+    result = run(db, "doctor")
+    assert result.exit_code == 0, result.output
+    assert "integrity ok (1 list entries)" in result.output
+
+
+def test_doctor_reports_damage_with_exit_code_4(db: Path) -> None:
+    """Damaged pages that opening does not read are found by doctor: exit code 4, findings."""
+    lines = "".join(f"+8131234{i:04d},block\n" for i in range(3000))
+    csv = db.with_name("rows.csv")
+    csv.write_text("number,kind\n" + lines, encoding="utf-8")
+    assert run(db, "list", "import", str(csv)).exit_code == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(db.read_bytes())
+    data[30 * 4096 : 33 * 4096] = b"\xa5" * (3 * 4096)  # wipe leaf pages deep in a table
+    db.write_bytes(bytes(data))
+    assert run(db, "check", "0312345678").exit_code == 0  # opening stays cheap
+    result = run(db, "doctor")
+    assert result.exit_code == 4
+    assert "failed its integrity check" in result.output
+
+
+def test_doctor_never_creates_a_database(db: Path) -> None:
+    """doctor on a missing file is an error (exit 4) and makes no file."""
+    result = run(db, "doctor")
+    assert result.exit_code == 4
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("number", "covers"),
+    [
+        ("0", "prefix +81 covers every number of country code +81 (JP)"),
+        ("+8", "prefix +8 covers every number of country code +81 (JP), +82 (KR)"),
+        ("09", "prefix +819 covers about 16% of the fixed-line and mobile numbers of JP"),
+    ],
+)
+def test_broad_prefix_needs_force(db: Path, number: str, covers: str) -> None:
+    """A prefix rule over a whole country code or >10 % of the home plan needs --force."""
+    result = run(db, "list", "add", number, "--prefix", "--block")
+    assert result.exit_code == 2
+    assert f"screener: error: {covers}" in result.stderr
+    assert result.stderr.endswith("; add --force if that is what you mean\n")
+    assert json.loads(run(db, "list", "show", "--json").stdout) == []
+    forced = run(db, "list", "add", number, "--prefix", "--block", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert len(json.loads(run(db, "list", "show", "--json").stdout)) == 1
+
+
+def test_narrow_prefix_needs_no_force(db: Path) -> None:
+    """An ordinary prefix rule (every 0120 toll-free number) is added without --force."""
+    result = run(db, "list", "add", "0120", "--prefix", "--block")
+    assert result.exit_code == 0 and "added block prefix +81120" in result.output
+
+
+def test_allow_and_block_together_is_a_usage_error(db: Path) -> None:
+    """--allow with --block is refused (exit 2), not decided by whichever came last."""
+    result = run(db, "list", "add", "0120-121-852", "--allow", "--block")
+    assert result.exit_code == 2
+    assert "--allow and --block cannot be used together" in result.output
+    assert not db.exists()
+
+
+def test_init_without_a_config_file_says_so(db: Path) -> None:
+    """init names the config file, or says there is none (not "config: configuration")."""
+    result = run(db, "init")
+    assert result.exit_code == 0
+    assert "config: no config file (defaults and SCREENER_* environment)" in result.output
+
+
+def test_reading_an_empty_database_names_the_real_fix(db: Path) -> None:
+    """A zero-length database file: the error names `screener init`, not a flag that is not."""
+    db.touch()
+    for args in (("check", "0120"), ("calls",), ("list", "show"), ("list", "export")):
+        result = run(db, *args)
+        assert result.exit_code == 4, result.output
+        assert "--readonly" not in result.output
+        assert f"database {db} is empty; create it with `screener init`" in result.stderr
+    assert db.stat().st_size == 0
+
+
+def test_environment_error_names_the_variable(db: Path) -> None:
+    """A bad SCREENER_* value is reported against the variable; INFO is a level."""
+    result = run(db, "check", "0120", env={"SCREENER_LOG_LEVEL": "loud"})
+    assert result.exit_code == 3
+    assert "screener: error: environment variable SCREENER_LOG_LEVEL: log.level:" in result.stderr
+    assert run(db, "check", "0120", env={"SCREENER_LOG_LEVEL": "INFO"}).exit_code == 0
+
+
+def test_import_broad_prefix_needs_force(db: Path, tmp_path: Path) -> None:
+    """A CSV prefix rule over a whole country code is rejected by line unless --force."""
+    csv_in = tmp_path / "broad.csv"
+    csv_in.write_text("number,kind,prefix\n0,block,1\n0120,block,1\n", encoding="utf-8")
+    result = run(db, "list", "import", str(csv_in))
+    assert result.exit_code == 2
+    assert (
+        f"{csv_in}:2: prefix +81 covers every number of country code +81 (JP)"
+        " (import with --force to accept it)" in result.stderr
+    )
+    forced = run(db, "list", "import", str(csv_in), "--force")
+    assert forced.exit_code == 0, forced.output
+    shown = json.loads(run(db, "list", "show", "--json").stdout)
+    assert [e["number"] for e in shown] == ["+81", "+81120"]
+
+
+def test_import_again_counts_replaced_entries(db: Path, tmp_path: Path) -> None:
+    """A second import replaces entries with the same key and says how many were new."""
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text("number,kind\n0312345678,allow\n0312345679,block\n", encoding="utf-8")
+    assert "(2 new, 0 replaced)" in run(db, "list", "import", str(csv_in)).output
+    csv_in.write_text("number,kind\n0312345678,block\n0312345670,block\n", encoding="utf-8")
+    assert "imported 2 entries (1 new, 1 replaced)" in run(db, "list", "import", str(csv_in)).output
+    shown = {e["number"]: e["kind"] for e in json.loads(run(db, "list", "show", "--json").stdout)}
+    assert shown == {"+81312345678": "block", "+81312345679": "block", "+81312345670": "block"}

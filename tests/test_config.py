@@ -109,6 +109,11 @@ level = "debug"
         ("[hours]\nopen = { monday = [] }\n", "hours.open.monday: unknown key"),
         ("[hours]\nopen = { mon = ['09:00-24:30'] }\n", 'hours.open.mon: expected "HH:MM-HH:MM"'),
         (
+            "[hours]\nquiet = { sun = ['09:00-09:00'] }\n",
+            "hours.quiet.sun: '09:00-09:00' starts where it ends, so it never matches",
+        ),
+        ("[log]\nlevel = 'verbose'\n", "log.level: expected one of debug, info, warning, error"),
+        (
             "[screening]\nhold_seconds = true\n",
             "screening.hold_seconds: expected a number, got a boolean",
         ),
@@ -253,3 +258,52 @@ def test_office_wording_replaces_the_defaults(tmp_path: Path) -> None:
     words = words_for(config.prompt_words["ja"])
     assert words.greeting == "株式会社〇〇です。"
     assert words.reject == words_for(None).reject
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"SCREENER_LOG_LEVEL": "verbose"},
+            "environment variable SCREENER_LOG_LEVEL: log.level: expected one of debug, info",
+        ),
+        (
+            {"SCREENER_AMI_PORT": "70000"},
+            "environment variable SCREENER_AMI_PORT: ami.port: expected a whole number from 1",
+        ),
+        (
+            {"SCREENER_REGION": "XX"},
+            "environment variable SCREENER_REGION: region: unknown region 'XX'",
+        ),
+        (
+            {"SCREENER_HOLD_SECONDS": "120"},
+            "environment variable SCREENER_HOLD_SECONDS: screening.hold_seconds: expected a number",
+        ),
+        (
+            {"SCREENER_AMI_SECRET_FILE": "/nonexistent/secret"},
+            "environment variable SCREENER_AMI_SECRET_FILE: ami.secret_file: cannot read",
+        ),
+    ],
+)
+def test_environment_errors_name_the_variable(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    """A bad value from a SCREENER_* variable names that variable, not the config file."""
+    path = write(tmp_path, 'region = "JP"\n[log]\nlevel = "info"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env)
+    assert str(info.value).startswith(message), str(info.value)
+    assert str(path) not in str(info.value)
+
+
+@pytest.mark.parametrize("level", ["INFO", "Info", "info", "WARNING", "Debug"])
+def test_log_level_is_case_insensitive(tmp_path: Path, level: str) -> None:
+    """SCREENER_LOG_LEVEL=INFO (logging's own spelling) and the file's level ignore case."""
+    assert load_config(env={"SCREENER_LOG_LEVEL": level}).log_level == level.lower()
+    path = write(tmp_path, f'[log]\nlevel = "{level}"\n')
+    assert load_config(path, env={}).log_level == level.lower()
+
+
+def test_source_without_a_file_says_so() -> None:
+    """With no file, the config's source says there is none (init prints it)."""
+    assert load_config(env={}).source == "no config file (defaults and SCREENER_* environment)"

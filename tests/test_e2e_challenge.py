@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from screener.probe import Call, Probe, user_event
 from tests.conftest import ScreenerProcess
+from tests.probe import Call, Probe, user_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from screener.errors import AMIError
-from screener.probe import SANDBOX, Call, Probe, SandboxInfo, new_call_id, probe_client, user_event
 from tests.conftest import ScreenerProcess
+from tests.probe import SANDBOX, Call, Probe, SandboxInfo, new_call_id, probe_client, user_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -367,6 +367,7 @@ def write_lock_held(db: Path) -> bool:
         return False
 
 
+@pytest.mark.timeout(600)  # parsing and staging a million rows comes before the lock
 async def test_calls_are_routed_while_an_import_holds_the_write_lock(
     screener: ScreenerProcess, sandbox: SandboxInfo, tmp_path: Path
 ) -> None:
@@ -378,7 +379,9 @@ async def test_calls_are_routed_while_an_import_holds_the_write_lock(
     screener.start()
     importer = spawn([sys.executable, "-m", "screener", "list", "import", str(csv)], screener.env)
     try:
-        deadline = time.monotonic() + 60
+        # The import parses and stages the whole file first; it takes the write lock only for
+        # its last statement, which puts the staged rows into the lists.
+        deadline = time.monotonic() + 300
         while not write_lock_held(screener.db):
             assert importer.poll() is None, "the import ended before it took the write lock"
             assert time.monotonic() < deadline

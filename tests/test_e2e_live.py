@@ -15,8 +15,8 @@ import pytest
 
 from screener.ami import AMIClient
 from screener.errors import AMIActionError
-from screener.probe import Probe, SandboxInfo, user_event
 from tests.conftest import ScreenerProcess
+from tests.probe import Probe, SandboxInfo, user_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -148,3 +148,21 @@ def test_tls_refuses_an_unknown_certificate(sandbox: SandboxInfo, tmp_path: Path
     )
     assert done.returncode == 5
     assert "CERTIFICATE_VERIFY_FAILED" in done.stderr or "certificate" in done.stderr.lower()
+
+
+async def test_the_dialplan_sends_its_hold(
+    sandbox: SandboxInfo, probe: Probe, tmp_path: Path
+) -> None:
+    """The real dialplan sends SCREEN_HOLD_SECONDS (4) in each ScreenRequest; it is what counts."""
+    other = ScreenerProcess(sandbox, tmp_path / "hold", SCREENER_HOLD_SECONDS="3")
+    try:
+        other.start()
+        call = await probe.call_local("09012340078")
+        assert await probe.routed(call) == ("staff", False)
+        warning = other.wait_log(
+            "the dialplan's hold differs from the configured one; timing calls by the dialplan's",
+            5,
+        )
+        assert (warning["dialplan_hold_s"], warning["configured_hold_s"]) == (4.0, 3.0)
+    finally:
+        other.stop()

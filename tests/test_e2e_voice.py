@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from screener.probe import Call, Probe, SandboxInfo, user_event
 from screener.recordings import recording_path
 from tests.conftest import ScreenerProcess
+from tests.probe import Call, Probe, SandboxInfo, user_event
 
 # Generous: the sandbox may first have to wait for another user of its lock.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

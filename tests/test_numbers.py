@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from screener.numbers import Category, looks_e164, normalize, parse_list_number
+from screener.numbers import (
+    Category,
+    Coverage,
+    broad_prefix,
+    looks_e164,
+    normalize,
+    normalize_prefix,
+    parse_list_number,
+    prefix_coverage,
+)
 
 C = Category
 
@@ -113,3 +122,90 @@ def test_parse_list_number_rejects(text: str, prefix: bool) -> None:
     """Unusable admin input raises ValueError naming the input."""
     with pytest.raises(ValueError, match="not a"):
         parse_list_number(text, "JP", prefix=prefix)
+
+
+@pytest.mark.parametrize(
+    ("digits", "region", "expected"),
+    [
+        # JP: international prefix 010, national prefix 0.
+        ("0120", "JP", "+81120"),
+        ("03", "JP", "+813"),
+        ("0", "JP", "+81"),
+        ("0101800", "JP", "+1800"),
+        ("01044", "JP", "+44"),
+        ("+1800", "JP", "+1800"),
+        ("90", "JP", "+8190"),  # typed without the trunk 0: already national
+        # US: international prefix 011, national prefix 1.
+        ("1212", "US", "+1212"),
+        ("212", "US", "+1212"),
+        ("1800", "US", "+1800"),
+        ("01181", "US", "+81"),
+        ("011813", "US", "+813"),
+        # GB: international prefix 00, national prefix 0.
+        ("020", "GB", "+4420"),
+        ("07", "GB", "+447"),
+        ("0081120", "GB", "+81120"),
+        ("00", "GB", None),
+        ("010", "JP", None),
+        ("011", "US", None),
+    ],
+)
+def test_normalize_prefix(digits: str, region: str, expected: str | None) -> None:
+    """A dialled prefix is read with the region's own international and national prefixes."""
+    if expected is None:
+        with pytest.raises(ValueError, match="international prefix alone"):
+            normalize_prefix(digits, region)
+    else:
+        assert normalize_prefix(digits, region) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "region", "expected"),
+    [
+        ("010-1-800", "JP", "+1800"),
+        ("1212", "US", "+1212"),
+        ("1-212", "US", "+1212"),
+        ("020", "GB", "+4420"),
+        ("020 7946", "GB", "+44207946"),
+    ],
+)
+def test_parse_list_number_prefix_by_region(text: str, region: str, expected: str) -> None:
+    """The CLI's prefix rules use the same reading, separators and all."""
+    assert parse_list_number(text, region, prefix=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "region", "broad"),
+    [
+        ("+81", "JP", "every number of country code +81 (JP)"),
+        ("+8", "JP", "every number of country code +81 (JP), +82 (KR)"),
+        ("+1", "JP", "every number of country code +1 (US"),
+        ("+44", "JP", "every number of country code +44 (GB"),
+        ("+819", "JP", "fixed-line and mobile numbers of JP"),
+        ("+816", "JP", "fixed-line and mobile numbers of JP"),
+        ("+8190", "JP", None),  # every 090 mobile: about 9 %, under the line
+        ("+81120", "JP", None),
+        ("+8150", "JP", None),
+        ("+1800", "JP", None),  # foreign, and not a whole country code
+        ("+12", "US", "fixed-line and mobile numbers of US"),
+        ("+1212", "US", None),
+        ("+447", "GB", "about 46% of the fixed-line and mobile numbers of GB"),
+        ("+4420", "GB", None),
+    ],
+)
+def test_broad_prefix(prefix: str, region: str, broad: str | None) -> None:
+    """A whole country code, or over 10 % of the home plan, is too broad; narrower is not."""
+    reason = broad_prefix(prefix, region)
+    if broad is None:
+        assert reason is None
+    else:
+        assert reason is not None and broad in reason and reason.startswith(f"prefix {prefix} ")
+
+
+def test_prefix_coverage_share() -> None:
+    """The share is the fraction of the home plan's numbers under the prefix."""
+    assert prefix_coverage("+81", "JP").home_share == 1.0
+    assert 0.15 < prefix_coverage("+819", "JP").home_share < 0.17
+    assert 0.08 < prefix_coverage("+8190", "JP").home_share < 0.09
+    assert prefix_coverage("+81120", "JP").home_share == 0.0  # toll free: not fixed or mobile
+    assert prefix_coverage("+1800", "JP") == Coverage((), 0.0, "JP")

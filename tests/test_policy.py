@@ -14,12 +14,10 @@ from screener.policy import (
     Entry,
     Hours,
     ListKind,
-    Outcome,
     Policy,
     Route,
     challenge_code,
     decide,
-    learn,
 )
 
 NOW = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)  # Monday 12:00 in Tokyo
@@ -267,43 +265,6 @@ def test_challenge_code_needs_two_digits() -> None:
         challenge_code(1)
 
 
-LEARN = Policy(verified_days=90, fail_threshold=3, autoblock_days=30)
-
-
-@pytest.mark.parametrize(
-    ("outcome", "existing", "failures", "kind", "days"),
-    [
-        (Outcome.PASS, None, 0, ALLOW, 90),
-        (Outcome.PASS, e(ALLOW, TELE_E164, source=SOURCE_LEARNED), 0, ALLOW, 90),
-        (Outcome.PASS, e(BLOCK, TELE_E164, source=SOURCE_LEARNED), 5, ALLOW, 90),
-        (Outcome.PASS, e(BLOCK, TELE_E164), 0, None, None),  # manual wins
-        (Outcome.PASS, e(BLOCK, TELE_E164, expires_at=PAST), 0, ALLOW, 90),  # expired manual
-        (Outcome.FAIL, None, 0, None, None),
-        (Outcome.FAIL, None, 1, None, None),
-        (Outcome.FAIL, None, 2, BLOCK, 30),  # the third failure
-        (Outcome.TIMEOUT, None, 2, BLOCK, 30),
-        (Outcome.TIMEOUT, e(ALLOW, TELE_E164), 9, None, None),  # manual wins
-        (Outcome.HANGUP, None, 9, None, None),
-    ],
-)
-def test_learning(
-    outcome: Outcome, existing: Entry | None, failures: int, kind: ListKind | None, days: int | None
-) -> None:
-    """Passing verifies a caller; the third failure in the window blocks; manual entries win."""
-    learned = learn(normalize(TELE), outcome, existing, failures, LEARN, NOW)
-    if kind is None:
-        assert learned is None
-        return
-    assert learned is not None
-    assert (learned.kind, learned.number, learned.source) == (kind, TELE_E164, SOURCE_LEARNED)
-    assert learned.expires_at == NOW + dt.timedelta(days=days or 0)
-
-
-def test_learning_needs_a_number() -> None:
-    """Withheld callers cannot be learned: there is nothing to key the entry on."""
-    assert learn(normalize("anonymous"), Outcome.PASS, None, 0, LEARN, NOW) is None
-
-
 SUNDAY_NIGHT = Hours(timezone="Asia/Tokyo", quiet={6: ((dt.time(22), dt.time(6)),)})
 
 
@@ -320,3 +281,105 @@ SUNDAY_NIGHT = Hours(timezone="Asia/Tokyo", quiet={6: ((dt.time(22), dt.time(6))
 def test_window_wrapping_midnight_belongs_to_its_start_day(when: dt.datetime, quiet: bool) -> None:
     """A window such as sun 22:00-06:00 covers Monday's small hours, not Sunday's."""
     assert SUNDAY_NIGHT.is_quiet(when.astimezone(dt.UTC)) is quiet
+
+
+# -- edges found by mutation testing (docs/mutation.md) ---------------------------------------
+
+
+def test_an_entry_expiring_now_is_already_expired() -> None:
+    """An entry is active strictly before its expiry instant, not at it."""
+    assert e(BLOCK, TELE_E164, expires_at=NOW + dt.timedelta(microseconds=1)).is_active(NOW)
+    assert not e(BLOCK, TELE_E164, expires_at=NOW).is_active(NOW)
+
+
+def test_an_expired_entry_is_named_with_its_expiry_in_the_reasons() -> None:
+    """The reasons say which entry was ignored as expired, and since when."""
+    decision = decide(normalize(TELE), [e(BLOCK, TELE_E164, expires_at=PAST)], Policy(), NOW)
+    assert decision.rule == "category"
+    (ignored,) = [r for r in decision.reasons if r.startswith("ignored expired")]
+    assert ignored.endswith(f"expired {PAST.isoformat()}")
+    assert "no list entry" in decision.reasons
+
+
+@pytest.mark.parametrize("manual_first", [True, False])
+def test_a_manual_exact_entry_wins_over_a_learned_one(manual_first: bool) -> None:
+    """Of two exact entries of one kind, the manual one decides, in whichever order they come."""
+    manual = e(ALLOW, TELE_E164, label="customer")
+    learned = e(ALLOW, TELE_E164, label="passed the challenge", source=SOURCE_LEARNED)
+    entries = [manual, learned] if manual_first else [learned, manual]
+    assert decide(normalize(TELE), entries, Policy(), NOW).entry is manual
+
+
+def test_at_equal_length_a_block_prefix_beats_an_allow_prefix() -> None:
+    """Two manual prefix rules of one length: the block rule wins (the cautious choice)."""
+    for entries in ([e(ALLOW, "+81120", True), e(BLOCK, "+81120", True)],
+                    [e(BLOCK, "+81120", True), e(ALLOW, "+81120", True)]):  # fmt: skip
+        decision = decide(normalize(TELE), entries, Policy(), NOW)
+        assert (decision.route, decision.rule) == (Route.VOICEMAIL, "prefix-block")
+
+
+@pytest.mark.parametrize(
+    ("when", "did", "rule", "reason"),
+    [
+        (tokyo(2026, 11, 30, 23), None, "quiet-hours", "quiet hours (Asia/Tokyo) → voicemail"),
+        (tokyo(2026, 11, 28, 12), None, "after-hours",
+         "outside business hours (Asia/Tokyo) → voicemail"),
+        (tokyo(2026, 11, 30, 12), SUPPORT, "did-category",
+         f"DID {SUPPORT} rule for mobile → staff"),
+    ],
+)  # fmt: skip
+def test_hours_and_did_rules_give_their_reason(
+    when: dt.datetime, did: str | None, rule: str, reason: str
+) -> None:
+    """Quiet hours, business hours and a DID rule each say so as the decision's last reason."""
+    policy = Policy(hours=HOURS, dids=DID_POLICY.dids)
+    decision = decide(normalize("090-1234-5678"), [], policy, when.astimezone(dt.UTC), did)
+    assert decision.rule == rule
+    assert isinstance(decision.reasons, tuple) and decision.reasons[-1] == reason
+    assert decision.reasons[0].startswith("caller +819012345678: mobile")
+
+
+def test_withheld_announcement_keeps_the_rule_and_says_why() -> None:
+    """The announcement replaces only the route: rule and reasons stay, plus one that says so."""
+    plain = decide(normalize("P"), [], Policy(), NOW)
+    announced = decide(normalize("P"), [], Policy(withheld_announcement=True), NOW)
+    assert announced.rule == plain.rule == "category"
+    assert announced.reasons == (
+        *plain.reasons,
+        "withheld caller: asked to call again with the number shown",
+    )
+    assert announced.entry is None
+
+
+def test_withheld_announcement_keeps_the_did_rule_and_its_entry() -> None:
+    """A DID rule that challenges withheld callers is still the rule named with the announcement."""
+    policy = Policy(
+        withheld_announcement=True,
+        dids={SUPPORT: DidPolicy(categories={Category.WITHHELD: Route.CHALLENGE})},
+    )
+    decision = decide(normalize("anonymous"), [], policy, NOW, SUPPORT)
+    assert (decision.route, decision.rule, decision.announcement) == (
+        Route.REJECT, "did-category", "withheld",
+    )  # fmt: skip
+
+
+def test_a_one_digit_challenge_code_is_refused_with_a_reason() -> None:
+    """A one-digit code would be guessed one time in ten: refused, saying why."""
+    with pytest.raises(ValueError, match=r"^a challenge code needs at least 2 digits$"):
+        challenge_code(1)
+
+
+def test_did_default_and_default_route_give_their_reason() -> None:
+    """A DID's default and the office-wide default each say so as the decision's last reason."""
+    did_default = decide(normalize("03-1234-5678"), [], DID_POLICY, NOW, "+81312340001")
+    assert did_default.reasons[-1] == "DID +81312340001 default → challenge"
+    fallback = decide(normalize("03-1234-5678"), [], Policy(categories={}), NOW)
+    assert (fallback.rule, fallback.reasons[-2:]) == (
+        "default", ("no list entry", "default → staff"),
+    )  # fmt: skip
+
+
+def test_business_hours_open_at_the_first_minute() -> None:
+    """A window 09:00-18:00 is open at 09:00 itself."""
+    nine = tokyo(2026, 11, 30, 9).astimezone(dt.UTC)
+    assert decide(normalize("03-1234-5678"), [], Policy(hours=HOURS), nine).rule == "category"

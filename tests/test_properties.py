@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 
 from screener.cli import main
 from screener.config import did_key
+from screener.dialplan import redirect_target
 from screener.log import configure_logging
 from screener.numbers import Caller, Category, normalize
 from screener.policy import (
@@ -49,7 +50,6 @@ from screener.policy import (
     decide,
 )
 from screener.screening import Screening, screen
-from screener.service import redirect_target
 from screener.store import CallRecord, Store
 from tests.fakeami import FakeAMI
 from tests.test_service import SECRET, make_config, serving

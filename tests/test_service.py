@@ -15,7 +15,7 @@ import datetime as dt
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import structlog
 
-from screener import service
+from screener import events, marker, service
 from screener.config import AMIConfig, Config
 from screener.errors import AMIAuthError, ConfigError, StoreCorruptError, StoreError
 from screener.policy import SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 from screener.service import Screener, Stats
-from screener.store import CallRecord, Store
+from screener.store import CallRecord, RecordCall, Store, Write
 from tests.fakeami import FakeAMI, Received, encode
 
 SECRET = "hunter2-Svc7"  # distinctive, so that a leak is easy to spot
@@ -807,16 +807,16 @@ async def test_a_failed_batch_costs_no_other_call_its_record(fake: FakeAMI, db: 
     poisoned = new_call_id()
     with structlog.testing.capture_logs() as logs:
         async with serving(make_config(fake, db), fake) as svc:
-            writer = svc.screener.writer
-            record_batch = writer.record_batch
+            store = svc.screener.writer.store
+            apply = store.apply
 
-            async def failing(**parts: Any) -> None:
+            async def failing(writes: Sequence[Write]) -> list[Any]:
                 # A fake disk error for one call's row; the rest of the batch is fine.
-                if any(c.call_id == poisoned for c in parts.get("calls", ())):
+                if any(isinstance(w, RecordCall) and w.record.call_id == poisoned for w in writes):
                     raise StoreError("database: record calls failed: disk I/O error")
-                await record_batch(**parts)
+                return await apply(writes)
 
-            writer.record_batch = failing  # type: ignore[method-assign]
+            store.apply = failing  # type: ignore[method-assign]
             with write_locked(db):
                 calls = [new_call_id() for _ in range(6)]
                 await fake.emit(*(request(c, MOBILE) for c in [*calls, poisoned]))
@@ -852,7 +852,7 @@ async def test_late_decision_after_the_fallback_keeps_the_fallback_route(
     """ScreenFallback first, then a too-late decision: the log keeps the route the call took."""
     blocked = "+81312349999"
     async with serving(make_config(fake, db), fake) as svc:
-        await svc.screener.writer.add(Entry(kind=ListKind.BLOCK, number=blocked))
+        await svc.screener.writer.store.add(Entry(kind=ListKind.BLOCK, number=blocked))
         call_id = new_call_id()
         stale = time.time() - 3.8
         await fake.emit(snapshot(call_id, blocked, user_event="ScreenFallback", Route="staff"))
@@ -930,3 +930,215 @@ async def test_skewed_asterisk_clock_still_gets_calls_routed(fake: FakeAMI, db: 
 
 async def _true_if(condition: bool) -> bool | None:
     return True if condition else None
+
+
+# -- nothing lost while the database is locked ---------------------------------------------------
+
+
+def voicemail_event(call_id: str, number: str, status: str) -> dict[str, str]:
+    return snapshot(
+        call_id,
+        number,
+        user_event="ScreenVoicemail",
+        context="route-voicemail",
+        exten="s",
+        Status=status,
+    )
+
+
+async def test_every_write_survives_a_lock_longer_than_the_busy_timeout(
+    fake: FakeAMI, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held past busy_timeout: a failed challenge, a voicemail and a fallback all reach the log."""
+    monkeypatch.setattr(service, "WRITER_BUSY_TIMEOUT", 0.2)
+    async with serving(make_config(fake, db), fake) as svc:
+        with write_locked(db):
+            challenged_id = await challenged(svc, TOLL_FREE)
+            await fake.emit(challenge_event(challenged_id, TOLL_FREE, "fail"))
+            await fake.emit(voicemail_event(challenged_id, TOLL_FREE, "SUCCESS"))
+            fell = new_call_id()
+            await fake.emit(snapshot(fell, MOBILE, user_event="ScreenFallback", Route="voicemail"))
+            await fake.wait_until(lambda: svc.screener.stats.write_retries >= 3, 5)
+            assert await read_call(db, challenged_id) is None  # all of it waits for the lock
+        record = await eventually(lambda: _with_voicemail(read_call(db, challenged_id)), 5)
+        fallback = await svc.call(fell, within=5)
+    assert (record.route, record.outcome, record.voicemail) == ("challenge", "fail", "SUCCESS")
+    assert (fallback.route, fallback.fallback, fallback.rule) == ("voicemail", True, "fallback")
+    assert svc.task.result().record_errors == 0
+
+
+async def _with_voicemail(pending: Awaitable[CallRecord | None]) -> CallRecord | None:
+    record = await pending
+    return record if record is not None and record.voicemail is not None else None
+
+
+async def test_three_failures_under_a_held_lock_still_auto_block(
+    fake: FakeAMI, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three failed challenges committed together after a long lock: the third one blocks."""
+    monkeypatch.setattr(service, "WRITER_BUSY_TIMEOUT", 0.2)
+    async with serving(make_config(fake, db), fake) as svc:
+        with write_locked(db):
+            for outcome in ("fail", "timeout", "fail"):
+                call_id = await challenged(svc, TOLL_FREE)
+                await fake.emit(challenge_event(call_id, TOLL_FREE, outcome, attempts="3"))
+            await fake.wait_until(lambda: svc.screener.stats.write_retries >= 2, 5)
+            assert await read_entry(db, TOLL_FREE_E164) is None
+        entry = await eventually(lambda: read_entry(db, TOLL_FREE_E164), 5)
+        await fake.wait_until(lambda: svc.screener.stats.learned == 1, 5)
+        async with Store.open(db, readonly=True) as store:
+            (event,) = await store.outbox(topic="auto_block")
+    assert (entry.kind, entry.source) == (ListKind.BLOCK, SOURCE_LEARNED)
+    assert event.payload["number"] == TOLL_FREE_E164 and event.payload["failures"] == 3
+    assert svc.task.result().record_errors == 0
+
+
+# -- what the service publishes ------------------------------------------------------------------
+
+
+async def test_the_service_publishes_what_happened(fake: FakeAMI, db: Path) -> None:
+    """One hub sees the screened call, its outcome, the learned entry, voicemail and fallback."""
+    seen: list[events.Event] = []
+    hub = events.Hub()
+    hub.subscribe(seen.append)
+
+    def broken(event: events.Event) -> None:
+        raise RuntimeError("a subscriber with a bug")
+
+    hub.subscribe(broken)  # must cost the calls nothing
+    config = make_config(fake, db)
+    if not db.exists():
+        async with Store.open(db):
+            pass
+    stop = asyncio.Event()
+    ready: asyncio.Future[Screener] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(service.run(config, stop=stop, ready=ready.set_result, hub=hub))
+    try:
+        await asyncio.wait_for(asyncio.shield(ready), 5)
+        call_id = new_call_id()
+        await fake.emit(request(call_id, TOLL_FREE))
+        await fake.wait_until(lambda: len(fake.actions("Redirect")) == 1)
+        await fake.emit(challenge_event(call_id, TOLL_FREE, "pass"))
+        await fake.emit(voicemail_event(call_id, TOLL_FREE, "SUCCESS"))
+        fell = new_call_id()
+        await fake.emit(snapshot(fell, MOBILE, user_event="ScreenFallback", Route="staff"))
+        await fake.wait_until(lambda: any(isinstance(e, events.Fallback) for e in seen))
+        await fake.wait_until(lambda: any(isinstance(e, events.VoicemailLeft) for e in seen))
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(task, 10)
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds[0] == "AMIConnected"
+    for kind in ("CallScreened", "EntryLearned", "ChallengeOutcome", "VoicemailLeft", "Fallback"):
+        assert kind in kinds
+    screened = next(e for e in seen if isinstance(e, events.CallScreened))
+    assert (screened.call_id, screened.route) == (call_id, "challenge")
+    learned = next(e for e in seen if isinstance(e, events.EntryLearned))
+    assert (learned.number, learned.kind, learned.auto_block) == (TOLL_FREE_E164, "allow", False)
+    assert stats.failed == 0
+
+
+async def test_voicemail_is_put_in_the_outbox_with_its_call(fake: FakeAMI, db: Path) -> None:
+    """A voicemail status writes one outbox event (idempotent key) with the caller and reasons."""
+    await add_entry(db, ListKind.BLOCK, FIXED_E164, label="pest")
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        await fake.emit(request(call_id, FIXED, "Tanaka"))
+        await svc.redirects(1)
+        await fake.emit(voicemail_event(call_id, FIXED, "SUCCESS"))
+        await fake.emit(voicemail_event(call_id, FIXED, "SUCCESS"))  # a repeated event
+        await eventually(lambda: _with_voicemail(read_call(db, call_id)))
+        await fake.wait_until(lambda: svc.screener.stats.voicemails == 2)
+        await svc.screener.writer.flushed()
+    async with Store.open(db, readonly=True) as store:
+        (event,) = await store.outbox()
+    assert (event.topic, event.key) == ("voicemail", f"voicemail:{call_id}")
+    payload = event.payload
+    assert (payload["call_id"], payload["e164"], payload["raw_number"]) == (
+        call_id,
+        FIXED_E164,
+        FIXED,
+    )
+    assert (payload["name"], payload["voicemail"]) == ("Tanaka", "SUCCESS")
+    assert any("pest" in r for r in payload["reasons"])
+
+
+# -- the hold time comes from the dialplan -------------------------------------------------------
+
+
+async def test_hold_sent_by_the_dialplan_times_the_call(fake: FakeAMI, db: Path) -> None:
+    """ScreenRequest's Hold is the hold used (here longer than configured), with one warning."""
+    with structlog.testing.capture_logs() as logs:
+        async with serving(make_config(fake, db), fake) as svc:
+            # 3.6 s old: too late for the configured 4 s hold (less the 0.5 s margin), in time
+            # for the dialplan's 8 s.
+            stamp = time.time() - 3.6
+            call_id, again = new_call_id(), new_call_id()
+            await fake.emit(request(call_id, MOBILE, timestamp=stamp, Hold="8"))
+            await fake.emit(request(again, MOBILE, timestamp=stamp, Hold="8"))
+            redirects = await svc.redirects(2)
+    assert sorted(r.get("Channel") or "" for r in redirects) == sorted([call_id, again])
+    warnings = [e for e in logs if e["event"].startswith("the dialplan's hold differs")]
+    assert len(warnings) == 1
+    assert (warnings[0]["dialplan_hold_s"], warnings[0]["configured_hold_s"]) == (8.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    "hold", ["", "soon", "0", "600", "nan"], ids=["empty", "text", "zero", "huge", "nan"]
+)
+async def test_a_hold_that_makes_no_sense_is_not_used(fake: FakeAMI, db: Path, hold: str) -> None:
+    """A missing, unreadable or out-of-range Hold falls back to the configured hold time."""
+    async with serving(make_config(fake, db), fake) as svc:
+        stamp = time.time() - 3.6  # too late for the configured 4 s (less the 0.5 s margin)
+        call_id = new_call_id()
+        await fake.emit(request(call_id, MOBILE, timestamp=stamp, Hold=hold))
+        record = await svc.call(call_id)
+    assert record.fallback and not fake.actions("Redirect")
+
+
+async def test_a_repeated_hold_header_is_not_trusted(fake: FakeAMI, db: Path) -> None:
+    """Two Hold headers (caller data forging one): the configured hold times the call."""
+    async with serving(make_config(fake, db), fake) as svc:
+        call_id = new_call_id()
+        headers = list(request(call_id, MOBILE, timestamp=time.time() - 3.6).items())
+        await fake.send_raw(encode([*headers, ("Hold", "30"), ("Hold", "30")]))
+        record = await svc.call(call_id)
+    assert record.fallback and not fake.actions("Redirect")
+
+
+# -- status line and unclean stops ---------------------------------------------------------------
+
+
+async def test_status_line_sums_up_the_service(
+    fake: FakeAMI, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every STATUS_INTERVAL one status line: calls screened, routes, fallbacks, backlog."""
+    monkeypatch.setattr(service, "STATUS_INTERVAL", 0.2)
+    with structlog.testing.capture_logs() as logs:
+        async with serving(make_config(fake, db), fake) as svc:
+            await fake.emit(request(new_call_id(), MOBILE))
+            await fake.emit(snapshot(new_call_id(), MOBILE, user_event="ScreenFallback"))
+            await svc.redirects(1)
+            await fake.wait_until(
+                lambda: any(e["event"] == "status" and e["fallbacks"] == 1 for e in logs), 3
+            )
+    line = next(e for e in logs if e["event"] == "status" and e["fallbacks"] == 1)
+    assert (line["screened"], line["routes"], line["write_backlog"]) == (1, {"staff": 1}, 0)
+    assert any(e["event"] == "screener stopping" for e in logs)
+
+
+async def test_a_run_that_did_not_stop_cleanly_is_checked_next_time(
+    fake: FakeAMI, db: Path
+) -> None:
+    """The marker of a run killed mid-way makes the next start run the integrity check."""
+    with structlog.testing.capture_logs() as logs:
+        async with serving(make_config(fake, db), fake):
+            assert marker.left_behind(db)
+        assert not marker.left_behind(db)  # a clean stop removes it
+        assert not any(e["event"].startswith("the last run did not stop") for e in logs)
+        marker.marker_path(db).write_text("4242\n")  # as a killed run leaves it
+        async with serving(make_config(fake, db), fake):
+            pass
+    assert any(e["event"].startswith("the last run did not stop cleanly") for e in logs)
+    assert any(e["event"] == "database integrity ok" for e in logs)
+    assert not marker.left_behind(db)

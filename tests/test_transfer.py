@@ -15,6 +15,7 @@ from screener.policy import SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 from screener.transfer import (
     COLUMNS,
     MAX_LINE_BYTES,
+    MAX_RECORD_CHARS,
     ParsedCSV,
     Reject,
     iter_csv,
@@ -106,6 +107,58 @@ def test_line_numbers_count_physical_lines() -> None:
     parsed = parse(data)
     assert parsed.entries[0].note == "one\ntwo\nthree"
     assert [(r.line, r.text) for r in parsed.rejects] == [(5, "nope,allow,,,,,")]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # A stray quote further down closes the field: the rows between used to vanish into it.
+        (
+            '0312345678,allow,,"Tanaka,,,\n0312345679,allow,,,,,\n0312345670,block,,x",,,\n',
+            "a quote is not closed (it runs into line 3, a row of its own)",
+        ),
+        # Never closed: the rest of the file used to be one rejected row.
+        (
+            '0312345678,allow,,"Tanaka,,,\n0312345679,allow,,,,,\n0312345670,block,,x,,,\n',
+            "a quote is not closed (it runs into line 3, a row of its own)",
+        ),
+        # Nothing after it looks like a row, and the file ends inside the quote.
+        (
+            '0312345678,allow,,"Tanaka,,,\n'
+            + "not a row\n" * 3
+            + "0312345679,allow,,,,,\n0312345670,block,,x,,,\n",
+            "a quote is not closed (it runs into line 6, a row of its own)",
+        ),
+    ],
+)
+def test_unclosed_quote_is_rejected_and_swallows_nothing(body: str, reason: str) -> None:
+    """An unclosed quote rejects its own row, by line; every row after it is read on its own."""
+    parsed = parse(HEADER + body)
+    assert (parsed.rejects[0].line, parsed.rejects[0].reason) == (2, reason)
+    assert parsed.rejects[0].text == '0312345678,allow,,"Tanaka,,,'
+    assert {"+81312345679", "+81312345670"} <= {e.number for e in parsed.entries}
+
+
+def test_unclosed_quote_at_the_end_of_the_file() -> None:
+    """A quote opened on the last row and never closed rejects that row, naming why."""
+    parsed = parse(HEADER + '0312345679,allow,,,,,\n0312345678,allow,,"Tanaka,,,\nmore\n')
+    assert [e.number for e in parsed.entries] == ["+81312345679"]
+    assert (parsed.rejects[0].line, parsed.rejects[0].reason) == (
+        3,
+        "a quote is not closed (it runs to the end of the file)",
+    )
+
+
+def test_unclosed_quote_runs_out_at_the_record_limit() -> None:
+    """Lines that are not rows are swallowed only up to the longest record that can be valid."""
+    filler = "words, words\n" * 1000  # 13,000 characters: past MAX_RECORD_CHARS
+    parsed = parse(HEADER + '0312345678,allow,,"Tanaka,,,\n' + filler + "0312345679,allow,,,,,\n")
+    first = parsed.rejects[0]
+    assert (first.line, first.reason.split(" at line")[0]) == (
+        2,
+        f"a quote is not closed (the row runs past {MAX_RECORD_CHARS:,} characters",
+    )
+    assert [e.number for e in parsed.entries] == ["+81312345679"]
 
 
 def test_duplicate_keys_keep_the_first() -> None:

@@ -2,6 +2,8 @@
 
 Used by the demo, the end-to-end tests and the benchmark, never by the service: it logs in as
 the sandbox's test-only AMI user, which may ``Originate`` (the screener's own user never can).
+It lives beside the tests, outside the ``screener`` package, so that an installed screener
+holds no module that can originate calls (tests/test_packaging.py checks the wheel).
 Two ways in:
 
 - ``call_local``: ``Originate Local/<DID>@from-trunk``; the ``;2`` half runs the inbound
@@ -247,14 +249,26 @@ class Watcher:
     async def wait_for(self, match: Callable[[Event], bool], within: float = 10.0) -> Event:
         """The first event (already seen or yet to come) that matches; TimeoutError if none."""
 
-        def found() -> Event | None:
-            return next((e for e in self.events if match(e)), None)
+        # Each waiter scans only the events that arrived since it last looked: with a hundred
+        # calls in flight, rescanning the whole history on every event made the test's own
+        # event loop the bottleneck (quadratic in the events seen), and waits timed out.
+        scanned = 0
+        hit: list[Event] = []
+
+        def found() -> bool:
+            nonlocal scanned
+            events = self.events
+            while scanned < len(events):
+                event = events[scanned]
+                scanned += 1
+                if match(event):
+                    hit.append(event)
+                    return True
+            return False
 
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: found() is not None), within)
-            event = found()
-            assert event is not None
-            return event
+            await asyncio.wait_for(self._changed.wait_for(found), within)
+            return hit[0]
 
     def matching(self, match: Callable[[Event], bool]) -> list[Event]:
         """Every event seen so far that matches."""

@@ -1,0 +1,265 @@
+"""The service's database writer: group commit, in order, and nothing lost to a held lock.
+
+Every write the live agent makes (call records, list hits, fallbacks, challenge outcomes with
+what they teach, voicemail statuses) is queued here and committed by one task::
+
+    writer = Writer(store, stats, hub.publish)
+    task = group.create_task(writer.run())
+    writer.queue(RecordCall(record))                   # returns the batch's future
+    result = await writer.submit(SetOutcome(...))      # queue and wait for its own result
+    writer.close()                                     # commits what is queued, then run() ends
+
+*Group commit*: writes queue in the open batch; each time the writer is free it commits
+everything queued meanwhile in ONE transaction (one trip to the database thread) and resolves
+the batch's one future for all of them. At low rates a batch holds one write; under bursts,
+many calls share one commit instead of queuing for a commit each.
+
+*In order*: a batch is applied in the order its writes were queued, and batches one after the
+other, so an outcome is always applied after the record of its call.
+
+*Lock survival*: when another process holds the write lock past ``busy_timeout`` (a long
+``list import``), the whole batch is carried, in order, ahead of the next one and retried on the
+next turn (each turn waits ``busy_timeout`` again: that is the backoff). Writes are given up
+only at shutdown or when more than ``max_carried`` are waiting (memory is then at stake); each
+loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from screener.errors import StoreLockedError
+from screener.events import DBWriteFailed, Event
+from screener.store import (
+    OutcomeResult,
+    RecordCall,
+    RecordFallback,
+    RecordHit,
+    RecordLate,
+    Store,
+    Write,
+)
+
+log = structlog.get_logger("screener.writer")
+
+# Writes kept in memory while the database stays locked by another process (about 1 KB each).
+MAX_CARRIED_WRITES = 100_000
+
+Result = OutcomeResult | bool | None
+
+
+class Counters(Protocol):
+    """The counters the writer keeps up to date (the service's Stats has them)."""
+
+    record_errors: int
+    write_batches: int
+    write_retries: int
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Writes queued for one transaction, the future they all wait on, and their own results."""
+
+    done: asyncio.Future[None]
+    writes: list[Write] = field(default_factory=list)
+    # One per write: a future for whoever wants that write's result, or None.
+    results: list[asyncio.Future[Result] | None] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.writes)
+
+
+def _name(write: Write) -> str:
+    """What to call a write in a log line: its call id, or the entry a hit counts."""
+    if isinstance(write, RecordHit):
+        return f"hit {write.entry_id}"
+    if isinstance(write, RecordCall | RecordFallback | RecordLate):
+        return write.record.call_id
+    return write.call_id
+
+
+def _release(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _settle(future: asyncio.Future[Result] | None, result: Result) -> None:
+    if future is not None and not future.done():
+        future.set_result(result)
+
+
+class Writer:
+    """Commits the service's writes in order, in groups, carrying them over a held lock."""
+
+    def __init__(
+        self,
+        store: Store,
+        counters: Counters,
+        publish: Callable[[Event], None],
+        *,
+        max_carried: int = MAX_CARRIED_WRITES,
+    ) -> None:
+        self.store = store
+        self.counters = counters
+        self.publish = publish
+        self.max_carried = max_carried
+        self._batch: _Batch | None = None  # being filled
+        self._committing: _Batch | None = None  # being written
+        self._wake = asyncio.Event()
+        self._open = False
+        self._closing = False
+
+    @property
+    def backlog(self) -> int:
+        """Writes queued and not yet committed (for the status line)."""
+        return sum(b.size for b in (self._batch, self._committing) if b is not None)
+
+    # -- queueing ------------------------------------------------------------------------------
+
+    def _open_batch(self) -> _Batch:
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch(asyncio.get_running_loop().create_future())
+            if self._open:
+                self._wake.set()
+        return batch
+
+    def queue(self, *writes: Write) -> asyncio.Future[None]:
+        """Queue ``writes`` (in this order) for the next commit; the future is done once that
+        commit is over, whether it succeeded (or its failure was logged). Never awaits."""
+        if not self._open:
+            # No writer (it ended, or never started): nothing must wait for these writes.
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            self._failed("database writer not running", list(writes))
+            return done
+        batch = self._open_batch()
+        for write in writes:
+            batch.writes.append(write)
+            batch.results.append(None)
+        return batch.done
+
+    async def submit(self, write: Write) -> Result:
+        """Queue one write and wait for its own result (None if it was lost; that is logged)."""
+        if not self._open:
+            self._failed("database writer not running", [write])
+            return None
+        batch = self._open_batch()
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        batch.writes.append(write)
+        batch.results.append(future)
+        return await future
+
+    async def flushed(self) -> None:
+        """Wait until every write queued so far is committed (or has failed and been logged)."""
+        batch = self._batch or self._committing  # the open batch commits after the other
+        if batch is not None:
+            await asyncio.wait((batch.done,))
+
+    def close(self) -> None:
+        """Commit what is queued (one last try each), then let :meth:`run` return."""
+        self._closing = True
+        self._wake.set()
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The writer task: commit all that was queued meanwhile, one transaction per turn."""
+        self._open, self._closing = True, False
+        try:
+            while True:
+                batch = self._batch
+                if batch is None:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                self._batch, self._committing = None, batch
+                carried = False
+                try:
+                    carried = await self._commit(batch)
+                finally:
+                    self._committing = None
+                    if not carried:
+                        _release(batch.done)
+        finally:
+            self._open = False
+            for left in (self._batch, self._committing):
+                if left is not None:  # cancelled: release whoever waits on the rest
+                    for future in left.results:
+                        _settle(future, None)
+                    _release(left.done)
+            self._batch = None
+
+    async def _commit(self, batch: _Batch) -> bool:
+        """Write one batch; True if it was carried to the next turn instead.
+
+        Never raises but CancelledError. Failures are logged and counted.
+        """
+        self.counters.write_batches += 1
+        try:
+            results = await self.store.apply(batch.writes)
+        except StoreLockedError as exc:
+            carried = batch.size + (self._batch.size if self._batch is not None else 0)
+            if self._closing or carried > self.max_carried:
+                self._lost(exc, batch)
+                return False
+            self.counters.write_retries += 1
+            log.warning("database locked; keeping the writes for the next commit", writes=carried)
+            # Ahead of whatever was queued meanwhile: the order stays the order of the calls.
+            nxt = self._open_batch()
+            nxt.writes[:0], nxt.results[:0] = batch.writes, batch.results
+            # Whoever waits on this batch's future now waits for the next commit.
+            nxt.done.add_done_callback(lambda _: _release(batch.done))
+            return True
+        except Exception as exc:
+            if batch.size == 1:
+                self._lost(exc, batch)
+                return False
+            log.warning(
+                "batch write failed; writing its records one by one",
+                error=str(exc),
+                records=batch.size,
+            )
+        else:
+            for future, result in zip(batch.results, results, strict=True):
+                _settle(future, result)
+            return False
+        # One bad write must not cost the others of its batch theirs.
+        for write, future in zip(batch.writes, batch.results, strict=True):
+            try:
+                (result,) = await self.store.apply([write])
+            except Exception as exc:
+                self._failed(str(exc), [write])
+                _settle(future, None)
+            else:
+                _settle(future, result)
+        return False
+
+    def _lost(self, exc: Exception, batch: _Batch) -> None:
+        self._failed(str(exc), batch.writes)
+        for future in batch.results:
+            _settle(future, None)
+
+    def _failed(self, error: str, writes: list[Write]) -> None:
+        if not writes:
+            return
+        self.counters.record_errors += len(writes)
+        call_id = _name(writes[0]) if len(writes) == 1 else None
+        log.error(
+            "could not write to the database; the call is still routed",
+            error=error,
+            records=len(writes),
+            **({"call_id": call_id} if call_id else {}),
+        )
+        self.publish(DBWriteFailed(error=error, writes=len(writes), call_id=call_id))
+
+
+__all__ = ["MAX_CARRIED_WRITES", "Counters", "Result", "Writer"]
