@@ -361,11 +361,26 @@ class Screener:
                 return
             context, exten = redirect_target(screening, code)
             try:
-                # The language and recording go first: the Redirect starts the route that
-                # reads them (one action each; Asterisk runs a session's actions in order).
-                options = screen_options(screening)
-                await self.ami.setvar(request.call_id, "SCREEN_OPTIONS", options)
-                await self.ami.redirect(request.call_id, context, exten)
+                # The language and recording go first, since the Redirect starts the route that
+                # reads them; both are written at once (Asterisk runs them in order), so a call
+                # costs one AMI round trip, as it did before there were options.
+                await self.ami.send_in_order(
+                    [
+                        {
+                            "Action": "Setvar",
+                            "Channel": request.call_id,
+                            "Variable": "SCREEN_OPTIONS",
+                            "Value": screen_options(screening),
+                        },
+                        {
+                            "Action": "Redirect",
+                            "Channel": request.call_id,
+                            "Context": context,
+                            "Exten": exten,
+                            "Priority": "1",
+                        },
+                    ]
+                )
             except (AMIError, ValueError) as exc:
                 # ValueError: the Uniqueid cannot be sent (over AMI's line limit): forged.
                 # The call is not lost: the dialplan's fallback takes it when the hold ends.
