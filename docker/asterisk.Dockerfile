@@ -34,7 +34,9 @@ RUN --mount=type=secret,id=pip_cert \
 
 COPY README.md /src/
 COPY screener /src/screener
-RUN /opt/voice/bin/pip install --no-cache-dir --disable-pip-version-check \
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && /opt/voice/bin/pip install --no-cache-dir --disable-pip-version-check \
       --no-deps --force-reinstall /src \
  && SCREENER_CONFIG= /opt/voice/bin/screener prompts build --lang ja --out /sounds
 
