@@ -163,6 +163,10 @@ class _Conn(asyncio.Protocol):
             self.transport.write(
                 f"Response: Success\r\n{head}Message: Redirect successful\r\n\r\n".encode()
             )
+        elif action == "setvar":  # the call's options, sent just before its Redirect
+            self.transport.write(
+                f"Response: Success\r\n{head}Message: Variable Set\r\n\r\n".encode()
+            )
         else:
             reply = f"Response: Error\r\n{head}Message: Invalid/unknown command\r\n\r\n"
             self.transport.write(reply.encode())

@@ -588,11 +588,13 @@ def _call_dict(call: CallRecord) -> dict[str, Any]:
 @click.option("--since", metavar="WHEN", help="Only calls since then: 1h, 2d, or an ISO time.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON list.")
+@click.option("--recordings", is_flag=True, help="Only recorded calls, with their files.")
 @common_options
 def calls(
     since: str | None,
     limit: int,
     as_json: bool,
+    recordings: bool,
     db_path: Path | None,
     config_path: Path | None,
 ) -> None:
@@ -600,13 +602,39 @@ def calls(
     config = _config(db_path, config_path)
     start = _past(since)
 
-    async def go() -> list[CallRecord]:
+    async def go() -> tuple[list[CallRecord], dict[str, tuple[str, float | None]]]:
         async with _reading(config) as store:
-            return await store.calls(since=start, limit=limit)
+            found = await store.calls(since=start, limit=limit if not recordings else 100000)
+            files = await store.recordings([c.call_id for c in found])
+            return found, files
 
-    records = _run(go())
+    records, files = _run(go())
+    if recordings:
+        records = [c for c in records if c.call_id in files][:limit]
+
+    def recording(call_id: str) -> dict[str, Any] | None:
+        if call_id not in files:
+            return None
+        path, seconds = files[call_id]
+        return {"path": path, "seconds": seconds}
+
     if as_json:
-        _print_json([_call_dict(c) for c in records])
+        _print_json([{**_call_dict(c), "recording": recording(c.call_id)} for c in records])
+        return
+    if recordings:
+        listing = Table("time", "caller", "route", "seconds", "file")
+        for c in records:
+            path, seconds = files[c.call_id]
+            _add_row(
+                listing,
+                c.received_at.astimezone().isoformat(timespec="seconds"),
+                c.e164 or c.raw_number or "(none)",
+                c.route,
+                "" if seconds is None else f"{seconds:.0f}",
+                path,
+            )
+        Console().print(listing)
+        click.echo(f"{len(records)} recorded calls")
         return
     table = Table("time", "caller", "category", "route", "outcome", "why", "ms")
     for c in records:
@@ -971,3 +999,67 @@ def web(
             server_header=False,
             timeout_graceful_shutdown=5,  # live streams would otherwise hold a stop for minutes
         )
+
+
+# ---- prompts -------------------------------------------------------------------------------
+
+
+@main.group("prompts")
+def prompts_group() -> None:
+    """The prompts callers hear, rendered from the configured text."""
+
+
+@prompts_group.command(
+    "build",
+    epilog='Japanese voice: HTS voice "Mei" (CC-BY 3.0), Nagoya Institute of Technology, '
+    "rendered with Open JTalk (pyopenjtalk-plus; pip install 'screener[voice]').",
+)
+@click.option(
+    "--lang",
+    type=click.Choice(["ja", "en"]),
+    default="ja",
+    show_default=True,
+    help="Language to render (en: nothing to render, Asterisk's core sounds are used).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/usr/share/asterisk/sounds"),
+    show_default=True,
+    help="Asterisk's sounds folder; files go to OUT/<lang>/screener/ and OUT/<lang>/digits/.",
+)
+@click.option("--force", is_flag=True, help="Also replace files screener did not make.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@common_options
+def prompts_build(
+    lang: str,
+    out: Path,
+    force: bool,
+    as_json: bool,
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Render every prompt the dialplan plays, offline, from [prompts.<lang>] in the config.
+
+    8 kHz 16-bit mono WAV. A prompt whose text did not change is not rewritten.
+    """
+    from screener import prompts  # numpy and scipy load only for this command
+
+    config = _config(db_path, config_path)
+    if lang not in prompts.RENDERED:
+        click.echo(f"{lang}: nothing to render; the dialplan plays Asterisk's core sounds")
+        return
+    words = prompts.words_for(config.prompt_words.get(lang))
+    texts = prompts.prompt_texts(words, config.policy.hours)
+    report = prompts.build(texts, out, lang, force=force)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    click.echo(
+        f"{report.folder}: {len(report.written)} written, {len(report.unchanged)} unchanged"
+        f" ({report.bytes / 1024:.0f} KiB, {report.audio_seconds:.1f} s of speech)"
+        f" in {report.seconds:.2f} s"
+    )
+    for name in report.foreign:
+        click.echo(f"kept {name}: not made by screener (--force replaces it)", err=True)
+    click.echo(prompts.VOICE_ATTRIBUTION)

@@ -68,6 +68,12 @@ class Config:
     # GET /metrics and /healthz ("host:port"); empty: no server.
     metrics_listen: str = "127.0.0.1:9120"
     notify: NotifyConfig = field(default_factory=lambda: NotifyConfig())
+    # Where the dialplan's MixMonitor writes recordings (RECORDING_DIR in extensions.conf,
+    # relative to Asterisk's spool/monitor folder), as this process sees it.
+    recording_folder: Path = Path("/var/spool/asterisk/monitor/screener")
+    recording_retention_days: float = 90.0
+    # The office's wording, per language ([prompts.ja]); screener.prompts fills in the rest.
+    prompt_words: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 # ---- the TOML schema -------------------------------------------------------------------------
@@ -201,17 +207,23 @@ def _dids(ctx: _Ctx, value: Any, region: str) -> dict[str, DidPolicy]:
     for did, spec in table.items():
         key = f"dids.{did}"
         body = _table(ctx, key, spec)
-        _check_keys(ctx, key, body, ("categories", "default"))
+        _check_keys(ctx, key, body, ("categories", "default", "language", "record"))
         result[did_key(did, region)] = DidPolicy(
             categories=_categories(ctx, f"{key}.categories", body.get("categories", {})),
             default=_route(ctx, f"{key}.default", body["default"]) if "default" in body else None,
+            language=_choice(ctx, f"{key}.language", body["language"], LANGUAGES)
+            if "language" in body
+            else None,
+            record=_typed(ctx, f"{key}.record", body["record"], bool, "true or false")
+            if "record" in body
+            else None,
         )
     return result
 
 
 _TOP = (
     *("region", "database", "ami", "screening", "policy", "hours", "learning", "dids", "log"),
-    *("metrics_listen", "notify"),
+    *("metrics_listen", "notify", "prompts"),
 )
 _AMI = (
     "host",
@@ -225,8 +237,32 @@ _AMI = (
     "ping_interval",
     "ping_timeout",
 )
-_SCREENING = ("hold_seconds", "late_margin", "challenge_digits", "withheld_announcement")
-_POLICY = ("allow", "block", "default", "categories")
+_SCREENING = (
+    "hold_seconds",
+    "late_margin",
+    "challenge_digits",
+    "withheld_announcement",
+    "language",
+    "recording_folder",
+    "recording_retention_days",
+)
+_POLICY = ("allow", "block", "default", "categories", "record")
+LANGUAGES = ("ja", "en")
+# [prompts.<lang>] keys: the fields of screener.prompts.PromptWords (a test keeps them equal).
+PROMPT_KEYS = (
+    "greeting",
+    "challenge_intro",
+    "challenge_suffix",
+    "challenge_retry",
+    "challenge_thanks",
+    "withheld",
+    "reject",
+    "voicemail",
+    "after_hours_closed",
+    "after_hours_times",
+    "recording",
+    "digits",
+)
 _LEARNING = ("verified_days", "fail_threshold", "fail_window_days", "autoblock_days")
 _LOG = ("format", "level")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -279,6 +315,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SCREENER_AMI_TLS": ("ami.tls", lambda s: _env_bool(s)),
     "SCREENER_AMI_TLS_CA_FILE": ("ami.tls_ca_file", str),
     "SCREENER_HOLD_SECONDS": ("screening.hold_seconds", float),
+    "SCREENER_LANGUAGE": ("screening.language", str),
+    "SCREENER_RECORDING_FOLDER": ("screening.recording_folder", str),
     "SCREENER_LOG_FORMAT": ("log.format", str),
     "SCREENER_LOG_LEVEL": ("log.level", str),
     "SCREENER_METRICS_LISTEN": ("metrics_listen", str),
@@ -396,6 +434,32 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
     _check_keys(ctx, "policy", pol, _POLICY)
     categories = dict(dp.categories)
     categories.update(_categories(ctx, "policy.categories", pol.get("categories", {})))
+    record_raw = _table(ctx, "policy.record", pol.get("record", {}))
+    _check_keys(ctx, "policy.record", record_raw, CATEGORIES)
+    record = frozenset(
+        Category(name)
+        for name, on in record_raw.items()
+        if _typed(ctx, f"policy.record.{name}", on, bool, "true or false")
+    )
+    # Japanese for a Japanese office, English elsewhere, unless the file says otherwise.
+    language = _choice(
+        ctx, "screening.language", scr.get("language", "ja" if region == "JP" else "en"), LANGUAGES
+    )
+    rec_folder = _typed(
+        ctx,
+        "screening.recording_folder",
+        scr.get("recording_folder", str(defaults.recording_folder)),
+        str,
+        "a folder path",
+    )
+    retention = _number(
+        ctx,
+        "screening.recording_retention_days",
+        scr.get("recording_retention_days", defaults.recording_retention_days),
+        1,
+        3650,
+    )
+    prompt_words = _prompt_words(ctx, raw.get("prompts", {}))
 
     learn_raw = _table(ctx, "learning", raw.get("learning", {}))
     _check_keys(ctx, "learning", learn_raw, _LEARNING)
@@ -422,6 +486,8 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
         ),
         fail_window_days=learned("fail_window_days", dp.fail_window_days, 0, 3650),
         autoblock_days=learned("autoblock_days", dp.autoblock_days, 0, 3650),
+        language=language,
+        record=record,
     )
 
     log = _table(ctx, "log", raw.get("log", {}))
@@ -441,6 +507,9 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
         policy=policy,
         log_format=log_format,  # type: ignore[arg-type]  # checked by _choice above
         log_level=log_level,
+        recording_folder=Path(rec_folder),
+        recording_retention_days=retention,
+        prompt_words=prompt_words,
     )
 
 
@@ -685,3 +754,33 @@ def _voicemail_dir(ctx: _Ctx, value: Any) -> Path | None:
         return value
     text = _typed(ctx, "notify.voicemail_dir", value, str, 'a directory (or "" for none)')
     return Path(text) if text else None
+
+
+def _prompt_words(ctx: _Ctx, value: Any) -> dict[str, dict[str, Any]]:
+    """[prompts.ja]: the office's wording; each value a non-empty string (digits: ten)."""
+    table = _table(ctx, "prompts", value)
+    _check_keys(ctx, "prompts", table, ("ja",))
+    result: dict[str, dict[str, Any]] = {}
+    for lang, body in table.items():
+        where = f"prompts.{lang}"
+        words = _table(ctx, where, body)
+        _check_keys(ctx, where, words, PROMPT_KEYS)
+        clean: dict[str, Any] = {}
+        for key, text in words.items():
+            if key == "digits":
+                if not (
+                    isinstance(text, list)
+                    and len(text) == 10
+                    and all(isinstance(t, str) and t.strip() for t in text)
+                ):
+                    raise ctx.fail(f"{where}.digits", "expected ten readings, for 0 to 9")
+                clean[key] = tuple(text)
+                continue
+            _typed(ctx, f"{where}.{key}", text, str, "text")
+            if key != "greeting" and not text.strip():
+                raise ctx.fail(f"{where}.{key}", "must not be empty")
+            if key == "after_hours_times" and "{hours}" not in text:
+                raise ctx.fail(f"{where}.{key}", "must contain {hours}")
+            clean[key] = text
+        result[lang] = clean
+    return result

@@ -3,7 +3,7 @@
 The dialplan raises ``UserEvent(ScreenRequest, ...)`` for each call it holds; :class:`Request`
 reads one from the event's channel snapshot (with ``Hold``, the dialplan's own hold time, so
 that the two never have to be kept equal by hand). :func:`redirect_target` says where a decision
-sends the call. Pure: no I/O.
+sends the call, :func:`screen_options` in which language and whether it is recorded. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -83,9 +83,22 @@ def redirect_target(screening: Screening, code: str | None) -> tuple[str, str]:
     if route is Route.CHALLENGE:
         assert code is not None
         return "screen-challenge", code
-    if route is Route.REJECT and screening.decision.announcement:
-        return "screen-reject", screening.decision.announcement
+    if route in (Route.REJECT, Route.VOICEMAIL) and screening.decision.announcement:
+        return f"screen-{route.value}", screening.decision.announcement
     return f"screen-{route.value}", "s"
 
 
-__all__ = ["HOLD_RANGE", "REPEATABLE_HEADERS", "Request", "parse_hold", "redirect_target"]
+def screen_options(screening: Screening) -> str:
+    """SCREEN_OPTIONS for the dialplan: ``<language>-<record yes|no>`` (docs/architecture.md)."""
+    decision = screening.decision
+    return f"{decision.language}-{'yes' if decision.record else 'no'}"
+
+
+__all__ = [
+    "HOLD_RANGE",
+    "REPEATABLE_HEADERS",
+    "Request",
+    "parse_hold",
+    "redirect_target",
+    "screen_options",
+]

@@ -19,7 +19,7 @@ import datetime as dt
 import enum
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from screener.numbers import Caller, Category
@@ -143,6 +143,8 @@ class DidPolicy:
 
     categories: Mapping[Category, Route] = field(default_factory=dict)
     default: Route | None = None
+    language: str | None = None  # the office's language unless set (an English line)
+    record: bool | None = None  # record every screened call to this number (or none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,14 @@ class Policy:
     fail_threshold: int = 3
     fail_window_days: float = 7.0
     autoblock_days: float = 30.0
+    # The language callers hear (ja, en), office-wide; a DID may have its own.
+    language: str = "ja"
+    # Categories whose calls are recorded, after a spoken warning (a DID may override).
+    record: frozenset[Category] = frozenset()
+
+
+# Routes a recording applies to: the caller is warned before the challenge or before staff ring.
+RECORDED_ROUTES = frozenset({Route.CHALLENGE, Route.STAFF})
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +185,8 @@ class Decision:
     reasons: tuple[str, ...]
     entry: Entry | None = None
     announcement: str | None = None
+    language: str = "ja"
+    record: bool = False
 
 
 def _route_for(kind: ListKind, policy: Policy) -> Route:
@@ -188,7 +200,33 @@ def decide(
     now: dt.datetime,
     did: str | None = None,
 ) -> Decision:
-    """Choose the route for ``caller`` given the list entries that match its number."""
+    """Choose the route for ``caller`` given the list entries that match its number, and the
+    language and recording that go with it."""
+    decision = _route_decision(caller, matches, policy, now, did)
+    did_policy = policy.dids.get(did) if did else None
+    language = policy.language
+    if did_policy is not None and did_policy.language is not None:
+        language = did_policy.language
+    record = False
+    if decision.route in RECORDED_ROUTES:
+        if did_policy is not None and did_policy.record is not None:
+            record = did_policy.record
+            why = f"DID {did} record = {'on' if record else 'off'}"
+        else:
+            record = caller.category in policy.record
+            why = f"record {caller.category.value} calls"
+        if record:
+            decision = replace(decision, reasons=(*decision.reasons, f"recorded: {why}"))
+    return replace(decision, language=language, record=record)
+
+
+def _route_decision(
+    caller: Caller,
+    matches: Iterable[Entry],
+    policy: Policy,
+    now: dt.datetime,
+    did: str | None = None,
+) -> Decision:
     reasons: list[str] = [f"caller {caller.display}: {caller.category.value} ({caller.detail})"]
     exact: dict[ListKind, Entry] = {}
     prefixes: list[Entry] = []
@@ -235,7 +273,8 @@ def decide(
     if not policy.hours.is_open(now):
         route = policy.hours.after_hours_route
         reasons.append(f"outside business hours ({policy.hours.timezone}) → {route}")
-        return Decision(route, "after-hours", tuple(reasons))
+        # The caller hears when the office is open (voicemail and reject routes play it).
+        return Decision(route, "after-hours", tuple(reasons), announcement="after-hours")
 
     did_policy = policy.dids.get(did) if did else None
     if did_policy is not None:

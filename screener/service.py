@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import re
 import signal
 import time
@@ -39,7 +40,7 @@ import structlog
 from screener import agentstatus, learning, marker
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
-from screener.dialplan import Request, redirect_target
+from screener.dialplan import Request, redirect_target, screen_options
 from screener.errors import AMIError, ConfigError, StoreCorruptError, StoreError
 from screener.events import (
     AMIConnected,
@@ -55,6 +56,7 @@ from screener.notify.voicemail import locate as locate_voicemail
 from screener.numbers import Caller, normalize
 from screener.observers import start_observers
 from screener.policy import Outcome, Route, challenge_code
+from screener.recordings import recording_path, sweep
 from screener.screening import screen
 from screener.store import (
     CallRecord,
@@ -65,6 +67,7 @@ from screener.store import (
     RecordHit,
     RecordLate,
     SetOutcome,
+    SetRecording,
     SetVoicemail,
     Store,
 )
@@ -76,6 +79,8 @@ log = structlog.get_logger("screener.service")
 # by their name in Screener.__init__.
 EVENTS = ("UserEvent",)
 
+# How often old recordings are looked for (recording_retention_days is in days).
+RECORDING_SWEEP_INTERVAL = 3600.0
 # How long the writer's connection waits for another process's lock before a turn gives up.
 WRITER_BUSY_TIMEOUT = 5.0
 
@@ -170,6 +175,7 @@ class Screener:
             "screenvoicemail": self.on_voicemail,
             "screenfallback": self.on_fallback,
             "screenlate": self.on_late,
+            "screenrecording": self.on_recording,
         }
 
     # -- the loop ------------------------------------------------------------------------------
@@ -183,6 +189,7 @@ class Screener:
                 group.create_task(self._status_lines(), name="screener-status"),
                 group.create_task(self._watch_ami(), name="screener-ami-watch"),
                 group.create_task(self._count_lists(), name="screener-count"),
+                group.create_task(self._sweep_recordings(), name="screener-recordings"),
             ]
             await stop.wait()
             # Cancelling Queue.get() loses no event; what is still queued is left to the
@@ -372,7 +379,26 @@ class Screener:
                 return
             context, exten = redirect_target(screening, code)
             try:
-                await self.ami.redirect(request.call_id, context, exten)
+                # The language and recording go first, since the Redirect starts the route that
+                # reads them; both are written at once (Asterisk runs them in order), so a call
+                # costs one AMI round trip, as it did before there were options.
+                await self.ami.send_in_order(
+                    [
+                        {
+                            "Action": "Setvar",
+                            "Channel": request.call_id,
+                            "Variable": "SCREEN_OPTIONS",
+                            "Value": screen_options(screening),
+                        },
+                        {
+                            "Action": "Redirect",
+                            "Channel": request.call_id,
+                            "Context": context,
+                            "Exten": exten,
+                            "Priority": "1",
+                        },
+                    ]
+                )
             except (AMIError, ValueError) as exc:
                 # ValueError: the Uniqueid cannot be sent (over AMI's line limit): forged.
                 # The call is not lost: the dialplan's fallback takes it when the hold ends.
@@ -550,6 +576,42 @@ class Screener:
         self.hub.publish(VoicemailLeft(call_id, status, found is True))
         log.info("voicemail", call_id=call_id, status=status, audio=audio is not None)
 
+    async def on_recording(self, event: Event) -> None:
+        """The dialplan started (or finished) recording the call: note the file on its record."""
+        call_id = event.get("Uniqueid") or ""
+        if not call_id or {"uniqueid", "status", "seconds"} & event.duplicated:
+            log.warning("recording event with repeated headers ignored", call_id=call_id)
+            return
+        status = (event.get("Status") or "").strip().lower()
+        seconds_text = (event.get("Seconds") or "").strip()
+        seconds = float(seconds_text) if status == "done" and seconds_text.isdigit() else None
+        path = str(recording_path(self.config.recording_folder, call_id))
+        # Applied in order after the call's own record (queued when it was screened).
+        await self.writer.submit(SetRecording(call_id, path, seconds))
+        if status == "done":
+            # Asterisk wrote it with its own umask; the call is over, so it is ours to close up.
+            await asyncio.to_thread(_make_private, path)
+        log.info("recording", call_id=call_id, status=status[:20], path=path, seconds=seconds)
+
+    async def _sweep_recordings(self) -> None:
+        """Delete recordings past their retention, at start-up and then every hour."""
+        folder, days = self.config.recording_folder, self.config.recording_retention_days
+        while True:
+            try:
+                result = await asyncio.to_thread(sweep, folder, self.clock(), days)
+            except OSError as exc:
+                log.error("recording retention sweep failed", folder=str(folder), error=str(exc))
+            else:
+                if result.deleted:
+                    log.info(
+                        "old recordings deleted",
+                        folder=str(folder),
+                        deleted=len(result.deleted),
+                        kept=result.kept,
+                        retention_days=days,
+                    )
+            await asyncio.sleep(RECORDING_SWEEP_INTERVAL)
+
     async def on_fallback(self, event: Event) -> None:
         """The dialplan gave up waiting: make sure the call log says so."""
         self.stats.fallbacks += 1
@@ -599,6 +661,11 @@ class Screener:
         log.warning(
             "call took the dialplan fallback", call_id=request.call_id, route=route, why=why
         )
+
+
+def _make_private(path: str) -> None:
+    with contextlib.suppress(OSError):  # not ours (another user's file), or not there
+        os.chmod(path, 0o600)
 
 
 async def run(

@@ -157,6 +157,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # The dashboard counts a day's calls from this index alone, never reading the table.
         "CREATE INDEX calls_received_covering ON calls (received_at, route, outcome, e164)",
     ),
+    # 5: the call's recording (MixMonitor, after the spoken warning), if any.
+    (
+        "ALTER TABLE calls ADD COLUMN recording_path TEXT",
+        "ALTER TABLE calls ADD COLUMN recording_seconds REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -484,7 +489,18 @@ class SetVoicemail:
     audio: str | None = None  # the message's WAV file, when the service could locate it
 
 
-Write = RecordCall | RecordFallback | RecordLate | RecordHit | SetOutcome | SetVoicemail
+@dataclass(frozen=True, slots=True)
+class SetRecording:
+    """Where the recording of ``call_id`` is, and (once the call ended) how long it is."""
+
+    call_id: str
+    path: str
+    seconds: float | None = None
+
+
+Write = (
+    RecordCall | RecordFallback | RecordLate | RecordHit | SetOutcome | SetVoicemail | SetRecording
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -920,7 +936,8 @@ class Store:
         :meth:`record_hit`, :meth:`set_outcome`, :meth:`set_voicemail`); runs of the same kind
         go to SQLite as one ``executemany``, and list hits (which only count) all go last.
         Returns one result per write: an :class:`OutcomeResult` for a :class:`SetOutcome`,
-        whether the call was found for a :class:`SetVoicemail`, None for the rest. Outbox
+        whether the call was found for a :class:`SetVoicemail` or
+        :class:`SetRecording`, None for the rest. Outbox
         events (``voicemail``, ``auto_block``) are written in the same transaction as the rows
         they describe.
         """
@@ -962,6 +979,36 @@ class Store:
             OutboxEvent(row[0], row[1], row[2], json.loads(row[3]), _dt(row[4]) or _EPOCH)
             for row in rows
         ]
+
+    async def set_recording(self, call_id: str, path: str, seconds: float | None) -> bool:
+        """Record where the call's recording is (and, once it ended, how long it is)."""
+        (result,) = await self.apply([SetRecording(call_id, path, seconds)])
+        return result is True
+
+    async def recordings(
+        self, call_ids: Sequence[str] | None = None, *, limit: int = 100
+    ) -> dict[str, tuple[str, float | None]]:
+        """Recorded calls: call id → (path, seconds), newest first; only ``call_ids`` if given."""
+        if call_ids is not None:
+            found: dict[str, tuple[str, float | None]] = {}
+            for start in range(0, len(call_ids), 500):
+                chunk = list(call_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = await self._fetchall(
+                    "list recordings",
+                    "SELECT call_id, recording_path, recording_seconds FROM calls"  # noqa: S608
+                    f" WHERE recording_path IS NOT NULL AND call_id IN ({marks})",
+                    chunk,
+                )
+                found.update({r[0]: (r[1], r[2]) for r in rows})
+            return found
+        rows = await self._fetchall(
+            "list recordings",
+            "SELECT call_id, recording_path, recording_seconds FROM calls"
+            " WHERE recording_path IS NOT NULL ORDER BY received_at DESC LIMIT ?",
+            (limit,),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def calls(
         self, *, since: dt.datetime | None = None, limit: int = 100
@@ -1276,6 +1323,15 @@ def _set_voicemail(db: sqlite3.Connection, write: SetVoicemail) -> bool:
     return found
 
 
+def _set_recording(db: sqlite3.Connection, write: SetRecording) -> bool:
+    changed = db.execute(
+        "UPDATE calls SET recording_path = ?,"
+        " recording_seconds = coalesce(?, recording_seconds) WHERE call_id = ?",
+        (write.path, write.seconds, write.call_id),
+    ).rowcount
+    return changed > 0
+
+
 def _params(write: RecordCall | RecordFallback | RecordLate | RecordHit) -> tuple[Any, ...]:
     if isinstance(write, RecordCall):
         return _call_params(write.record)
@@ -1309,6 +1365,9 @@ def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[OutcomeResul
             i += 1
         elif isinstance(write, SetVoicemail):
             results[n] = _set_voicemail(db, write)
+            i += 1
+        elif isinstance(write, SetRecording):
+            results[n] = _set_recording(db, write)
             i += 1
         else:
             kind = type(write)
@@ -1517,6 +1576,7 @@ __all__ = [
     "RecordHit",
     "RecordLate",
     "SetOutcome",
+    "SetRecording",
     "SetVoicemail",
     "Store",
     "Write",

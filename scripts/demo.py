@@ -1,5 +1,9 @@
 """The demo: a real Asterisk, the real screener, five sample calls, a table of where they went.
 
+Callers hear Japanese (the office language for region JP): the prompts are rendered by
+``screener prompts build`` when the sandbox comes up. Toll-free callers are recorded, after the
+spoken warning, as the example configuration does.
+
 Run through ``scripts/demo`` (which installs what is needed first). Everything it starts it
 stops again, by PID, even when interrupted.
 """
@@ -49,13 +53,15 @@ class Sample:
     name: str
     dtmf: str = ""  # "wait": keys in the code it hears; other digits: keys those
     repeat: float | None = None
+    dtmf_delay: float = 3.5  # seconds after the answer before it keys in
 
 
 SAMPLES = [
     Sample("known customer", "090-1111-2222", "Tanaka"),
     Sample("telemarketer", "0120-121-852", "Tele Sales"),
     Sample("robodialer, number withheld", "anonymous", "", dtmf="00", repeat=4),
-    Sample("unknown 0800 caller (a person)", "0800-123-4567", "Sato", dtmf="wait"),
+    # Toll-free: recorded, so it first hears the warning (about 3 s), then the challenge.
+    Sample("unknown 0800 caller (a person)", "0800-123-4567", "Sato", "wait", dtmf_delay=7.5),
     Sample("ordinary mobile", "080-3333-4444", "Suzuki"),
 ]
 
@@ -78,7 +84,7 @@ async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str
                 number,
                 name=sample.name,
                 dtmf=sample.dtmf,
-                dtmf_delay=3.5,
+                dtmf_delay=sample.dtmf_delay,
                 repeat=sample.repeat,
                 hold=8,
                 within=15,
@@ -100,6 +106,7 @@ async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str
         calls = await asyncio.gather(*(one(s, i * 0.7) for i, s in enumerate(SAMPLES)))
         await asyncio.sleep(2)  # let voicemail and hangup outcomes reach the screener
         await probe.hangup_all()
+        await asyncio.sleep(1)  # the recording's length arrives with the hangup
     return list(calls), results
 
 
@@ -148,7 +155,14 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="screener-demo-"))
     try:
         with sandbox_session(with_carrier=True) as info:
-            screener = ScreenerProcess(info.screener_env(), tmp / "screener.db", tmp / "log")
+            config = tmp / "screener.toml"
+            config.write_text("[policy.record]\ntoll_free = true\n", encoding="utf-8")
+            env = {
+                **info.screener_env(),
+                "SCREENER_CONFIG": str(config),
+                "SCREENER_RECORDING_FOLDER": info.raw["recordings_dir"],
+            }
+            screener = ScreenerProcess(env, tmp / "screener.db", tmp / "log")
             try:
                 for args in (
                     ("090-1111-2222", "--allow", "--label", "Tanaka (customer)"),
@@ -178,7 +192,17 @@ def main() -> int:
     screened = {x["call_id"]: x for x in lines if x.get("event") == "call screened"}
 
     table = Table(title="Where each call went, and why")
-    for column in ("caller", "number", "category", "route", "challenge", "why", "decided in"):
+    columns = (
+        "caller",
+        "number",
+        "category",
+        "route",
+        "challenge",
+        "recorded",
+        "why",
+        "decided in",
+    )
+    for column in columns:
         table.add_column(column)
     ok = True
     expected = ["staff", "voicemail", "challenge", "challenge", "staff"]
@@ -198,6 +222,7 @@ def main() -> int:
             record.get("category", "?"),
             result.get("route", "?") + (" (fallback!)" if result.get("fallback") else ""),
             outcome,
+            _recorded(record.get("recording")),
             (record.get("reasons") or ["?"])[-1],
             f"{line.get('decision_ms', float('nan')):.1f} ms",
         )
@@ -213,8 +238,19 @@ def main() -> int:
             f"{statistics.median(redirects):.2f} ms, worst {max(redirects):.2f} ms "
             f"({len(decisions)} calls)"
         )
+    recorded = [r["recording"] for r in records.values() if r.get("recording")]
+    for rec in recorded:
+        console.print(Text(f"recording: {rec['path']} ({_recorded(rec)})"))
+    ok &= len(recorded) == 1
     console.print("[green]every call went where it should[/]" if ok else "[red]unexpected route[/]")
     return 0 if ok else 1
+
+
+def _recorded(recording: dict[str, Any] | None) -> str:
+    if not recording:
+        return ""
+    seconds = recording.get("seconds")
+    return "yes" if seconds is None else f"{seconds:.0f} s"
 
 
 if __name__ == "__main__":

@@ -367,6 +367,7 @@ class Probe:
         hold: int = 20,
         within: float = 10.0,
         play: str = "",
+        hear: str | None = None,
     ) -> Call:
         """An inbound call over real SIP from the carrier. Returns once the PBX asked the
         screener. The caller keys in ``dtmf`` ``dtmf_delay`` seconds after the PBX answers
@@ -381,6 +382,8 @@ class Probe:
             variables.append(f"REPEAT={repeat:g}")
         if play:
             variables.append(f"PLAY={play}")
+        if hear is not None:  # record what the caller hears (sandbox-carrier/README.md)
+            variables.append(f"HEAR={hear}")
         response = await self.carrier.ami.send(
             {
                 "Action": "Originate",
@@ -423,6 +426,10 @@ class Probe:
             within,
         )
         return event.get("Exten") or ""
+
+    def carrier_channel(self, call: Call) -> str:
+        """The Uniqueid of the carrier's half of a ``call_sip`` call (the caller's side)."""
+        return self._carrier_ids[call.call_id]
 
     async def send_code(self, call: Call, code: str) -> None:
         """Tell the carrier's caller (``dtmf="wait"``) which digits to key in."""

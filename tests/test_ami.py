@@ -552,6 +552,32 @@ async def test_client_redirect_setvar_and_errors() -> None:
         assert await client.ping() > 0
 
 
+async def test_send_in_order_writes_every_action_before_any_answer() -> None:
+    """send_in_order: the Redirect goes out while the Setvar is still unanswered, after it in
+    order; the first failure (in order) is raised, and nothing is left pending."""
+    setvar = {"Action": "Setvar", "Channel": "1700.1", "Variable": "V", "Value": "ja-no"}
+    redirect = {"Action": "Redirect", "Channel": "1700.1", "Context": "screen-staff", "Exten": "s"}
+    async with (
+        FakeAMI(secret=SECRET) as fake,
+        AMIClient(make_settings(fake, action_timeout=10.0, ping_timeout=5.0)) as client,
+    ):
+        fake.replies["setvar"] = None  # never answered: a one-at-a-time send would stop here
+        sending = asyncio.create_task(client.send_in_order([setvar, redirect], timeout=3.0))
+        await fake.wait_until(lambda: bool(fake.actions("Redirect")), within=10.0)
+        names = [a.action for a in fake.actions() if a.action in ("setvar", "redirect")]
+        assert names == ["setvar", "redirect"]
+        with pytest.raises(AMITimeout, match="Setvar"):
+            await sending
+        fake.replies["setvar"] = {"Response": "Error", "Message": "No such channel"}
+        with pytest.raises(AMIActionError, match="Setvar failed: No such channel"):
+            await client.send_in_order([setvar, redirect])
+        assert len(fake.actions("Redirect")) == 2
+        del fake.replies["setvar"]
+        responses = await client.send_in_order([setvar, redirect])
+        assert [r.success for r in responses] == [True, True]
+        assert client.pending_actions == 0
+
+
 async def test_client_leaves_no_tasks_behind() -> None:
     """After __aexit__ no task the client started is still pending."""
     before = asyncio.all_tasks()

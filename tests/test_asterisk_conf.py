@@ -360,9 +360,11 @@ APP_MODULES = {
     "UserEvent": "app_userevent.so",
     "Return": "app_stack.so",
     "Gosub": "app_stack.so",
+    "GosubIf": "app_stack.so",
     "ExecIf": "app_exec.so",
     "VoiceMail": "app_voicemail.so",
     "VoiceMailMain": "app_voicemail.so",
+    "MixMonitor": "app_mixmonitor.so",
 }
 FUNC_MODULES = {
     "FILTER": "func_strings.so",
@@ -370,6 +372,7 @@ FUNC_MODULES = {
     "IF": "func_logic.so",
     "CHANNEL": "func_channel.so",
     "RAND": "func_rand.so",
+    "CUT": "func_cut.so",
 }
 
 
@@ -601,7 +604,11 @@ def dockerfile_lines(name: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("name", "bases"),
-    [("asterisk", ["debian:sid-slim"]), ("screener", ["debian:bookworm-slim"] * 2)],
+    [
+        # asterisk: the prompts are rendered in a bookworm stage (Python 3.11 and the voice).
+        ("asterisk", ["debian:bookworm-slim", "debian:sid-slim"]),
+        ("screener", ["debian:bookworm-slim"] * 2),
+    ],
 )
 def test_dockerfiles_build_from_debian_with_a_healthcheck(name: str, bases: list[str]) -> None:
     """Only Debian base images (what scripts/compose-test makes locally); a HEALTHCHECK."""

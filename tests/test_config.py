@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from screener.config import load_config
 from screener.errors import ConfigError
 from screener.numbers import Category
 from screener.policy import Route
+from screener.prompts import words_for
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -178,12 +180,84 @@ def test_example_config_is_the_defaults() -> None:
     example = Path(__file__).parent.parent / "screener.example.toml"
     loaded = load_config(example, env={})
     defaults = load_config(env={})
-    assert loaded.policy == defaults.policy
+    # One deliberate difference: the example turns recording on for toll-free and withheld
+    # callers; by default nothing is recorded.
+    assert loaded.policy.record == {Category.TOLL_FREE, Category.WITHHELD}
+    assert defaults.policy.record == frozenset()
+    assert dataclasses.replace(loaded.policy, record=frozenset()) == defaults.policy
+    assert words_for(loaded.prompt_words.get("ja")) == words_for(None)
+    assert (loaded.recording_folder, loaded.recording_retention_days) == (
+        defaults.recording_folder,
+        defaults.recording_retention_days,
+    )
     assert (loaded.ami, loaded.hold_seconds, loaded.late_margin) == (
         defaults.ami,
         defaults.hold_seconds,
         defaults.late_margin,
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "region", "office", "did_language", "record", "did_record"),
+    [
+        ("", "JP", "ja", None, frozenset(), None),
+        ("", "US", "en", None, frozenset(), None),
+        ('[screening]\nlanguage = "en"\n', "JP", "en", None, frozenset(), None),
+        (
+            "[policy.record]\ntoll_free = true\nmobile = false\n"
+            '[dids."03-1234-0000"]\nlanguage = "en"\nrecord = false\n',
+            "JP",
+            "ja",
+            "en",
+            frozenset({Category.TOLL_FREE}),
+            False,
+        ),
+    ],
+)
+def test_language_and_recording(
+    tmp_path: Path,
+    text: str,
+    region: str,
+    office: str,
+    did_language: str | None,
+    record: frozenset[Category],
+    did_record: bool | None,
+) -> None:
+    """Japanese by default in JP, English elsewhere; per-DID language and recording."""
+    config = load_config(write(tmp_path, f'region = "{region}"\n{text}'), env={})
+    assert config.policy.language == office
+    assert config.policy.record == record
+    did = config.policy.dids.get("+81312340000")
+    assert (did.language, did.record) == (did_language, did_record) if did else did_language is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[screening]\nlanguage = "fr"\n', r"screening\.language: expected one of ja, en"),
+        ('[dids."0312340000"]\nlanguage = "de"\n', r"dids\.0312340000\.language"),
+        ("[policy.record]\ntoll_free = 1\n", r"policy\.record\.toll_free: expected true or false"),
+        ("[policy.record]\nfax = true\n", r"policy\.record\.fax: unknown key"),
+        ('[prompts.ja]\nreject = ""\n', r"prompts\.ja\.reject: must not be empty"),
+        ('[prompts.ja]\nafter_hours_times = "x"\n', r"must contain \{hours\}"),
+        ('[prompts.ja]\ndigits = ["a"]\n', r"prompts\.ja\.digits: expected ten readings"),
+        ('[prompts.ja]\nfarewell = "x"\n', r"prompts\.ja\.farewell: unknown key"),
+        ('[prompts.fr]\nreject = "x"\n', r"prompts\.fr: unknown key"),
+        ("[screening]\nrecording_retention_days = 0\n", r"recording_retention_days"),
+    ],
+)
+def test_language_recording_and_prompt_errors(tmp_path: Path, text: str, message: str) -> None:
+    """A bad language, record flag or prompt text stops the load naming the key."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_office_wording_replaces_the_defaults(tmp_path: Path) -> None:
+    """[prompts.ja] values replace the shipped wording; the rest stays."""
+    config = load_config(write(tmp_path, '[prompts.ja]\ngreeting = "株式会社〇〇です。"\n'), env={})
+    words = words_for(config.prompt_words["ja"])
+    assert words.greeting == "株式会社〇〇です。"
+    assert words.reject == words_for(None).reject
 
 
 @pytest.mark.parametrize(

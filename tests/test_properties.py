@@ -179,7 +179,7 @@ def test_any_caller_gets_a_route_and_reasons(
     code = challenge_code(2) if decision.route is Route.CHALLENGE else None
     context, exten = redirect_target(Screening(caller, key, tuple(entries), decision), code)
     assert context == f"screen-{decision.route.value}"
-    assert re.fullmatch(r"s|withheld|[0-9]{2}", exten)
+    assert re.fullmatch(r"s|withheld|after-hours|[0-9]{2}", exten)
 
 
 # -- 2. storage: the call log keeps the raw caller exactly -------------------------------------
@@ -451,8 +451,18 @@ async def test_hostile_request_end_to_end(number: bytes, name: str, escaped: boo
                 )
             final = svc.task.result()  # run() returned normally: nothing raised in the service
         assert final.requests == requests + 1
-        assert {r.action for r in fake.received} <= {"login", "ping", "redirect"}
+        assert {r.action for r in fake.received} <= {"login", "ping", "setvar", "redirect"}
         redirects = fake.actions("Redirect")
+        # Each Redirect is preceded by its call's options, and nothing but the options is set.
+        setvars = fake.actions("Setvar")
+        assert sorted(r.get("Channel") or "" for r in setvars) == sorted(
+            r.get("Channel") or "" for r in redirects
+        )
+        assert all(
+            r.get("Variable") == "SCREEN_OPTIONS"
+            and re.fullmatch(r"(ja|en)-(yes|no)", r.get("Value") or "")
+            for r in setvars
+        )
         got = sorted((r.get("Channel") or "", r.get("Context") or "") for r in redirects)
         assert got == sorted(expected)
         for sent in redirects:

@@ -34,6 +34,7 @@ from screener.store import (
     RecordFallback,
     RecordLate,
     SetOutcome,
+    SetRecording,
     SetVoicemail,
     Store,
     Write,
@@ -822,3 +823,32 @@ async def test_schema_2_database_gains_the_delivery_table_and_keeps_its_outbox(
         await store.record_delivery(due[0].id, "email", delivered_at=NOW)
         assert await store.due_deliveries("email", since=NOW - DAY, now=NOW + DAY) == []
     assert pragma(db_path, "user_version") == SCHEMA_VERSION >= 3
+
+
+async def test_recording_path_and_seconds_are_kept(db_path: Path) -> None:
+    """A call's recording is stored (path first, seconds once it ends) and listed."""
+    async with Store.open(db_path) as store:
+        now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+        for n, call_id in enumerate(("c1", "c2")):
+            await store.record_call(
+                CallRecord(call_id, now + dt.timedelta(seconds=n), "0120", "", None,
+                           "toll_free", None, "challenge", "category", ("r",), 1.0)
+            )  # fmt: skip
+        assert await store.set_recording("c1", "/rec/c1.wav", None)
+        assert await store.recordings() == {"c1": ("/rec/c1.wav", None)}
+        assert await store.set_recording("c1", "/rec/c1.wav", 12.0)
+        assert not await store.set_recording("nope", "/rec/nope.wav", 1.0)
+        assert await store.recordings(["c1", "c2"]) == {"c1": ("/rec/c1.wav", 12.0)}
+
+
+async def test_recording_write_is_ordered_after_the_call_record(db_path: Path) -> None:
+    """SetRecording in one batch after the call's RecordCall finds that call; alone, it does not."""
+    async with Store.open(db_path) as store:
+        now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+        rec = CallRecord("c9", now, "0120", "", None,
+                         "toll_free", None, "challenge", "category", ("r",), 1.0)  # fmt: skip
+        results = await store.apply(
+            [SetRecording("c8", "/rec/c8.wav"), RecordCall(rec), SetRecording("c9", "/rec/c9.wav")]
+        )
+        assert results == [False, None, True]
+        assert await store.recordings() == {"c9": ("/rec/c9.wav", None)}
