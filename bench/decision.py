@@ -21,12 +21,12 @@ from screener.config import did_key
 from screener.numbers import normalize
 from screener.policy import Decision, Policy, decide
 from screener.screening import screen
-from screener.store import _ENTRY_COLUMNS, Store, _entry_from_row, _prefixes
+from screener.store import ENTRY_COLUMNS, Store, _prefixes, entry_from_row
 
 REGION = "JP"
 DID = "0355550100"
 NOW = dt.datetime(2026, 11, 25, 1, 30, tzinfo=dt.UTC)  # a Wednesday, 10:30 in Tokyo
-EXACT_SQL = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number = ?"
+EXACT_SQL = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number = ?"
 
 
 def _clear() -> None:
@@ -41,10 +41,10 @@ def _sync_screen(db: sqlite3.Connection, raw: str, policy: Policy) -> Decision:
         candidates = _prefixes(caller.e164)
         marks = ", ".join("?" * len(candidates))
         rows = db.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})",
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})",
             candidates,
         ).fetchall()
-        matches = [_entry_from_row(r) for r in rows if r[3] == 1 or r[2] == caller.e164]
+        matches = [entry_from_row(r) for r in rows if r[3] == 1 or r[2] == caller.e164]
     return decide(caller, matches, policy, NOW, did_key(DID, REGION))
 
 

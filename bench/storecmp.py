@@ -30,16 +30,16 @@ from bench.dataset import callers
 from screener.numbers import normalize
 from screener.policy import Entry, ListKind
 from screener.store import (
-    _ENTRY_COLUMNS,
     _RECORD_CALL,
     _RECORD_HIT,
+    ENTRY_COLUMNS,
     CallRecord,
     RecordCall,
     RecordHit,
     Store,
     _call_params,
-    _entry_from_row,
     _prefixes,
+    entry_from_row,
 )
 
 NOW = dt.datetime(2026, 11, 25, 1, 30, tzinfo=dt.UTC)
@@ -49,7 +49,7 @@ ROUNDS = 5
 def _lookup_sql(e164: str) -> tuple[str, list[str]]:
     candidates = _prefixes(e164)
     marks = ", ".join("?" * len(candidates))
-    return f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})", candidates
+    return f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})", candidates
 
 
 def _record(n: int) -> CallRecord:
@@ -86,7 +86,7 @@ async def _theirs_lookup(db: aiosqlite.Connection, e164s: list[str]) -> list[flo
     async def lookup(e164: str) -> list[Any]:
         sql, candidates = _lookup_sql(e164)
         rows = await db.execute_fetchall(sql, candidates)
-        return [_entry_from_row(r) for r in rows if r[3] == 1 or r[2] == e164]
+        return [entry_from_row(r) for r in rows if r[3] == 1 or r[2] == e164]
 
     return await _timed(e164s, lookup)
 

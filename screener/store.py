@@ -165,7 +165,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_ENTRY_COLUMNS = (
+# The entries table: its columns, its upsert and its row mapping, here only (the console's
+# synchronous connection, screener/webstore.py, uses them too).
+ENTRY_COLUMNS = (
     "id, kind, number, prefix, label, source, created_at, expires_at, note, hits, last_seen"
 )
 _CALL_COLUMNS = (
@@ -173,7 +175,7 @@ _CALL_COLUMNS = (
     " latency_ms, outcome, outcome_at, voicemail, fallback"
 )
 # The new entry replaces the old one wholesale; only the id (and so the row) is kept.
-_UPSERT_ENTRY = """
+UPSERT_ENTRY = """
     INSERT INTO entries (kind, number, prefix, label, source, created_at, expires_at, note,
                          hits, last_seen)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -323,7 +325,7 @@ def _dt(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
-def _entry_params(entry: Entry) -> tuple[Any, ...]:
+def entry_params(entry: Entry) -> tuple[Any, ...]:
     return (
         str(entry.kind),
         entry.number,
@@ -362,7 +364,7 @@ def _fallback_params(rec: CallRecord) -> tuple[Any, ...]:
     return (*_call_params(rec)[:-1], "; ".join(rec.reasons))
 
 
-def _entry_from_row(row: Sequence[Any]) -> Entry:
+def entry_from_row(row: Sequence[Any]) -> Entry:
     created = _dt(row[6])
     assert created is not None  # NOT NULL column
     return Entry(
@@ -720,13 +722,13 @@ class Store:
         if not candidates:
             return []
         marks = ", ".join("?" * len(candidates))
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})"  # noqa: S608
+        sql = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})"  # noqa: S608
 
         def lookup(db: sqlite3.Connection) -> list[Entry]:
             # One statement, one index probe per candidate prefix, whatever the size of the
             # table; rows become entries on the database thread, not the event loop's.
             return [
-                _entry_from_row(row)
+                entry_from_row(row)
                 for row in db.execute(sql, candidates)
                 if row[3] == 1 or row[2] == e164  # exact entries key on the whole number only
             ]
@@ -754,9 +756,9 @@ class Store:
 
     async def remove(self, number: str, prefix: bool) -> Entry | None:
         """Delete the entry for the key (number, prefix); returns it, or None if there was none."""
-        sql = f"DELETE FROM entries WHERE number = ? AND prefix = ? RETURNING {_ENTRY_COLUMNS}"  # noqa: S608
+        sql = f"DELETE FROM entries WHERE number = ? AND prefix = ? RETURNING {ENTRY_COLUMNS}"  # noqa: S608
         rows = await self._fetchall("remove", sql, (number, int(prefix)))
-        return _entry_from_row(rows[0]) if rows else None
+        return entry_from_row(rows[0]) if rows else None
 
     @staticmethod
     def _filters(
@@ -787,10 +789,10 @@ class Store:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._fetchall(
             "list entries",
-            f"SELECT {_ENTRY_COLUMNS} FROM entries {clause} ORDER BY number, prefix",  # noqa: S608
+            f"SELECT {ENTRY_COLUMNS} FROM entries {clause} ORDER BY number, prefix",  # noqa: S608
             params,
         )
-        return [_entry_from_row(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     async def iter_entries(
         self,
@@ -816,12 +818,12 @@ class Store:
             clause = f"WHERE {' AND '.join(page_where)}" if page_where else ""
             rows = await self._fetchall(
                 "export entries",
-                f"SELECT {_ENTRY_COLUMNS} FROM entries {clause}"  # noqa: S608
+                f"SELECT {ENTRY_COLUMNS} FROM entries {clause}"  # noqa: S608
                 " ORDER BY number, prefix LIMIT ?",
                 [*page_params, chunk],
             )
             for row in rows:
-                yield _entry_from_row(row)
+                yield entry_from_row(row)
             if len(rows) < chunk:
                 return
             after = (rows[-1][2], rows[-1][3])
@@ -871,7 +873,7 @@ class Store:
         async with self._transaction("import"):
             before = int(await run(lambda db: db.execute(count).fetchone()[0]))
             async for rows in _batches(entries, batch):
-                await run(_executemany(_UPSERT_ENTRY, rows))
+                await run(_executemany(UPSERT_ENTRY, rows))
                 done += len(rows)
                 if on_progress is not None:
                     on_progress(done)
@@ -1216,18 +1218,16 @@ def _rollback(db: sqlite3.Connection) -> None:
 
 def _get(db: sqlite3.Connection, number: str, prefix: bool) -> Entry | None:
     row = db.execute(
-        f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",  # noqa: S608
+        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",  # noqa: S608
         (number, int(prefix)),
     ).fetchone()
-    return None if row is None else _entry_from_row(row)
+    return None if row is None else entry_from_row(row)
 
 
 def _upsert(db: sqlite3.Connection, entry: Entry) -> Entry:
-    row = db.execute(
-        _UPSERT_ENTRY + f" RETURNING {_ENTRY_COLUMNS}", _entry_params(entry)
-    ).fetchone()
+    row = db.execute(UPSERT_ENTRY + f" RETURNING {ENTRY_COLUMNS}", entry_params(entry)).fetchone()
     assert row is not None  # an upsert always returns its row
-    return _entry_from_row(row)
+    return entry_from_row(row)
 
 
 def _learn(db: sqlite3.Connection, entry: Entry, now: dt.datetime) -> bool:
@@ -1400,7 +1400,7 @@ class ImportStage:
 
     async def add(self, rows: Iterable[tuple[int, Entry]]) -> None:
         """Stage ``(line, entry)`` rows; nothing in the lists changes."""
-        params = [(line, *_entry_params(entry)) for line, entry in rows]
+        params = [(line, *entry_params(entry)) for line, entry in rows]
         begin = not self._open
 
         def stage(db: sqlite3.Connection) -> None:
@@ -1489,13 +1489,13 @@ async def _batches(
     rows: list[tuple[Any, ...]] = []
     if isinstance(entries, AsyncIterable):
         async for entry in entries:
-            rows.append(_entry_params(entry))
+            rows.append(entry_params(entry))
             if len(rows) >= size:
                 yield rows
                 rows = []
     else:
         for entry in entries:
-            rows.append(_entry_params(entry))
+            rows.append(entry_params(entry))
             if len(rows) >= size:
                 yield rows
                 rows = []

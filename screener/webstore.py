@@ -26,25 +26,20 @@ from typing import Any
 
 from screener.errors import InputError, StoreError
 from screener.policy import SOURCE_LEARNED, Entry, ListKind
-from screener.store import SCHEMA_VERSION, CallRecord
+from screener.store import (
+    ENTRY_COLUMNS,
+    SCHEMA_VERSION,
+    UPSERT_ENTRY,
+    CallRecord,
+    entry_from_row,
+    entry_params,
+)
 from screener.users import Role, User
 
-_ENTRY_COLUMNS = (
-    "id, kind, number, prefix, label, source, created_at, expires_at, note, hits, last_seen"
-)
 _CALL_COLUMNS = (
     "rowid, call_id, received_at, raw_number, raw_name, e164, category, did, route, rule,"
     " reasons, latency_ms, outcome, outcome_at, voicemail, fallback"
 )
-_UPSERT_ENTRY = """
-    INSERT INTO entries (kind, number, prefix, label, source, created_at, expires_at, note,
-                         hits, last_seen)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (number, prefix) DO UPDATE SET
-        kind = excluded.kind, label = excluded.label, source = excluded.source,
-        created_at = excluded.created_at, expires_at = excluded.expires_at,
-        note = excluded.note, hits = excluded.hits, last_seen = excluded.last_seen
-"""
 MAX_PAGE = 500
 
 
@@ -60,39 +55,6 @@ def _opt_ts(value: dt.datetime | None) -> float | None:
 
 def _dt(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
-
-
-def _entry(row: Sequence[Any]) -> Entry:
-    created = _dt(row[6])
-    assert created is not None  # NOT NULL column
-    return Entry(
-        id=row[0],
-        kind=ListKind(row[1]),
-        number=row[2],
-        prefix=bool(row[3]),
-        label=row[4],
-        source=row[5],
-        created_at=created,
-        expires_at=_dt(row[7]),
-        note=row[8],
-        hits=row[9],
-        last_seen=_dt(row[10]),
-    )
-
-
-def _entry_params(entry: Entry) -> tuple[Any, ...]:
-    return (
-        str(entry.kind),
-        entry.number,
-        int(entry.prefix),
-        entry.label,
-        entry.source,
-        _ts(entry.created_at),
-        _opt_ts(entry.expires_at),
-        entry.note,
-        entry.hits,
-        _opt_ts(entry.last_seen),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,10 +439,10 @@ class WebStore:
         if cached is not None and now - cached[0] < TOP_BLOCKED_TTL:
             return cached[1]
         top = [
-            _entry(r)
+            entry_from_row(r)
             for r in self._all_rows(
                 "top blocked",
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = 'block' AND hits > 0"
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE kind = 'block' AND hits > 0"
                 " ORDER BY hits DESC LIMIT 10",
             )
         ]
@@ -570,20 +532,20 @@ class WebStore:
         if source is not None:
             clauses.append("source = ?")
             params.append(source)
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries"
+        sql = f"SELECT {ENTRY_COLUMNS} FROM entries"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY number, prefix LIMIT ? OFFSET ?"
         params += [max(1, min(limit, MAX_PAGE)), max(0, min(offset, 10_000_000))]
-        return [_entry(r) for r in self._all_rows("search entries", sql, params)]
+        return [entry_from_row(r) for r in self._all_rows("search entries", sql, params)]
 
     def entry(self, number: str, prefix: bool) -> Entry | None:
         rows = self._all_rows(
             "get entry",
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",
             (number, int(prefix)),
         )
-        return _entry(rows[0]) if rows else None
+        return entry_from_row(rows[0]) if rows else None
 
     def entries_for(self, e164: str) -> list[Entry]:
         """The exact entry for ``e164`` and every prefix rule it falls under."""
@@ -593,25 +555,25 @@ class WebStore:
         marks = ", ".join("?" * len(candidates))
         rows = self._all_rows(
             "entries for number",
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})"
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})"
             " ORDER BY prefix, number",
             candidates,
         )
-        return [e for e in map(_entry, rows) if e.prefix or e.number == e164]
+        return [e for e in map(entry_from_row, rows) if e.prefix or e.number == e164]
 
     def put_entry(self, entry: Entry, user: str, now: dt.datetime) -> tuple[Entry, Entry | None]:
         """Store ``entry`` (replacing the entry with its key) and audit it; (stored, previous)."""
         with self._tx("add entry") as conn:
             old = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",
+                f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number = ? AND prefix = ?",
                 (entry.number, int(entry.prefix)),
             ).fetchone()
             row = conn.execute(
-                _UPSERT_ENTRY + f" RETURNING {_ENTRY_COLUMNS}", _entry_params(entry)
+                UPSERT_ENTRY + f" RETURNING {ENTRY_COLUMNS}", entry_params(entry)
             ).fetchone()
-            stored = _entry(row)
+            stored = entry_from_row(row)
             self._audit(conn, user, f"entry.{entry.kind}", stored.describe(), "", now)
-        return stored, (_entry(old) if old else None)
+        return stored, (entry_from_row(old) if old else None)
 
     def edit_entry(
         self,
@@ -628,12 +590,12 @@ class WebStore:
         with self._tx("edit entry") as conn:
             row = conn.execute(
                 "UPDATE entries SET label = ?, note = ?, expires_at = ?"
-                f" WHERE number = ? AND prefix = ? RETURNING {_ENTRY_COLUMNS}",
+                f" WHERE number = ? AND prefix = ? RETURNING {ENTRY_COLUMNS}",
                 (label, note, _opt_ts(expires_at), number, int(prefix)),
             ).fetchone()
             if row is None:
                 return None
-            stored = _entry(row)
+            stored = entry_from_row(row)
             self._audit(conn, user, "entry.edit", stored.describe(), "", now)
         return stored
 
@@ -641,12 +603,12 @@ class WebStore:
         """Delete the entry for (number, prefix) and audit it; the entry, or None."""
         with self._tx("remove entry") as conn:
             row = conn.execute(
-                f"DELETE FROM entries WHERE number = ? AND prefix = ? RETURNING {_ENTRY_COLUMNS}",
+                f"DELETE FROM entries WHERE number = ? AND prefix = ? RETURNING {ENTRY_COLUMNS}",
                 (number, int(prefix)),
             ).fetchone()
             if row is None:
                 return None
-            gone = _entry(row)
+            gone = entry_from_row(row)
             self._audit(conn, user, "entry.remove", gone.describe(), "", now)
         return gone
 
@@ -663,10 +625,10 @@ class WebStore:
         self, entries: Iterable[Entry], user: str, name: str, now: dt.datetime
     ) -> tuple[int, int]:
         """Upsert all ``entries`` in one transaction with one audit row; (added, replaced)."""
-        rows = [_entry_params(e) for e in entries]
+        rows = [entry_params(e) for e in entries]
         with self._tx("import") as conn:
             before = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
-            conn.executemany(_UPSERT_ENTRY, rows)
+            conn.executemany(UPSERT_ENTRY, rows)
             after = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
             self._audit(conn, user, "entry.import", name, f"{len(rows)} rows", now)
         added = int(after - before)
@@ -677,12 +639,12 @@ class WebStore:
         after: tuple[str, int] = ("", -1)
         while True:
             params: list[Any] = [after[0], after[1]]
-            sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE (number, prefix) > (?, ?)"
+            sql = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE (number, prefix) > (?, ?)"
             if kind is not None:
                 sql += " AND kind = ?"
                 params.append(str(kind))
             rows = self._all_rows("export", sql + " ORDER BY number, prefix LIMIT 5000", params)
-            yield from map(_entry, rows)
+            yield from map(entry_from_row, rows)
             if len(rows) < 5000:
                 return
             after = (rows[-1][2], rows[-1][3])
