@@ -311,17 +311,18 @@ class ImportResult:
 # --- conversions at the edge -------------------------------------------------------------------
 
 
-def _ts(value: dt.datetime) -> float:
+def to_ts(value: dt.datetime) -> float:
+    """A time as the REAL the tables store (seconds since the epoch; naive means UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
 
 
-def _opt_ts(value: dt.datetime | None) -> float | None:
-    return None if value is None else _ts(value)
+def to_opt_ts(value: dt.datetime | None) -> float | None:
+    return None if value is None else to_ts(value)
 
 
-def _dt(value: float | None) -> dt.datetime | None:
+def from_ts(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
@@ -332,18 +333,18 @@ def entry_params(entry: Entry) -> tuple[Any, ...]:
         1 if entry.prefix else 0,
         entry.label,
         entry.source,
-        _ts(entry.created_at),
-        _opt_ts(entry.expires_at),
+        to_ts(entry.created_at),
+        to_opt_ts(entry.expires_at),
         entry.note,
         entry.hits,
-        _opt_ts(entry.last_seen),
+        to_opt_ts(entry.last_seen),
     )
 
 
 def _call_params(rec: CallRecord) -> tuple[Any, ...]:
     return (
         rec.call_id,
-        _ts(rec.received_at),
+        to_ts(rec.received_at),
         rec.raw_number,
         rec.raw_name,
         rec.e164,
@@ -354,7 +355,7 @@ def _call_params(rec: CallRecord) -> tuple[Any, ...]:
         json.dumps(list(rec.reasons), ensure_ascii=False),
         rec.latency_ms,
         rec.outcome,
-        _opt_ts(rec.outcome_at),
+        to_opt_ts(rec.outcome_at),
         rec.voicemail,
         int(rec.fallback),
     )
@@ -365,7 +366,7 @@ def _fallback_params(rec: CallRecord) -> tuple[Any, ...]:
 
 
 def entry_from_row(row: Sequence[Any]) -> Entry:
-    created = _dt(row[6])
+    created = from_ts(row[6])
     assert created is not None  # NOT NULL column
     return Entry(
         id=row[0],
@@ -375,15 +376,15 @@ def entry_from_row(row: Sequence[Any]) -> Entry:
         label=row[4],
         source=row[5],
         created_at=created,
-        expires_at=_dt(row[7]),
+        expires_at=from_ts(row[7]),
         note=row[8],
         hits=row[9],
-        last_seen=_dt(row[10]),
+        last_seen=from_ts(row[10]),
     )
 
 
 def _call_from_row(row: Sequence[Any]) -> CallRecord:
-    received = _dt(row[1])
+    received = from_ts(row[1])
     assert received is not None  # NOT NULL column
     return CallRecord(
         call_id=row[0],
@@ -398,7 +399,7 @@ def _call_from_row(row: Sequence[Any]) -> CallRecord:
         reasons=tuple(json.loads(row[9])),
         latency_ms=row[10],
         outcome=row[11],
-        outcome_at=_dt(row[12]),
+        outcome_at=from_ts(row[12]),
         voicemail=row[13],
         fallback=bool(row[14]),
     )
@@ -774,7 +775,7 @@ class Store:
             params.append(source)
         if active_at is not None:
             where.append("(expires_at IS NULL OR expires_at > ?)")
-            params.append(_ts(active_at))
+            params.append(to_ts(active_at))
         return where, params
 
     async def entries(
@@ -839,7 +840,7 @@ class Store:
 
     async def record_hit(self, entry_id: int, now: dt.datetime) -> None:
         """Count one more call matched by the entry ``entry_id``, seen at ``now``."""
-        await self._write("record hit", _RECORD_HIT, (_ts(now), entry_id))
+        await self._write("record hit", _RECORD_HIT, (to_ts(now), entry_id))
 
     async def record_hits(self, ids: Iterable[int], now: dt.datetime) -> None:
         """Count one more call for each of ``ids`` (repeats count again), in one transaction."""
@@ -978,7 +979,7 @@ class Store:
             params,
         )
         return [
-            OutboxEvent(row[0], row[1], row[2], json.loads(row[3]), _dt(row[4]) or _EPOCH)
+            OutboxEvent(row[0], row[1], row[2], json.loads(row[3]), from_ts(row[4]) or _EPOCH)
             for row in rows
         ]
 
@@ -1016,7 +1017,7 @@ class Store:
         self, *, since: dt.datetime | None = None, limit: int = 100
     ) -> list[CallRecord]:
         """The most recent calls (received at or after ``since``), newest first."""
-        where, params = ("WHERE received_at >= ?", [_ts(since)]) if since else ("", [])
+        where, params = ("WHERE received_at >= ?", [to_ts(since)]) if since else ("", [])
         rows = await self._fetchall(
             "list calls",
             f"SELECT {_CALL_COLUMNS} FROM calls {where}"  # noqa: S608
@@ -1065,7 +1066,7 @@ class Store:
         changed = await self._write(
             "add outbox event",
             _OUTBOX,
-            (topic, key, json.dumps(payload, ensure_ascii=False), _ts(now)),
+            (topic, key, json.dumps(payload, ensure_ascii=False), to_ts(now)),
         )
         return changed > 0
 
@@ -1080,7 +1081,7 @@ class Store:
             " FROM outbox o LEFT JOIN outbox_delivery d ON d.outbox_id = o.id AND d.channel = ?"
             " WHERE o.created_at >= ? AND d.delivered_at IS NULL"
             " AND coalesce(d.next_at, 0) <= ? ORDER BY o.id LIMIT ?",
-            (channel, _ts(since), _ts(now), limit),
+            (channel, to_ts(since), to_ts(now), limit),
         )
         return [
             OutboxRow(
@@ -1088,7 +1089,7 @@ class Store:
                 topic=r[1],
                 key=r[2],
                 payload=_payload(r[3]),
-                created_at=_dt(r[4]) or dt.datetime.min.replace(tzinfo=dt.UTC),
+                created_at=from_ts(r[4]) or dt.datetime.min.replace(tzinfo=dt.UTC),
                 attempts=r[5],
             )
             for r in rows
@@ -1112,7 +1113,7 @@ class Store:
             " VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (outbox_id, channel) DO UPDATE SET"
             " delivered_at = excluded.delivered_at, attempts = attempts + 1,"
             " next_at = excluded.next_at, last_error = excluded.last_error",
-            (outbox_id, channel, _opt_ts(delivered_at), _opt_ts(next_at), error),
+            (outbox_id, channel, to_opt_ts(delivered_at), to_opt_ts(next_at), error),
         )
 
     async def retry_now(self, channel: str) -> int:
@@ -1141,7 +1142,7 @@ class Store:
             " FROM json_each(?) c LEFT JOIN outbox o"
             " LEFT JOIN outbox_delivery d ON d.outbox_id = o.id AND d.channel = c.value"
             " GROUP BY c.value ORDER BY c.key",
-            (_ts(since), _ts(since), json.dumps(list(channels))),
+            (to_ts(since), to_ts(since), json.dumps(list(channels))),
         )
         return [
             ChannelStatus(
@@ -1149,7 +1150,7 @@ class Store:
                 delivered=int(r[1] or 0),
                 waiting=int(r[2] or 0),
                 given_up=int(r[3] or 0),
-                last_delivered_at=_dt(r[4]),
+                last_delivered_at=from_ts(r[4]),
                 last_error=r[5],
             )
             for r in rows
@@ -1242,7 +1243,7 @@ def _failures(db: sqlite3.Connection, e164: str, since: dt.datetime, other_than:
     row = db.execute(
         "SELECT count(*) FROM calls WHERE e164 = ? AND outcome IN (?, ?) AND received_at >= ?"
         " AND call_id IS NOT ?",
-        (e164, *_FAILED_OUTCOMES, _ts(since), other_than),
+        (e164, *_FAILED_OUTCOMES, to_ts(since), other_than),
     ).fetchone()
     return int(row[0])
 
@@ -1258,14 +1259,14 @@ def _get_call(db: sqlite3.Connection, call_id: str) -> CallRecord | None:
 def _enqueue(
     db: sqlite3.Connection, topic: str, key: str, payload: dict[str, Any], at: dt.datetime
 ) -> None:
-    db.execute(_OUTBOX, (topic, key, json.dumps(payload, ensure_ascii=False), _ts(at)))
+    db.execute(_OUTBOX, (topic, key, json.dumps(payload, ensure_ascii=False), to_ts(at)))
 
 
 def _set_outcome(db: sqlite3.Connection, write: SetOutcome) -> OutcomeResult:
     found = (
         db.execute(
             "UPDATE calls SET outcome = ?, outcome_at = ? WHERE call_id = ?",
-            (write.outcome, _ts(write.at), write.call_id),
+            (write.outcome, to_ts(write.at), write.call_id),
         ).rowcount
         > 0
     )
@@ -1285,7 +1286,7 @@ def _set_outcome(db: sqlite3.Connection, write: SetOutcome) -> OutcomeResult:
         _enqueue(
             db,
             "auto_block",
-            f"auto_block:{entry.number}:{_ts(entry.created_at):.6f}",
+            f"auto_block:{entry.number}:{to_ts(entry.created_at):.6f}",
             {
                 "number": entry.number,
                 "failures": earlier + failed,
@@ -1337,7 +1338,7 @@ def _params(write: RecordCall | RecordFallback | RecordLate | RecordHit) -> tupl
         return _call_params(write.record)
     if isinstance(write, RecordFallback | RecordLate):
         return _fallback_params(write.record)
-    return (_ts(write.at), write.entry_id)
+    return (to_ts(write.at), write.entry_id)
 
 
 _BULK: dict[type, str] = {

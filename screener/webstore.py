@@ -33,6 +33,9 @@ from screener.store import (
     CallRecord,
     entry_from_row,
     entry_params,
+    from_ts,
+    to_opt_ts,
+    to_ts,
 )
 from screener.users import Role, User
 
@@ -41,20 +44,6 @@ _CALL_COLUMNS = (
     " reasons, latency_ms, outcome, outcome_at, voicemail, fallback"
 )
 MAX_PAGE = 500
-
-
-def _ts(value: dt.datetime) -> float:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
-
-
-def _opt_ts(value: dt.datetime | None) -> float | None:
-    return None if value is None else _ts(value)
-
-
-def _dt(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +55,7 @@ class CallRow:
 
 
 def _call(row: Sequence[Any]) -> CallRow:
-    received = _dt(row[2])
+    received = from_ts(row[2])
     assert received is not None  # NOT NULL column
     try:
         reasons = tuple(str(r) for r in json.loads(row[10]))
@@ -87,7 +76,7 @@ def _call(row: Sequence[Any]) -> CallRow:
             reasons=reasons,
             latency_ms=row[11],
             outcome=row[12],
-            outcome_at=_dt(row[13]),
+            outcome_at=from_ts(row[13]),
             voicemail=row[14],
             fallback=bool(row[15]),
         ),
@@ -238,7 +227,7 @@ class WebStore:
     ) -> None:
         conn.execute(
             "INSERT INTO web_audit (at, user, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-            (_ts(now), user, action, target, detail),
+            (to_ts(now), user, action, target, detail),
         )
 
     # --- users and tokens ----------------------------------------------------------------------
@@ -251,7 +240,7 @@ class WebStore:
             row = conn.execute(
                 "INSERT INTO web_users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)"
                 " RETURNING id, name, role, epoch",
-                (name, str(role), password_hash, _ts(now)),
+                (name, str(role), password_hash, to_ts(now)),
             ).fetchone()
             self._audit(conn, "cli", "user.add", name, str(role), now)
         return _user(row)
@@ -309,7 +298,7 @@ class WebStore:
                 return False
             conn.execute(
                 "INSERT INTO web_tokens (user_id, digest, created_at) VALUES (?, ?, ?)",
-                (row[0], digest, _ts(now)),
+                (row[0], digest, to_ts(now)),
             )
             self._audit(conn, "cli", "user.token", name, "", now)
         return True
@@ -340,7 +329,7 @@ class WebStore:
             "SELECT at, user, action, target, detail FROM web_audit ORDER BY id DESC LIMIT ?",
             (min(limit, MAX_PAGE),),
         )
-        return [AuditRow(_dt(r[0]) or dt.datetime.min, r[1], r[2], r[3], r[4]) for r in rows]
+        return [AuditRow(from_ts(r[0]) or dt.datetime.min, r[1], r[2], r[3], r[4]) for r in rows]
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -358,10 +347,10 @@ class WebStore:
             params.append(where.e164)
         if where.since is not None:
             clauses.append("received_at >= ?")
-            params.append(_ts(where.since))
+            params.append(to_ts(where.since))
         if where.until is not None:
             clauses.append("received_at < ?")
-            params.append(_ts(where.until))
+            params.append(to_ts(where.until))
         if before is not None:
             # Keyset on (received_at, rowid): the page after the row ``before``, in time order.
             clauses.append(
@@ -404,7 +393,7 @@ class WebStore:
             "dashboard day",
             "SELECT route, outcome, e164 FROM calls INDEXED BY calls_received_covering"
             " WHERE received_at >= ? AND received_at < ?",
-            (_ts(start), _ts(end)),
+            (to_ts(start), to_ts(end)),
         )
         for route, outcome, e164 in rows:
             stats.routes[route] = stats.routes.get(route, 0) + 1
@@ -417,7 +406,7 @@ class WebStore:
     def _day_cached(self, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> DayStats:
         # A day that ended a while ago no longer changes (outcomes arrive within minutes).
         settled = end + DAY_SETTLES <= now
-        key = (_ts(start), _ts(end))
+        key = (to_ts(start), to_ts(end))
         if settled:
             with self._cache_lock:
                 hit = self._days.get(key)
@@ -489,7 +478,7 @@ class WebStore:
             days.append((date.isoformat(), dict(stats.routes)))
             if back < 7:
                 settled = end + DAY_SETTLES <= now
-                week_days.append(((_ts(start), _ts(end) if settled else -1.0), stats))
+                week_days.append(((to_ts(start), to_ts(end) if settled else -1.0), stats))
         week = self._week(week_days)
         last = self._all_rows("last call", "SELECT max(received_at) FROM calls")
         return Dashboard(
@@ -500,7 +489,7 @@ class WebStore:
             passed=week.outcomes.get("pass", 0),
             top_blocked=self._top_blocked(now),
             top_challenged=week.challenged.most_common(10),
-            last_call=_dt(last[0][0]),
+            last_call=from_ts(last[0][0]),
         )
 
     # --- list entries --------------------------------------------------------------------------
@@ -591,7 +580,7 @@ class WebStore:
             row = conn.execute(
                 "UPDATE entries SET label = ?, note = ?, expires_at = ?"
                 f" WHERE number = ? AND prefix = ? RETURNING {ENTRY_COLUMNS}",
-                (label, note, _opt_ts(expires_at), number, int(prefix)),
+                (label, note, to_opt_ts(expires_at), number, int(prefix)),
             ).fetchone()
             if row is None:
                 return None
@@ -663,7 +652,7 @@ class WebStore:
         with self._tx("mark heard") as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO web_heard (message, at, user) VALUES (?, ?, ?)",
-                (message, _ts(now), user),
+                (message, to_ts(now), user),
             )
             self._audit(conn, user, "voicemail.heard", message, "", now)
 
