@@ -552,6 +552,7 @@ async def test_client_redirect_setvar_and_errors() -> None:
         assert await client.ping() > 0
 
 
+@pytest.mark.slow  # seconds of waiting or rendering: the full suite runs it
 async def test_send_in_order_writes_every_action_before_any_answer() -> None:
     """send_in_order: the Redirect goes out while the Setvar is still unanswered, after it in
     order; the first failure (in order) is raised, and nothing is left pending."""

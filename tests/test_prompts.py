@@ -116,6 +116,7 @@ class FakeVoice:
         return list(np.concatenate([np.zeros(4800), tone, np.zeros(4800)])), 48000
 
 
+@pytest.mark.slow  # seconds of waiting or rendering: the full suite runs it
 def test_build_is_idempotent_and_rewrites_only_changed_text(tmp_path: Path) -> None:
     """A second build renders nothing; changing one text re-renders that file alone."""
     voice = FakeVoice()
