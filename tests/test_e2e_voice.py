@@ -234,3 +234,33 @@ async def test_recorded_call_is_warned_and_leaves_its_recording(
     assert intro > 0.6 and intro_at > warned_at, "the warning must come before the challenge"
     # The recording holds the call itself: the warning is in it too.
     assert find(recorded, warning)[1] > 0.5
+
+
+async def test_hangup_during_the_recording_warning_is_an_outcome(
+    sandbox: SandboxInfo, probe: Probe, tmp_path: Path
+) -> None:
+    """A challenged caller who hangs up while the warning plays is recorded as ``hangup``.
+
+    The challenge's hangup handler must be in place before the warning, or the call keeps no
+    outcome and the learned auto-block never hears of it.
+    """
+    service = configured(sandbox, tmp_path, "[policy.record]\ntoll_free = true\n")
+    try:
+        service.start()
+        call = await probe.call_local("0120555008")
+        assert await probe.routed(call) == ("challenge", False)
+        await probe.pbx.wait_for(user_event("ScreenRecording", call.call_id, Status="started"), 10)
+        await probe.hangup(call)
+        event = await probe.pbx.wait_for(user_event("ScreenChallenge", call.call_id), 10)
+        assert (event.get("Outcome") or "").lower() == "hangup"
+        assert event.get("Attempts") == "0"
+        deadline = time.monotonic() + 10
+        while True:
+            rows = json.loads(service.cli("calls", "--json").stdout)
+            row = next((r for r in rows if r["call_id"] == call.call_id), None)
+            if (row and row["outcome"]) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        service.stop()
+    assert row is not None and row["outcome"] == "hangup", row
