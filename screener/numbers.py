@@ -87,8 +87,11 @@ _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 def _unwrap(text: str) -> str:
     """Take the user part out of a SIP/tel URI, with or without a display name and brackets."""
-    if "<" in text and ">" in text:
-        text = text[text.index("<") + 1 : text.rindex(">")]
+    # The address is the last <...>: a quoted display name may hold brackets of its own.
+    end = text.rfind(">")
+    start = text.rfind("<", 0, end) if end != -1 else -1
+    if start != -1:
+        text = text[start + 1 : end]
     match = _URI.match(text.strip())
     if match:
         return match.group(1)
