@@ -1,10 +1,12 @@
 #!/bin/sh
 # Build /etc/asterisk from the read-only asterisk-conf/ mount plus secrets
-# taken from the environment, then exec Asterisk.
+# taken from the environment or from files, then exec Asterisk.
 #
 #   SCREENER_AMI_SECRET        AMI secret of the least-privilege "screener" user
 #   SCREENER_STAFF1_PASSWORD   SIP password of softphone staff1
 #   SCREENER_STAFF2_PASSWORD   SIP password of softphone staff2
+#   <each of those>_FILE       or a file holding it (docker-compose.yml mounts them
+#                              under /run/secrets, so no container's environment shows them)
 #   SCREENER_AMI_EXTRA_USERS_FILE  optional: a mounted file of further [user] sections
 #                              (a monitoring tool, the compose test's own user), appended
 #                              to manager_users.conf as it is
@@ -25,6 +27,18 @@ check_secret() {
     esac
     [ ${#value} -ge 12 ] || die "$name must be at least 12 characters"
 }
+
+# NAME_FILE, when set, names a file holding NAME's value (its last newline dropped).
+from_file() {
+    name=$1
+    eval "file=\${${name}_FILE:-}"
+    [ -n "$file" ] || return 0
+    [ -r "$file" ] || die "${name}_FILE=$file is not readable"
+    eval "$name=\$(cat \"\$file\")"
+}
+from_file SCREENER_AMI_SECRET
+from_file SCREENER_STAFF1_PASSWORD
+from_file SCREENER_STAFF2_PASSWORD
 
 check_secret SCREENER_AMI_SECRET "${SCREENER_AMI_SECRET:-}"
 check_secret SCREENER_STAFF1_PASSWORD "${SCREENER_STAFF1_PASSWORD:-}"

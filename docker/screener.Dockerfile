@@ -44,12 +44,14 @@ RUN --mount=type=secret,id=pip_cert \
 FROM debian:bookworm-slim
 
 # tzdata: office hours are in Asia/Tokyo (zoneinfo reads the system database).
+# The screener's user has a fixed uid/gid (999), so the volume's files keep their owner across rebuilds.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 tzdata \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
- && useradd --system --home-dir /var/lib/screener --shell /usr/sbin/nologin screener \
+ && groupadd --system --gid 999 screener \
+ && useradd --system --uid 999 --gid 999 --home-dir /var/lib/screener --shell /usr/sbin/nologin screener \
  && mkdir -p /var/lib/screener \
  && chown screener:screener /var/lib/screener
 
