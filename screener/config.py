@@ -567,6 +567,8 @@ class NotifyConfig:
     retry_base: float = 2.0
     retry_max: float = 60.0
     max_age_hours: float = 48.0
+    # Events (delivered or given up) are deleted from the outbox after this many days.
+    keep_days: float = 30.0
     # AMI down this long (seconds) counts as degraded and is notified.
     degraded_after: float = 30.0
     # Asterisk's voicemail spool as this host sees it: the mail attaches a message's WAV from
@@ -586,6 +588,7 @@ _NOTIFY = (
     "retry_base",
     "retry_max",
     "max_age_hours",
+    "keep_days",
     "degraded_after",
     "voicemail_dir",
     "email",
@@ -734,6 +737,13 @@ def _notify(ctx: _Ctx, value: Any, env: Mapping[str, str]) -> NotifyConfig:
     retry_max = num("retry_max", d.retry_max, 0.01, 86400)
     if retry_max < retry_base:
         raise ctx.fail("notify.retry_max", f"must be at least retry_base ({retry_base:g})")
+    max_age_hours = num("max_age_hours", d.max_age_hours, 0.01, 24 * 365)
+    keep_days = num("keep_days", d.keep_days, 1, 3650)
+    if keep_days * 24 < max_age_hours:
+        raise ctx.fail(
+            "notify.keep_days",
+            f"must cover max_age_hours ({max_age_hours:g} h): events still being retried are kept",
+        )
     return NotifyConfig(
         email=email,
         webhook=webhook,
@@ -742,7 +752,8 @@ def _notify(ctx: _Ctx, value: Any, env: Mapping[str, str]) -> NotifyConfig:
         poll_interval=num("poll_interval", d.poll_interval, 0.05, 3600),
         retry_base=retry_base,
         retry_max=retry_max,
-        max_age_hours=num("max_age_hours", d.max_age_hours, 0.01, 24 * 365),
+        max_age_hours=max_age_hours,
+        keep_days=keep_days,
         degraded_after=num("degraded_after", d.degraded_after, 0, 3600),
         voicemail_dir=_voicemail_dir(ctx, table.get("voicemail_dir", d.voicemail_dir)),
     )

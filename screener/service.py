@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from screener import agentstatus, learning, marker
+from screener import agentstatus, housekeeping, learning, marker
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
 from screener.dialplan import Request, redirect_target, screen_options
@@ -56,7 +56,7 @@ from screener.notify.voicemail import locate as locate_voicemail
 from screener.numbers import Caller, normalize
 from screener.observers import start_observers
 from screener.policy import Outcome, Route, challenge_code
-from screener.recordings import recording_path, sweep
+from screener.recordings import recording_path
 from screener.screening import screen
 from screener.store import (
     CallRecord,
@@ -79,8 +79,6 @@ log = structlog.get_logger("screener.service")
 # by their name in Screener.__init__.
 EVENTS = ("UserEvent",)
 
-# How often old recordings are looked for (recording_retention_days is in days).
-RECORDING_SWEEP_INTERVAL = 3600.0
 # How long the writer's connection waits for another process's lock before a turn gives up.
 WRITER_BUSY_TIMEOUT = 5.0
 
@@ -189,7 +187,14 @@ class Screener:
                 group.create_task(self._status_lines(), name="screener-status"),
                 group.create_task(self._watch_ami(), name="screener-ami-watch"),
                 group.create_task(self._count_lists(), name="screener-count"),
-                group.create_task(self._sweep_recordings(), name="screener-recordings"),
+                group.create_task(
+                    housekeeping.sweep_recordings(self.config, self.clock),
+                    name="screener-recordings",
+                ),
+                group.create_task(
+                    housekeeping.prune_outbox(self.writer.store, self.config, self.clock),
+                    name="screener-outbox-prune",
+                ),
             ]
             await stop.wait()
             # Cancelling Queue.get() loses no event; what is still queued is left to the
@@ -592,25 +597,6 @@ class Screener:
             # Asterisk wrote it with its own umask; the call is over, so it is ours to close up.
             await asyncio.to_thread(_make_private, path)
         log.info("recording", call_id=call_id, status=status[:20], path=path, seconds=seconds)
-
-    async def _sweep_recordings(self) -> None:
-        """Delete recordings past their retention, at start-up and then every hour."""
-        folder, days = self.config.recording_folder, self.config.recording_retention_days
-        while True:
-            try:
-                result = await asyncio.to_thread(sweep, folder, self.clock(), days)
-            except OSError as exc:
-                log.error("recording retention sweep failed", folder=str(folder), error=str(exc))
-            else:
-                if result.deleted:
-                    log.info(
-                        "old recordings deleted",
-                        folder=str(folder),
-                        deleted=len(result.deleted),
-                        kept=result.kept,
-                        retention_days=days,
-                    )
-            await asyncio.sleep(RECORDING_SWEEP_INTERVAL)
 
     async def on_fallback(self, event: Event) -> None:
         """The dialplan gave up waiting: make sure the call log says so."""

@@ -1156,6 +1156,23 @@ class Store:
             for r in rows
         ]
 
+    async def prune_outbox(self, before: dt.datetime, *, batch: int = 5000) -> int:
+        """Delete outbox events created before ``before`` (their delivery rows go with them).
+
+        In batches of ``batch``, each its own short transaction, so a backlog of months never
+        holds the write lock for long; returns how many events were deleted.
+        """
+        sql = (
+            "DELETE FROM outbox WHERE id IN"
+            " (SELECT id FROM outbox WHERE created_at < ? ORDER BY id LIMIT ?)"
+        )
+        deleted = 0
+        while True:
+            changed = await self._write("prune outbox", sql, (to_ts(before), batch))
+            deleted += changed
+            if changed < batch:
+                return deleted
+
     async def count_outbox(self) -> int:
         """How many events the outbox holds."""
         rows = await self._fetchall("count outbox", "SELECT count(*) FROM outbox")

@@ -245,6 +245,8 @@ prefix = "office/screener"
          "notify.email.password: unknown key"),
         ('[notify.mqtt]\nhost = "m"\nprefix = "a/#"', {}, "notify.mqtt.prefix"),
         ("[notify]\nretry_base = 10\nretry_max = 1", {}, "notify.retry_max"),
+        ("[notify]\nkeep_days = 1\nmax_age_hours = 48", {}, "notify.keep_days: must cover"),
+        ("[notify]\nkeep_days = 0", {}, "notify.keep_days"),
         ('metrics_listen = "9120"', {}, "metrics_listen"),
         ("", {"SCREENER_METRICS_LISTEN": "localhost"}, "metrics_listen"),
     ],

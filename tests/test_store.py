@@ -852,3 +852,19 @@ async def test_recording_write_is_ordered_after_the_call_record(db_path: Path) -
         )
         assert results == [False, None, True]
         assert await store.recordings() == {"c9": ("/rec/c9.wav", None)}
+
+
+async def test_prune_outbox_deletes_old_events_and_their_deliveries_in_batches(
+    store: Store, db_path: Path
+) -> None:
+    """Events created before the cut-off go, with their delivery rows; newer ones stay."""
+    for day in range(5):
+        await store.add_outbox("voicemail", f"old-{day}", {"n": day}, NOW - (10 - day) * DAY)
+    await store.add_outbox("voicemail", "new", {"n": 9}, NOW)
+    old_id = (await store.outbox())[0].id
+    await store.record_delivery(old_id, "webhook", delivered_at=NOW - 9 * DAY)
+    assert await store.prune_outbox(NOW - 2 * DAY, batch=2) == 5
+    assert [e.key for e in await store.outbox()] == ["new"]
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT count(*) FROM outbox_delivery").fetchone() == (0,)
+    assert await store.prune_outbox(NOW - 2 * DAY) == 0

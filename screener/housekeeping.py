@@ -1,0 +1,59 @@
+"""The service's hourly clean-ups: old recordings and old outbox events.
+
+Each is a loop the service runs as a task of its own: one round at start-up, then one an hour.
+A failed round is logged and left to the next; nothing is lost by keeping an old file or event a
+little longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+
+import structlog
+
+from screener.config import Config
+from screener.errors import StoreError
+from screener.recordings import sweep
+from screener.store import Store
+
+log = structlog.get_logger(__name__)
+
+# How often each clean-up runs (the retention periods themselves are in days).
+INTERVAL = 3600.0
+
+
+async def sweep_recordings(config: Config, clock: Callable[[], float]) -> None:
+    """Delete recordings past ``recording_retention_days``."""
+    folder, days = config.recording_folder, config.recording_retention_days
+    while True:
+        try:
+            result = await asyncio.to_thread(sweep, folder, clock(), days)
+        except OSError as exc:
+            log.error("recording retention sweep failed", folder=str(folder), error=str(exc))
+        else:
+            if result.deleted:
+                log.info(
+                    "old recordings deleted",
+                    folder=str(folder),
+                    deleted=len(result.deleted),
+                    kept=result.kept,
+                    retention_days=days,
+                )
+        await asyncio.sleep(INTERVAL)
+
+
+async def prune_outbox(store: Store, config: Config, clock: Callable[[], float]) -> None:
+    """Delete outbox events (delivered or given up) older than ``notify.keep_days``."""
+    keep = dt.timedelta(days=config.notify.keep_days)
+    while True:
+        try:
+            now = dt.datetime.fromtimestamp(clock(), dt.UTC)
+            deleted = await store.prune_outbox(now - keep)
+        except StoreError as exc:
+            log.warning("outbox prune failed; next try in an hour", error=str(exc))
+        else:
+            if deleted:
+                log.info("old outbox events deleted", deleted=deleted, keep_days=keep.days)
+        await asyncio.sleep(INTERVAL)
