@@ -67,23 +67,20 @@ def _plan(meta: PhoneMetadata, length: int) -> re.Pattern[str] | None:
     return re.compile(f"(?=(?:{general})\\Z)(?:{either})")
 
 
-class _Region:
-    """The valid-number test of one region's metadata, one compiled pattern per length."""
+def _region(meta: PhoneMetadata) -> _Check:
+    """The valid-number test of one region's metadata, one compiled pattern per length: true
+    where phonenumbers' ``_number_type_helper`` gives a type other than UNKNOWN."""
+    by_length: dict[int, re.Pattern[str] | None] = {}
 
-    __slots__ = ("_by_length", "_meta")
-
-    def __init__(self, meta: PhoneMetadata) -> None:
-        self._meta = meta
-        self._by_length: dict[int, re.Pattern[str] | None] = {}
-
-    def fits(self, nsn: str) -> bool:
-        """True if phonenumbers' ``_number_type_helper`` gives a type other than UNKNOWN."""
+    def fits(nsn: str) -> bool:
         length = len(nsn)
         try:
-            plan = self._by_length[length]
+            plan = by_length[length]
         except KeyError:
-            plan = self._by_length[length] = _plan(self._meta, length)
+            plan = by_length[length] = _plan(meta, length)
         return plan is not None and plan.fullmatch(nsn) is not None
+
+    return fits
 
 
 def _never(nsn: str) -> bool:
@@ -105,24 +102,24 @@ def _country(code: int) -> _Check:
             region != phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY and meta.country_code != code
         ):
             return _never
-        return _Region(meta).fits
+        return _region(meta)
     # Several regions share the code: the number belongs to the first whose leading digits
     # match (or, for one without leading digits, whose plan it fits), and is valid if it then
     # fits that region's plan (phonenumbers' region_code_for_number, is_valid_number_for_region).
-    candidates: list[tuple[re.Pattern[str] | None, _Region]] = []
+    candidates: list[tuple[re.Pattern[str] | None, _Check]] = []
     for region in regions:
         meta = PhoneMetadata.metadata_for_region(region.upper(), None)
         if meta is None:
             continue
         leading = re.compile(meta.leading_digits) if meta.leading_digits is not None else None
-        candidates.append((leading, _Region(meta)))
+        candidates.append((leading, _region(meta)))
 
     def check(nsn: str) -> bool:
         for leading, plan in candidates:
             if leading is not None:
                 if leading.match(nsn):
-                    return plan.fits(nsn)
-            elif plan.fits(nsn):
+                    return plan(nsn)
+            elif plan(nsn):
                 return True
         return False
 
@@ -151,18 +148,32 @@ def valid_national(code: int, national: str) -> bool:
     return check(nsn)
 
 
+# The country code of E.164 text by its first three digits: (code, its length), or None.
+_SPLITS: dict[str, tuple[int, int] | None] = {}
+
+
+def _split(head: str) -> tuple[int, int] | None:
+    for size in (1, 2, 3):
+        code = int(head[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return code, size
+    return None
+
+
 def is_valid_e164(text: str) -> bool:
-    """True if phonenumbers finds the E.164 text ``text`` (``+`` and digits) a valid number.
+    """True if phonenumbers finds the E.164 text ``text`` (``+`` and 7 to 15 digits) valid.
 
     The country code is the first one to three digits that phonenumbers knows as one; if none
     is, the number is not valid.
     """
-    table = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
-    for size in (1, 2, 3):
-        code = int(text[1 : 1 + size])
-        if code in table:
-            return valid_national(code, text[1 + size :])
-    return False
+    head = text[1:4]
+    try:
+        split = _SPLITS[head]
+    except KeyError:
+        split = _SPLITS[head] = _split(head)
+    if split is None:
+        return False
+    return valid_national(split[0], text[1 + split[1] :])
 
 
 __all__ = ["is_valid_e164", "valid_national"]
