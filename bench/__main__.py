@@ -52,6 +52,14 @@ def _args() -> argparse.Namespace:
         default="1000000,10000000",
         help="CSV sizes for part 7 (comma list)",
     )
+    p.add_argument(
+        "--transfer-baseline",
+        metavar="REV",
+        help="part 7: also time the list import of git revision REV, alternately (first size)",
+    )
+    p.add_argument(
+        "--transfer-repeats", type=int, default=1, help="part 7: imports per side (medians)"
+    )
     p.add_argument("--asterisk-calls", type=int, default=60, help="part 3 calls per dialplan")
     p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
     p.add_argument("--astdb", type=int, default=1_000_000, help="part 3 AstDB blacklist size")
@@ -329,6 +337,18 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
                 "< 100 MB" + (", ≥ 50,000/s" if name == "import" else ""),
                 _ok(ok),
             )
+        old = size.get("baseline")
+        if old:
+            f = old["import"]
+            t.add_row(
+                "",
+                f"  `list import` at {old['rev']}, same file, alternating (median of"
+                f" {len(f['runs'])})",
+                f"{f['peak_rss_mb']:.0f} MB, {f['rows_per_s']:,.0f}/s"
+                f" ({f['rows_per_cpu_s']:,.0f}) in {f['wall_s']:.0f} s",
+                "",
+                "",
+            )
         t.add_row(
             "",
             "  load average before / after",
@@ -390,7 +410,9 @@ def main() -> None:
         results["startup"] = asyncio.run(startup.run(db, args.entries))
     if "transfer" in parts:
         sizes = [int(n) for n in args.transfer_rows.split(",") if n]
-        results["transfer"] = transfer.run(sizes, log=console.log)
+        results["transfer"] = transfer.run(
+            sizes, console.log, args.transfer_baseline, args.transfer_repeats
+        )
     results["total_s"] = time.perf_counter() - started
     results["verdict"] = _print(results, console)
     args.out.mkdir(parents=True, exist_ok=True)

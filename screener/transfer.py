@@ -32,13 +32,13 @@ from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import IO, NamedTuple, TextIO
 
-import phonenumbers
-
 from screener.errors import InputError
-from screener.numbers import broad_prefix, looks_e164, parse_list_number
+from screener.numbers import broad_prefix, parse_list_number
 from screener.policy import SOURCE_MANUAL, Entry, ListKind
+from screener.validity import is_valid_e164
 from screener.when import parse_instant
 
 COLUMNS = ("number", "kind", "prefix", "label", "expires", "note", "source")
@@ -194,6 +194,12 @@ class _Lines:
     def __iter__(self) -> Iterator[str]:
         return self
 
+    def take(self) -> _Line | None:
+        """The next line to parse, outside the csv module (None at the end of the stream)."""
+        if self._again:
+            return self._again.popleft()
+        return next(self._fresh, None)
+
     def __next__(self) -> str:
         line = self._again.popleft() if self._again else next(self._fresh)
         record = self.record
@@ -245,6 +251,8 @@ class _Lines:
             yield _Line(number, text, None, text)
 
 
+# Complete E.164 text, as numbers.looks_e164 has it, without the newline its "$" allows.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 # A field that could be a phone number or a prefix rule (what the number column holds).
 _NUMBER_LIKE = re.compile(r"\s*\+?[0-9][0-9 ().\-]*\s*")
 
@@ -256,6 +264,17 @@ def _looks_like_row(text: str, width: int, number_index: int) -> bool:
     except csv.Error:
         return False
     return len(fields) == width and bool(_NUMBER_LIKE.fullmatch(fields[number_index]))
+
+
+def _plain(text: str, limit: int) -> list[str] | None:
+    """The fields of a line with no quote and no CR but at its end, as the csv module reads
+    them; None for any other line (and for one that could hold a field over ``limit``)."""
+    if '"' in text:
+        return None
+    body = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    if "\r" in body or len(body) > limit:
+        return None
+    return body.split(",") if body else []
 
 
 def _not_utf8(raw: bytes, line: int) -> str:
@@ -303,25 +322,21 @@ def _header(fields: list[str], default_kind: ListKind | None) -> dict[str, int]:
 
 
 def _number(text: str, region: str, prefix: bool) -> str:
-    """The list key for ``text``; E.164 input skips straight to phonenumbers' validity check."""
-    if not prefix and looks_e164(text):
-        # Building the PhoneNumber ourselves saves the parser's work (half the time per row on
-        # a million-row import); anything the fast path does not accept gets the full parse.
-        for size in (1, 2, 3):
-            code = int(text[1 : 1 + size])
-            if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-                national = text[1 + size :]
-                number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
-                if national.startswith("0"):
-                    number.italian_leading_zero = True
-                    number.number_of_leading_zeros = len(national) - len(national.lstrip("0"))
-                if phonenumbers.is_valid_number(number):
-                    return text
-                break
+    """The list key for ``text``; E.164 input skips straight to the validity check.
+
+    :func:`~screener.validity.is_valid_e164` gives phonenumbers' answer without its parse (most
+    of the time per row on a million-row import); anything it does not accept gets the full
+    parse, which also words the reason. A trailing newline (which
+    :func:`~screener.numbers.looks_e164` lets through) is not E.164 here: the parse drops it.
+    """
+    if not prefix and _E164.fullmatch(text) and is_valid_e164(text):
+        return text
     return parse_list_number(text, region, prefix=prefix)
 
 
+@lru_cache(maxsize=4096)
 def _expiry(text: str) -> dt.datetime | None:
+    # Cached: a big file repeats a few expiry dates (a ValueError is not cached).
     if not text:
         return None
     try:
@@ -355,10 +370,32 @@ def iter_rows(
         lines = _Lines(_open(path_or_stream, stack))
         reader = csv.reader(lines, strict=True)
         record = lines.record
+        take = lines.take
+        limit = csv.field_size_limit()
         header: dict[str, int] | None = None
+        # Set from the header: short rows are padded with empty fields, and a missing column
+        # reads the last pad.
+        pick: Callable[[list[str]], tuple[str, ...]] = operator.itemgetter(0)
         while True:
             fields: list[str] | None = None
             error = ""
+            if header is not None:
+                # Most rows are one plain line: split it here, without the csv module's round
+                # trip through _Lines; anything else goes back to be read the full way.
+                line = take()
+                if line is None:
+                    break
+                plain = _plain(line.text, limit) if line.problem is None else None
+                if plain is not None:
+                    if not plain:
+                        continue  # a blank line
+                    result = _row(plain, header, pick, region, default_kind, source, now, broad)
+                    if isinstance(result, str):
+                        yield _reject(line.number, result, line.text)
+                    else:
+                        yield line.number, result
+                    continue
+                lines.replay((line,))
             try:
                 fields = next(reader)
             except StopIteration:
@@ -378,7 +415,6 @@ def iter_rows(
                     raise InputError(f"CSV header (line 1): {problem or error}")
                 header = _header(fields, default_kind)
                 lines.shape = (len(header), header["number"])
-                # Short rows are padded with empty fields; a missing column reads the last pad.
                 pick = operator.itemgetter(*(header.get(name, len(header)) for name in _PICKED))
                 continue
             if fields is None:
@@ -541,15 +577,16 @@ def _row(
         expires = _expiry(expires_raw.strip()) if expires_raw else None
     except ValueError as exc:
         return str(exc)
+    # unprotect() only changes a value that begins with its quote.
     return Entry(
         kind=kind,
         number=number,
         prefix=prefix,
-        label=unprotect(label) if label else label,
-        source=(unprotect(source_raw) if source_raw else "") or source,
+        label=unprotect(label) if label[:1] == "'" else label,
+        source=(unprotect(source_raw) if source_raw[:1] == "'" else source_raw) or source,
         created_at=now,
         expires_at=expires,
-        note=unprotect(note) if note else note,
+        note=unprotect(note) if note[:1] == "'" else note,
     )
 
 

@@ -110,25 +110,36 @@ async def pass_challenge(probe: Probe, call: Call) -> float:
     return time.monotonic() - answered
 
 
+async def timed_challenge(
+    sandbox: SandboxInfo, probe: Probe, number: str, language: str
+) -> tuple[np.ndarray[Any, Any], str]:
+    """One challenged call that keys its code 3.5 s after the answer (as the README's figures
+    are measured), recorded on the caller's side; what it heard, and its code.
+
+    The Japanese and the English test both make exactly this call, so the two figures they
+    print in one run compare like with like.
+    """
+    name = f"heard_{time.time_ns()}.wav"
+    call = await probe.call_sip(number, dtmf="wait", dtmf_delay=3.5, hold=8, hear=name)
+    to_staff = await pass_challenge(probe, call)
+    code = await probe.challenge_code(call)
+    assert probe.carrier is not None
+    await probe.carrier.wait_for(user_event("StaffRinging"), 10)
+    print(f"answer → staff dialled ({language} prompts): {to_staff:.2f} s")
+    # Stay on the line a little: the caller's recorder writes what it heard with a delay, and
+    # a hangup drops what it had not written yet.
+    await asyncio.sleep(2.5)
+    await probe.hangup(call)
+    return await heard(sandbox, probe, call, name), code
+
+
 async def test_caller_hears_the_japanese_challenge_with_its_own_digits(
     sandbox: SandboxInfo, screener: ScreenerProcess, probe: Probe
 ) -> None:
     """The caller hears 「おつなぎするには、<digits>、を押してください」, keys them; staff ring."""
     folder = sounds(sandbox)
     screener.start()
-    name = f"heard_{time.time_ns()}.wav"
-    call = await probe.call_sip("08001230007", dtmf="wait", dtmf_delay=3.5, hold=8, hear=name)
-    to_staff = await pass_challenge(probe, call)
-    code = await probe.challenge_code(call)
-    assert probe.carrier is not None
-    await probe.carrier.wait_for(user_event("StaffRinging"), 10)
-    print(f"answer → staff dialled (Japanese prompts): {to_staff:.2f} s")
-    # Stay on the line a little: the caller's recorder writes what it heard with a delay, and
-    # a hangup drops what it had not written yet.
-    await asyncio.sleep(2.5)
-    await probe.hangup(call)
-
-    audio = await heard(sandbox, probe, call, name)
+    audio, code = await timed_challenge(sandbox, probe, "08001230007", "Japanese")
     intro_at, intro = find(audio, pcm(folder / "screener/challenge-intro.wav"))
     assert intro > 0.6, f"intro not heard (best match {intro:.2f})"
     at = intro_at
@@ -149,6 +160,25 @@ async def test_caller_hears_the_japanese_challenge_with_its_own_digits(
     assert suffix > 0.6 and suffix_at > at, f"suffix not heard after the digits ({suffix:.2f})"
     _, thanks = find(audio, pcm(folder / "screener/challenge-thanks.wav"), suffix_at)
     assert thanks > 0.6, f"thank-you not heard after the challenge ({thanks:.2f})"
+
+
+async def test_english_caller_passes_the_same_challenge(
+    sandbox: SandboxInfo, probe: Probe, tmp_path: Path
+) -> None:
+    """The same call with the office language English: staff ring, and no Japanese is heard.
+
+    Its printed figure is the English side of the comparison with the Japanese test above.
+    """
+    folder = sounds(sandbox)
+    service = ScreenerProcess(sandbox, tmp_path, SCREENER_LANGUAGE="en")
+    try:
+        service.start()
+        audio, _ = await timed_challenge(sandbox, probe, "08001230009", "English")
+    finally:
+        service.stop()
+    assert float(np.sqrt(np.mean(audio**2))) > 100, "the English caller heard nothing"
+    _, intro = find(audio, pcm(folder / "screener/challenge-intro.wav"))
+    assert intro < 0.5, f"the English caller heard the Japanese intro ({intro:.2f})"
 
 
 def seconds(path: Path) -> float:

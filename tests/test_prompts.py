@@ -161,7 +161,34 @@ def test_to_phone_trims_and_resamples() -> None:
     samples, rate = voice("abc")  # 0.1 s silence, 0.4 s tone, 0.1 s silence
     pcm = prompts.to_phone(samples, rate)
     seconds = len(pcm) / 2 / prompts.RATE
-    assert 0.45 < seconds < 0.55  # the tone and 60 ms either side
+    assert 0.44 < seconds < 0.46  # the tone and 25 ms either side
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("SPEED", 1.3), ("TRIM_LEVEL", 0.05), ("TRIM_PAD_SECONDS", 0.1), ("RENDER_VERSION", 99)],
+)
+def test_every_render_setting_is_in_the_manifest_hash(
+    monkeypatch: pytest.MonkeyPatch, setting: str, value: float
+) -> None:
+    """Changing how prompts are rendered changes their hash: the next build rewrites them."""
+    before = prompts._digest("おつなぎします。")
+    monkeypatch.setattr(prompts, setting, value)
+    assert prompts._digest("おつなぎします。") != before
+
+
+@pytest.mark.slow  # renders with scipy: the full suite runs it
+def test_a_new_render_setting_rewrites_every_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build after the trim changed renders every prompt again, shorter."""
+    texts = {"screener/reject": "この電話はお受けできません。", "digits/1": "いち"}
+    prompts.build(texts, tmp_path, synth=FakeVoice())
+    size = (tmp_path / "ja/digits/1.wav").stat().st_size
+    monkeypatch.setattr(prompts, "TRIM_PAD_SECONDS", 0.0)
+    again = prompts.build(texts, tmp_path, synth=FakeVoice())
+    assert sorted(again.written) == ["digits/1", "screener/reject"]
+    assert (tmp_path / "ja/digits/1.wav").stat().st_size == size - 2 * 2 * 200  # 25 ms each end
 
 
 def wav_facts(path: Path) -> tuple[int, int, int, float, float]:
