@@ -262,6 +262,17 @@ PROMPT_KEYS = (
     "after_hours_times",
     "recording",
     "digits",
+    "staff_blocked",
+    "staff_allowed",
+    "staff_removed",
+    "staff_undone",
+    "staff_notlisted",
+    "staff_nocaller",
+    "staff_withheld",
+    "staff_invalid",
+    "staff_nothing",
+    "staff_changed",
+    "staff_failed",
 )
 _LEARNING = (
     "verified_days",

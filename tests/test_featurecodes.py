@@ -277,3 +277,11 @@ async def test_called_entries_are_listed_and_forgotten_but_manual_ones_win(store
     assert [(x.kind, x.source) for x in await store.entries()] == [(BLOCK, "manual")]
     with pytest.raises(ValueError, match="forget takes only"):
         await store.forget_learned(sources=(SOURCE_MANUAL,))
+
+
+def test_every_result_has_a_prompt() -> None:
+    """Each result the screener can send has a rendered Japanese prompt and dialplan globals."""
+    from screener.prompts import PROMPT_NAMES, STAFF_RESULTS
+
+    assert set(STAFF_RESULTS) == {r.value for r in Result}
+    assert {f"staff-{r.value}" for r in Result} <= set(PROMPT_NAMES)
