@@ -23,57 +23,19 @@ import pytest
 
 from screener.ami import Event
 from tests.conftest import ScreenerProcess
-from tests.probe import Call, Probe, SandboxInfo, new_call_id, user_event
+from tests.probe import Call, Probe, SandboxInfo, user_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 OFFICE_CALLERID = "0312345678"  # asterisk-conf/extensions.conf, OFFICE_CALLERID
 
 
-async def staff_dial(probe: Probe, phone: str, dialled: str, hold: int = 8) -> Event:
-    """``phone`` dials ``dialled`` on the PBX; returns the PBX's first dialplan step for it."""
-    assert probe.carrier is not None
-    seen = {id(e) for e in probe.pbx.events}
-    response = await probe.carrier.ami.send(
-        {
-            "Action": "Originate",
-            "Channel": f"PJSIP/{dialled}@as-{phone}",
-            "Application": "Wait",
-            "Data": str(hold),
-            "Async": "true",
-            "ChannelId": new_call_id("s"),
-            "Timeout": "15000",
-        },
-        timeout=5,
-    )
-    assert response.success, response.message
-
-    def first_step(event: Event) -> bool:
-        return (
-            event.name.lower() == "newexten"
-            and event.get("Context") == "from-staff"
-            and event.get("Exten") == dialled
-            and (event.get("Channel") or "").startswith(f"PJSIP/{phone}-")
-            and id(event) not in seen
-        )
-
-    return await probe.pbx.wait_for(first_step, 15)
+async def staff_dial(probe: Probe, phone: str, dialled: str) -> Event:
+    return await probe.staff_dial(phone, dialled)
 
 
 async def feature(probe: Probe, phone: str, dialled: str) -> tuple[str, Event]:
-    """``phone`` keys a feature code; returns the result the PBX played and the first step."""
-    step = await staff_dial(probe, phone, dialled)
-    channel = step.get("Uniqueid")
-    result = await probe.pbx.wait_for(
-        lambda e: (
-            e.name.lower() == "newexten"
-            and e.get("Uniqueid") == channel
-            and e.get("Context") == "staff-feature-result"
-            and e.get("Priority") == "1"
-        ),
-        15,
-    )
-    return result.get("Exten") or "", step
+    return await probe.feature(phone, dialled)
 
 
 def entries(screener: ScreenerProcess, *args: str) -> dict[str, tuple[str, str]]:
