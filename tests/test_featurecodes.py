@@ -285,3 +285,17 @@ def test_every_result_has_a_prompt() -> None:
 
     assert set(STAFF_RESULTS) == {r.value for r in Result}
     assert {f"staff-{r.value}" for r in Result} <= set(PROMPT_NAMES)
+
+
+@pytest.mark.slow  # the console's store (and its imports) take half a second the first time
+async def test_the_console_forgets_called_entries_too(store: Store, tmp_path: Path) -> None:
+    """The web console's forget takes a `called` entry off the lists, and leaves staff ones."""
+    from screener.webstore import WebStore
+
+    rule = called_rule(normalize("0120121852", "JP"), "staff1", POLICY, NOW)
+    await store.apply([LearnCalled(NUM, NOW, rule)])
+    assert await feature(store, "staff1", Code.BLOCK, "+81312345678") == "blocked"
+    with WebStore.open(tmp_path / "s.db") as web:
+        assert web.forget(NUM, "admin", NOW) == 1
+        assert web.forget("+81312345678", "admin", NOW) == 0
+    assert [x.source for x in await store.entries()] == ["staff:staff1"]
