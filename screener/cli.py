@@ -29,7 +29,7 @@ from screener.config import Config, load_config
 from screener.errors import InputError, ScreenerError, StoreCorruptError
 from screener.log import configure_logging, dumps
 from screener.numbers import broad_prefix, parse_list_number
-from screener.policy import SOURCE_MANUAL, Entry, ListKind
+from screener.policy import SOURCE_CALLED, SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 from screener.screening import screen
 from screener.store import CallRecord, ImportResult, ImportStage, Store
 from screener.transfer import Reject, Row, duplicate_reason, iter_rows, write_csv_async
@@ -274,7 +274,10 @@ def list_remove(number: str, prefix: bool, db_path: Path | None, config_path: Pa
 @list_group.command("show")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list instead of a table.")
 @click.option("--kind", type=click.Choice([k.value for k in ListKind]), help="Only this list.")
-@click.option("--source", help="Only entries from this source (manual, learned, import:NAME).")
+@click.option(
+    "--source",
+    help="Only entries from this source (manual, learned, called, staff:PHONE, import:NAME).",
+)
 @click.option("--active", is_flag=True, help="Leave out expired entries.")
 @common_options
 def list_show(
@@ -321,20 +324,35 @@ def list_show(
 
 @list_group.command("forget")
 @click.argument("number", required=False)
+@click.option(
+    "--source",
+    "sources",
+    type=click.Choice([SOURCE_LEARNED, SOURCE_CALLED]),
+    multiple=True,
+    help="Only entries from this source (default: both learned and called).",
+)
 @common_options
-def list_forget(number: str | None, db_path: Path | None, config_path: Path | None) -> None:
-    """Forget learned entries (all of them, or NUMBER's). Manual entries are kept."""
+def list_forget(
+    number: str | None,
+    sources: tuple[str, ...],
+    db_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Forget what the screener learned (all of it, or NUMBER's): entries from challenge
+    outcomes (learned) and from numbers staff called out (called). Manual and staff
+    entries are kept."""
     config = _config(db_path, config_path)
     try:
         key = parse_list_number(number, config.region, prefix=False) if number else None
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    chosen = sources or (SOURCE_LEARNED, SOURCE_CALLED)
 
     async def go() -> int:
         async with Store.open(config.db_path, create=False) as store:
-            return await store.forget_learned(key)
+            return await store.forget_learned(key, chosen)
 
-    click.echo(f"forgot {_run(go())} learned entries")
+    click.echo(f"forgot {_run(go())} learned entries ({', '.join(chosen)})")
 
 
 @list_group.command("import")

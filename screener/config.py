@@ -262,8 +262,25 @@ PROMPT_KEYS = (
     "after_hours_times",
     "recording",
     "digits",
+    "staff_blocked",
+    "staff_allowed",
+    "staff_removed",
+    "staff_undone",
+    "staff_notlisted",
+    "staff_nocaller",
+    "staff_withheld",
+    "staff_invalid",
+    "staff_nothing",
+    "staff_changed",
+    "staff_failed",
 )
-_LEARNING = ("verified_days", "fail_threshold", "fail_window_days", "autoblock_days")
+_LEARNING = (
+    "verified_days",
+    "fail_threshold",
+    "fail_window_days",
+    "autoblock_days",
+    "called_days",
+)
 _LOG = ("format", "level")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Config.source when no file is given: every setting is a default or from the environment.
@@ -486,6 +503,7 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
         ),
         fail_window_days=learned("fail_window_days", dp.fail_window_days, 0, 3650),
         autoblock_days=learned("autoblock_days", dp.autoblock_days, 0, 3650),
+        called_days=learned("called_days", dp.called_days, 0, 3650),
         language=language,
         record=record,
     )

@@ -82,6 +82,34 @@ class EntryLearned:
 
 
 @dataclass(frozen=True, slots=True)
+class StaffChanged:
+    """A feature code keyed on a staff phone (*30 to *34) was handled.
+
+    ``result`` is what the phone was told (``featurecodes.Result``: ``blocked``, ``withheld``,
+    ...); ``changed`` whether the lists changed (then ``kind`` is the entry's list after the
+    change, None when it was removed). ``key_to_change_ms``: from the dialplan's event (right
+    after the phone's last key) to the change being committed.
+    """
+
+    endpoint: str
+    code: str
+    result: str
+    number: str | None
+    changed: bool
+    kind: str | None = None
+    key_to_change_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NumberCalled:
+    """A staff phone dialled an outside number; ``learned``: it is now a ``called`` entry."""
+
+    endpoint: str
+    number: str | None  # E.164, or None when the digits were no usable number
+    learned: bool
+
+
+@dataclass(frozen=True, slots=True)
 class AMIConnected:
     """Logged in to the Asterisk Manager Interface: calls are screened."""
 
@@ -110,6 +138,8 @@ Event = (
     | VoicemailLeft
     | Fallback
     | EntryLearned
+    | StaffChanged
+    | NumberCalled
     | AMIConnected
     | AMIDisconnected
     | DBWriteFailed
@@ -159,6 +189,8 @@ __all__ = [
     "Event",
     "Fallback",
     "Hub",
+    "NumberCalled",
+    "StaffChanged",
     "Subscriber",
     "VoicemailLeft",
 ]

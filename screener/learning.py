@@ -9,15 +9,22 @@
 The store applies these rules inside the transaction that records the outcome (see
 ``Store.apply``), so that the failures they count are exactly those in the call log, even when
 the database was locked for a while and several outcomes are committed together.
+
+It also learns from the other direction (:func:`learn_called`): a number a staff phone dials out
+becomes an allow entry with source ``called`` for ``policy.called_days``, since the people we
+call are the people who call back. The office's own entries (manual, imported, a staff phone's
+feature code) win over it; what the screener learned itself (``learned``, an older ``called``)
+is replaced.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 from screener.numbers import Caller, Category
-from screener.policy import SOURCE_LEARNED, Entry, ListKind, Outcome, Policy
-from screener.store import CallRecord, LearnRule
+from screener.policy import SOURCE_CALLED, SOURCE_LEARNED, Entry, ListKind, Outcome, Policy
+from screener.store import CalledRule, CallRecord, LearnRule
 
 
 def learn(
@@ -90,3 +97,44 @@ def rule(caller: Caller | None, outcome: Outcome, policy: Policy, now: dt.dateti
         return learn(who, outcome, existing, failures, policy, now)
 
     return apply
+
+
+# Categories a number called out must have to be learned: one with a real number behind it.
+_UNCALLABLE = frozenset({Category.WITHHELD, Category.INVALID})
+
+
+def learn_called(
+    caller: Caller, endpoint: str, existing: Entry | None, policy: Policy, now: dt.datetime
+) -> Entry | None:
+    """The ``called`` allow entry for a number staff phone ``endpoint`` dialled out, or None.
+
+    None when nothing is to be learned (no number, ``called_days`` is 0) or when the office's
+    own word holds the number: an active entry of any source but ``learned`` and ``called``
+    (manual, imported, a feature code). A learned entry, even a block, is replaced (staff
+    chose to call that number); an earlier ``called`` one is refreshed, keeping its hits.
+    """
+    if caller.e164 is None or caller.category in _UNCALLABLE or policy.called_days <= 0:
+        return None
+    machine = existing is not None and existing.source in (SOURCE_LEARNED, SOURCE_CALLED)
+    if existing is not None and not machine and existing.is_active(now):
+        return None
+    again = existing is not None and existing.source == SOURCE_CALLED
+    return Entry(
+        kind=ListKind.ALLOW,
+        number=caller.e164,
+        label=f"staff called this number on {_local_day(now, policy)} ({endpoint})",
+        source=SOURCE_CALLED,
+        created_at=now,
+        expires_at=now + dt.timedelta(days=policy.called_days),
+        hits=existing.hits if again and existing is not None else 0,
+        last_seen=existing.last_seen if again and existing is not None else None,
+    )
+
+
+def _local_day(now: dt.datetime, policy: Policy) -> str:
+    return now.astimezone(ZoneInfo(policy.hours.timezone)).date().isoformat()
+
+
+def called_rule(caller: Caller, endpoint: str, policy: Policy, now: dt.datetime) -> CalledRule:
+    """The :data:`~screener.store.CalledRule` for one outgoing call (:func:`learn_called`)."""
+    return lambda existing: learn_called(caller, endpoint, existing, policy, now)

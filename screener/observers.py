@@ -49,9 +49,11 @@ class Observers:
 
 
 def _wakes_sender(event: events.Event) -> bool:
-    """Events whose record comes with an outbox row (voicemail, auto-block)."""
-    return isinstance(event, events.VoicemailLeft) or (
-        isinstance(event, events.EntryLearned) and event.auto_block
+    """Events whose record comes with an outbox row (voicemail, auto-block, staff change)."""
+    return (
+        isinstance(event, events.VoicemailLeft)
+        or (isinstance(event, events.EntryLearned) and event.auto_block)
+        or (isinstance(event, events.StaffChanged) and event.changed)
     )
 
 

@@ -52,6 +52,10 @@ class Outcome(enum.StrEnum):
 
 SOURCE_MANUAL = "manual"
 SOURCE_LEARNED = "learned"
+# A number a staff phone called out (learned from the outgoing call, with an expiry).
+SOURCE_CALLED = "called"
+# A feature code keyed on a staff phone: ``staff:<endpoint>`` (``staff:staff1``).
+SOURCE_STAFF = "staff:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +167,8 @@ class Policy:
     # Withheld callers hear "please call again with your number shown" instead of the challenge.
     withheld_announcement: bool = False
     verified_days: float = 90.0
+    # How long a number a staff phone called stays allow-listed (source "called"); 0: never.
+    called_days: float = 180.0
     fail_threshold: int = 3
     fail_window_days: float = 7.0
     autoblock_days: float = 30.0

@@ -104,9 +104,39 @@ class PromptWords:
     after_hours_times: str = "受付時間は{hours}です。"
     recording: str = "この通話は迷惑電話防止のため録音されます。"
     digits: tuple[str, ...] = DIGIT_READINGS_JA
+    # What a staff phone hears after a feature code (*30 to *34), by result.
+    staff_blocked: str = "着信拒否に登録しました。"
+    staff_allowed: str = "着信許可に登録しました。"
+    staff_removed: str = "登録を解除しました。"
+    staff_undone: str = "直前の変更を取り消しました。"
+    staff_notlisted: str = "その番号は登録されていません。"
+    staff_nocaller: str = "登録できる着信がありません。"
+    staff_withheld: str = (
+        "最後の着信は番号非通知のため、登録できません。"
+        "非通知の着信には、確認番号の入力か、番号を通知してのおかけ直しをお願いしています。"
+    )
+    staff_invalid: str = "番号が正しくありません。"
+    staff_nothing: str = "取り消せる変更はありません。"
+    staff_changed: str = "その番号は、その後ほかで変更されたため、取り消せません。"
+    staff_failed: str = "登録できませんでした。しばらくしてから、もう一度お試しください。"
 
 
 WORD_KEYS = tuple(f.name for f in dataclasses.fields(PromptWords))
+
+# The feature-code results a staff phone hears (screener.featurecodes.Result values).
+STAFF_RESULTS = (
+    "blocked",
+    "allowed",
+    "removed",
+    "undone",
+    "notlisted",
+    "nocaller",
+    "withheld",
+    "invalid",
+    "nothing",
+    "changed",
+    "failed",
+)
 
 # The files the dialplan plays, by name (asterisk-conf/extensions.conf, PROMPT_ja_* globals).
 PROMPT_NAMES = (
@@ -119,6 +149,7 @@ PROMPT_NAMES = (
     "voicemail",
     "after-hours",
     "recording",
+    *(f"staff-{r}" for r in STAFF_RESULTS),
 )
 
 
@@ -192,6 +223,7 @@ def prompt_texts(words: PromptWords, hours: Hours) -> dict[str, str]:
         "screener/after-hours": after_hours_text(words, hours),
         "screener/recording": words.recording,
     }
+    texts.update({f"screener/staff-{r}": getattr(words, f"staff_{r}") for r in STAFF_RESULTS})
     texts.update({f"digits/{n}": reading for n, reading in enumerate(words.digits)})
     return texts
 

@@ -58,6 +58,7 @@ from screener.observers import start_observers
 from screener.policy import Outcome, Route, challenge_code
 from screener.recordings import recording_path
 from screener.screening import screen
+from screener.staffphones import StaffPhones
 from screener.store import (
     CallRecord,
     Learning,
@@ -175,6 +176,15 @@ class Screener:
             "screenlate": self.on_late,
             "screenrecording": self.on_recording,
         }
+        # The staff phones' events (outside calls, last callers, feature codes).
+        self.staff = StaffPhones(config, self.writer, ami, self.hub.publish, self.recent, clock)
+        self._handlers.update(
+            {
+                "staffdialled": self.staff.on_dialled,
+                "staffrang": self.staff.on_rang,
+                "stafffeature": self.staff.on_feature,
+            }
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 

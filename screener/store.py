@@ -28,13 +28,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import structlog
 
 from screener.dbthread import DBThread
 from screener.errors import StoreCorruptError, StoreError, StoreLockedError
-from screener.policy import SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
+from screener.policy import SOURCE_CALLED, SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -161,6 +161,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE calls ADD COLUMN recording_path TEXT",
         "ALTER TABLE calls ADD COLUMN recording_seconds REAL",
+    ),
+    # 6: staff phones (issue 11). The last outside caller that rang each staff endpoint (so that
+    # *32/*33 survive a restart and never reach another phone's caller), and each endpoint's
+    # feature-code changes with the entry before and after, for *34 (undo).
+    (
+        """
+        CREATE TABLE staff_last_caller (
+            endpoint TEXT PRIMARY KEY,
+            call_id TEXT NOT NULL,
+            e164 TEXT,
+            raw_number TEXT NOT NULL,
+            category TEXT NOT NULL,
+            at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE staff_changes (
+            id INTEGER PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            at REAL NOT NULL,
+            code TEXT NOT NULL,
+            number TEXT NOT NULL,
+            before TEXT,  -- JSON of the entry replaced or removed, or NULL
+            after TEXT,  -- JSON of the entry stored, or NULL (removed)
+            undone_at REAL
+        )
+        """,
+        "CREATE INDEX staff_changes_endpoint ON staff_changes (endpoint, id)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -501,8 +529,125 @@ class SetRecording:
     seconds: float | None = None
 
 
+# --- staff phones (migration 6) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LastCaller:
+    """The last outside caller that rang one staff endpoint (a call the screener saw)."""
+
+    endpoint: str
+    call_id: str
+    e164: str | None  # None: withheld or no usable number
+    raw_number: str
+    category: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StaffChange:
+    """One feature-code change a staff endpoint made: the exact entry before and after."""
+
+    id: int
+    endpoint: str
+    at: dt.datetime
+    code: str
+    number: str
+    before: Entry | None
+    after: Entry | None
+    undone_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturePlan:
+    """What a feature code does, as :mod:`screener.featurecodes` decides it.
+
+    ``result`` is what the staff phone is told (``blocked``, ``withheld``...). When ``apply``
+    is set, the exact entry for ``number`` becomes ``after`` (None: removed); ``before`` is the
+    entry it replaces, kept for undo. ``undo_of`` names the change this one takes back (that
+    change is then marked undone instead of a new one being recorded).
+    """
+
+    result: str
+    number: str | None = None
+    apply: bool = False
+    before: Entry | None = None
+    after: Entry | None = None
+    undo_of: int | None = None
+
+
+class FeatureRule(Protocol):
+    """A feature code's pure decision, run inside its own transaction (see StaffFeature)."""
+
+    def target(self, last: LastCaller | None, undo: StaffChange | None) -> str | None:
+        """The number whose exact entry the code reads and may change, if any."""
+
+    def plan(
+        self, last: LastCaller | None, undo: StaffChange | None, existing: Entry | None
+    ) -> FeaturePlan:
+        """What to do, given the endpoint's last caller, its last change and the entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetLastCaller:
+    """Call ``call_id`` rang staff endpoint ``endpoint``: it is that phone's last caller now.
+
+    The caller comes from the service's memory when it has it, else from the call log (read
+    in the same transaction); a call the log does not hold changes nothing.
+    """
+
+    endpoint: str
+    call_id: str
+    at: dt.datetime
+    e164: str | None = None
+    raw_number: str | None = None
+    category: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StaffFeature:
+    """A feature code keyed on ``endpoint``; ``rule`` decides inside the transaction."""
+
+    endpoint: str
+    code: str
+    at: dt.datetime
+    rule: FeatureRule
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureResult:
+    """What a :class:`StaffFeature` did: the plan, its change's id, the stored entry."""
+
+    plan: FeaturePlan
+    change_id: int | None = None
+    last: LastCaller | None = None
+
+
+# Given the exact entry stored for a number a staff phone called (or None), the ``called``
+# entry to store, or None to keep what is there (see screener.learning.learn_called).
+CalledRule = Callable[[Entry | None], Entry | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LearnCalled:
+    """A staff phone dialled ``e164`` out: learn it as ``called`` (``rule`` decides)."""
+
+    e164: str
+    at: dt.datetime
+    rule: CalledRule
+
+
 Write = (
-    RecordCall | RecordFallback | RecordLate | RecordHit | SetOutcome | SetVoicemail | SetRecording
+    RecordCall
+    | RecordFallback
+    | RecordLate
+    | RecordHit
+    | SetOutcome
+    | SetVoicemail
+    | SetRecording
+    | SetLastCaller
+    | StaffFeature
+    | LearnCalled
 )
 
 
@@ -513,6 +658,10 @@ class OutcomeResult:
     found: bool
     learned: Entry | None = None
     failures: int = 0  # failed challenges in the window, this one included (when it failed)
+
+
+# What one write returns (see Store.apply).
+WriteResult = OutcomeResult | FeatureResult | Entry | bool | None
 
 
 class Store:
@@ -829,14 +978,39 @@ class Store:
                 return
             after = (rows[-1][2], rows[-1][3])
 
-    async def forget_learned(self, number: str | None = None) -> int:
-        """Delete learned entries (all, or those for ``number``); returns how many."""
-        sql = "DELETE FROM entries WHERE source = ?"
-        params: list[Any] = [SOURCE_LEARNED]
+    async def forget_learned(
+        self, number: str | None = None, sources: Sequence[str] = (SOURCE_LEARNED,)
+    ) -> int:
+        """Delete entries the screener made itself (``learned``, and ``called`` when asked),
+        all or those for ``number``; returns how many. Never a manual or staff entry."""
+        machine = {SOURCE_LEARNED, SOURCE_CALLED}
+        if not sources or not set(sources) <= machine:
+            raise ValueError(f"forget takes only {sorted(machine)} entries, not {list(sources)}")
+        marks = ", ".join("?" * len(sources))
+        sql = f"DELETE FROM entries WHERE source IN ({marks})"  # noqa: S608
+        params: list[Any] = list(sources)
         if number is not None:
-            sql = "DELETE FROM entries WHERE source = ? AND number = ?"
-            params = [SOURCE_LEARNED, number]
+            sql += " AND number = ?"
+            params.append(number)
         return await self._write("forget learned entries", sql, params)
+
+    async def last_callers(self) -> list[LastCaller]:
+        """Each staff endpoint's last outside caller, by endpoint."""
+        rows = await self._fetchall(
+            "staff last callers",
+            f"SELECT {_LAST_CALLER_COLUMNS} FROM staff_last_caller ORDER BY endpoint",  # noqa: S608
+        )
+        return [_last_caller_from_row(row) for row in rows]
+
+    async def staff_changes(self, endpoint: str | None = None) -> list[StaffChange]:
+        """Feature-code changes, oldest first (one endpoint's, or all)."""
+        where, params = ("WHERE endpoint = ?", [endpoint]) if endpoint is not None else ("", [])
+        rows = await self._fetchall(
+            "staff changes",
+            f"SELECT {_STAFF_CHANGE_COLUMNS} FROM staff_changes {where} ORDER BY id",  # noqa: S608
+            params,
+        )
+        return [_staff_change_from_row(row) for row in rows]
 
     async def record_hit(self, entry_id: int, now: dt.datetime) -> None:
         """Count one more call matched by the entry ``entry_id``, seen at ``now``."""
@@ -931,7 +1105,7 @@ class Store:
             ]
         )
 
-    async def apply(self, writes: Sequence[Write]) -> list[OutcomeResult | bool | None]:
+    async def apply(self, writes: Sequence[Write]) -> list[WriteResult]:
         """Every write, in the order given, in ONE transaction and one trip: all, or none.
 
         The service commits everything queued meanwhile together (group commit). Each write
@@ -939,10 +1113,11 @@ class Store:
         :meth:`record_hit`, :meth:`set_outcome`, :meth:`set_voicemail`); runs of the same kind
         go to SQLite as one ``executemany``, and list hits (which only count) all go last.
         Returns one result per write: an :class:`OutcomeResult` for a :class:`SetOutcome`,
-        whether the call was found for a :class:`SetVoicemail` or
-        :class:`SetRecording`, None for the rest. Outbox
-        events (``voicemail``, ``auto_block``) are written in the same transaction as the rows
-        they describe.
+        whether the call was found for a :class:`SetVoicemail`, :class:`SetRecording` or
+        :class:`SetLastCaller`, a :class:`FeatureResult` for a :class:`StaffFeature`, the
+        entry stored (or None) for a :class:`LearnCalled`, None for the rest. Outbox events
+        (``voicemail``, ``auto_block``, ``staff_change``) are written in the same transaction
+        as the rows they describe.
         """
         if not writes:
             return []
@@ -1366,14 +1541,170 @@ _BULK: dict[type, str] = {
 }
 
 
-def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[OutcomeResult | bool | None]:
+def entry_json(entry: Entry | None) -> str | None:
+    """An entry as the JSON text ``staff_changes`` keeps (None stays None)."""
+    if entry is None:
+        return None
+    return json.dumps(
+        {
+            "kind": str(entry.kind),
+            "number": entry.number,
+            "prefix": entry.prefix,
+            "label": entry.label,
+            "source": entry.source,
+            "created_at": to_ts(entry.created_at),
+            "expires_at": to_opt_ts(entry.expires_at),
+            "note": entry.note,
+            "hits": entry.hits,
+            "last_seen": to_opt_ts(entry.last_seen),
+        },
+        ensure_ascii=False,
+    )
+
+
+def entry_from_json(text: str | None) -> Entry | None:
+    """The entry :func:`entry_json` wrote (its id is not kept: rows may come and go)."""
+    if text is None:
+        return None
+    d = json.loads(text)
+    created = from_ts(d["created_at"])
+    assert created is not None
+    return Entry(
+        kind=ListKind(d["kind"]),
+        number=d["number"],
+        prefix=bool(d["prefix"]),
+        label=d["label"],
+        source=d["source"],
+        created_at=created,
+        expires_at=from_ts(d["expires_at"]),
+        note=d["note"],
+        hits=int(d["hits"]),
+        last_seen=from_ts(d["last_seen"]),
+    )
+
+
+_LAST_CALLER_COLUMNS = "endpoint, call_id, e164, raw_number, category, at"
+_STAFF_CHANGE_COLUMNS = "id, endpoint, at, code, number, before, after, undone_at"
+
+
+def _last_caller_from_row(row: Sequence[Any]) -> LastCaller:
+    at = from_ts(row[5])
+    assert at is not None
+    return LastCaller(row[0], row[1], row[2], row[3], row[4], at)
+
+
+def _staff_change_from_row(row: Sequence[Any]) -> StaffChange:
+    at = from_ts(row[2])
+    assert at is not None
+    return StaffChange(
+        id=row[0],
+        endpoint=row[1],
+        at=at,
+        code=row[3],
+        number=row[4],
+        before=entry_from_json(row[5]),
+        after=entry_from_json(row[6]),
+        undone_at=from_ts(row[7]),
+    )
+
+
+def _last_caller(db: sqlite3.Connection, endpoint: str) -> LastCaller | None:
+    row = db.execute(
+        f"SELECT {_LAST_CALLER_COLUMNS} FROM staff_last_caller WHERE endpoint = ?",  # noqa: S608
+        (endpoint,),
+    ).fetchone()
+    return None if row is None else _last_caller_from_row(row)
+
+
+def _last_change(db: sqlite3.Connection, endpoint: str) -> StaffChange | None:
+    # The newest change this endpoint has not taken back: *34 walks back one at a time.
+    row = db.execute(
+        f"SELECT {_STAFF_CHANGE_COLUMNS} FROM staff_changes"  # noqa: S608
+        " WHERE endpoint = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1",
+        (endpoint,),
+    ).fetchone()
+    return None if row is None else _staff_change_from_row(row)
+
+
+def _set_last_caller(db: sqlite3.Connection, write: SetLastCaller) -> bool:
+    e164, raw, category = write.e164, write.raw_number, write.category
+    if raw is None or category is None:
+        record = _get_call(db, write.call_id)
+        if record is None:
+            return False  # not a call the screener saw: nothing to block or allow
+        e164, raw, category = record.e164, record.raw_number, record.category
+    db.execute(
+        f"INSERT INTO staff_last_caller ({_LAST_CALLER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+        " ON CONFLICT (endpoint) DO UPDATE SET call_id = excluded.call_id, e164 = excluded.e164,"
+        " raw_number = excluded.raw_number, category = excluded.category, at = excluded.at",
+        (write.endpoint, write.call_id, e164, raw, category, to_ts(write.at)),
+    )
+    return True
+
+
+def _staff_feature(db: sqlite3.Connection, write: StaffFeature) -> FeatureResult:
+    last = _last_caller(db, write.endpoint)
+    undo = _last_change(db, write.endpoint)
+    number = write.rule.target(last, undo)
+    existing = _get(db, number, False) if number is not None else None
+    plan = write.rule.plan(last, undo, existing)
+    change_id: int | None = None
+    if plan.apply and plan.number is not None:
+        if plan.after is None:
+            db.execute("DELETE FROM entries WHERE number = ? AND prefix = 0", (plan.number,))
+        else:
+            _upsert(db, plan.after)
+    if plan.undo_of is not None:
+        db.execute(
+            "UPDATE staff_changes SET undone_at = ? WHERE id = ?", (to_ts(write.at), plan.undo_of)
+        )
+        change_id = plan.undo_of
+    elif plan.apply and plan.number is not None:
+        change_id = db.execute(
+            "INSERT INTO staff_changes (endpoint, at, code, number, before, after)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                write.endpoint,
+                to_ts(write.at),
+                write.code,
+                plan.number,
+                entry_json(plan.before),
+                entry_json(plan.after),
+            ),
+        ).fetchone()[0]
+    if plan.apply and plan.number is not None:
+        _enqueue(
+            db,
+            "staff_change",
+            f"staff_change:{write.endpoint}:{change_id}:{to_ts(write.at):.6f}",
+            {
+                "endpoint": write.endpoint,
+                "code": write.code,
+                "result": plan.result,
+                "number": plan.number,
+                "kind": str(plan.after.kind) if plan.after else None,
+                "before": str(plan.before.kind) if plan.before else None,
+            },
+            write.at,
+        )
+    return FeatureResult(plan, change_id, last)
+
+
+def _learn_called(db: sqlite3.Connection, write: LearnCalled) -> Entry | None:
+    entry = write.rule(_get(db, write.e164, False))
+    if entry is None:
+        return None
+    return _upsert(db, entry)
+
+
+def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[WriteResult]:
     """The body of :meth:`Store.apply`, on the database thread inside its transaction.
 
     List hits go last, all in one ``executemany``: they only count, so moving them changes no
     other write, and a batch of calls (each a record then a hit) stays two statements, not two
     per call.
     """
-    results: list[OutcomeResult | bool | None] = [None] * len(writes)
+    results: list[WriteResult] = [None] * len(writes)
     others = [(n, w) for n, w in enumerate(writes) if not isinstance(w, RecordHit)]
     i = 0
     while i < len(others):
@@ -1386,6 +1717,15 @@ def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[OutcomeResul
             i += 1
         elif isinstance(write, SetRecording):
             results[n] = _set_recording(db, write)
+            i += 1
+        elif isinstance(write, SetLastCaller):
+            results[n] = _set_last_caller(db, write)
+            i += 1
+        elif isinstance(write, StaffFeature):
+            results[n] = _staff_feature(db, write)
+            i += 1
+        elif isinstance(write, LearnCalled):
+            results[n] = _learn_called(db, write)
             i += 1
         else:
             kind = type(write)
@@ -1581,9 +1921,15 @@ __all__ = [
     "SOURCE_LEARNED",
     "SOURCE_MANUAL",
     "CallRecord",
+    "CalledRule",
     "ChannelStatus",
+    "FeaturePlan",
+    "FeatureResult",
+    "FeatureRule",
     "ImportResult",
     "ImportStage",
+    "LastCaller",
+    "LearnCalled",
     "LearnRule",
     "Learning",
     "OutboxEvent",
@@ -1593,9 +1939,13 @@ __all__ = [
     "RecordFallback",
     "RecordHit",
     "RecordLate",
+    "SetLastCaller",
     "SetOutcome",
     "SetRecording",
     "SetVoicemail",
+    "StaffChange",
+    "StaffFeature",
     "Store",
     "Write",
+    "WriteResult",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from screener.errors import InputError, StoreError
-from screener.policy import SOURCE_LEARNED, Entry, ListKind
+from screener.policy import SOURCE_CALLED, SOURCE_LEARNED, Entry, ListKind
 from screener.store import (
     ENTRY_COLUMNS,
     SCHEMA_VERSION,
@@ -602,10 +602,12 @@ class WebStore:
         return gone
 
     def forget(self, e164: str, user: str, now: dt.datetime) -> int:
-        """Forget the learned entry of ``e164`` (manual entries stay); how many went."""
+        """Forget what the screener learned about ``e164`` (a ``learned`` or ``called`` entry;
+        manual and staff entries stay); how many went."""
         with self._tx("forget") as conn:
             count = conn.execute(
-                "DELETE FROM entries WHERE source = ? AND number = ?", (SOURCE_LEARNED, e164)
+                "DELETE FROM entries WHERE source IN (?, ?) AND number = ?",
+                (SOURCE_LEARNED, SOURCE_CALLED, e164),
             ).rowcount
             self._audit(conn, user, "entry.forget", e164, str(count), now)
         return count

@@ -36,13 +36,16 @@ import structlog
 from screener.errors import StoreLockedError
 from screener.events import DBWriteFailed, Event
 from screener.store import (
-    OutcomeResult,
+    LearnCalled,
     RecordCall,
     RecordFallback,
     RecordHit,
     RecordLate,
+    SetLastCaller,
+    StaffFeature,
     Store,
     Write,
+    WriteResult,
 )
 
 log = structlog.get_logger("screener.writer")
@@ -50,7 +53,7 @@ log = structlog.get_logger("screener.writer")
 # Writes kept in memory while the database stays locked by another process (about 1 KB each).
 MAX_CARRIED_WRITES = 100_000
 
-Result = OutcomeResult | bool | None
+Result = WriteResult
 
 
 class Counters(Protocol):
@@ -81,6 +84,12 @@ def _name(write: Write) -> str:
         return f"hit {write.entry_id}"
     if isinstance(write, RecordCall | RecordFallback | RecordLate):
         return write.record.call_id
+    if isinstance(write, StaffFeature):
+        return f"feature {write.code} from {write.endpoint}"
+    if isinstance(write, SetLastCaller):
+        return write.call_id
+    if isinstance(write, LearnCalled):
+        return f"called {write.e164}"
     return write.call_id
 
 

@@ -1,4 +1,5 @@
-"""The demo: a real Asterisk, the real screener, five sample calls, a table of where they went.
+"""The demo: a real Asterisk, the real screener, five sample calls, a table of where they went,
+then a staff phone blocking its last caller with *32 and that caller going to voicemail.
 
 Callers hear Japanese (the office language for region JP): the prompts are rendered by
 ``screener prompts build`` when the sandbox comes up. Toll-free callers are recorded, after the
@@ -110,6 +111,50 @@ async def place_calls(info: SandboxInfo) -> tuple[list[Call], dict[str, dict[str
     return list(calls), results
 
 
+# The staff-phone scene: a caller rings staff1, staff1 keys *32, the caller's next call.
+NUISANCE = "080-5555-6666"
+
+
+async def block_last_caller(info: SandboxInfo, screener: ScreenerProcess) -> dict[str, Any]:
+    """A mobile caller rings staff1 (who answers); staff1 keys *32 on its phone; the same
+    caller calls again. Returns where each call went and how long the change took."""
+    carrier = info.carrier
+    assert carrier is not None
+    number = NUISANCE.replace("-", "")
+    async with (
+        probe_client(info.pbx) as pbx,
+        probe_client(carrier) as car,
+        Probe(pbx, car) as probe,
+    ):
+        first = await probe.call_sip(number, name="Nuisance", hold=4, within=15)
+        first_route, _ = await probe.routed(first, within=15)
+        # *32 once the screener knows this call rang staff1 (its last caller).
+        deadline = time.monotonic() + 15
+        while not any(
+            x.get("event") == "staff phone rang"
+            and (x.get("endpoint"), x.get("call_id")) == ("staff1", first.call_id)
+            for x in screener.lines()
+        ):
+            if time.monotonic() > deadline:
+                raise SandboxError("the screener never saw the call ring staff1")
+            await asyncio.sleep(0.05)
+        result, pressed = await probe.feature("staff1", "*32")
+        changed = next(
+            (x for x in screener.lines() if x.get("event") == "staff feature"),
+            {"changed_at": float("nan")},
+        )
+        second = await probe.call_sip(number, name="Nuisance", hold=6, within=15)
+        second_route, _ = await probe.routed(second, within=15)
+        await probe.pbx.wait_for(user_event("ScreenVoicemail", second.call_id), 30)
+        await probe.hangup_all()
+    return {
+        "first": first_route,
+        "result": result,
+        "ms": (float(changed["changed_at"]) - float(pressed.get("Timestamp") or "nan")) * 1000,
+        "second": second_route,
+    }
+
+
 CONSOLE_SECONDS = 60
 
 
@@ -178,6 +223,8 @@ def main() -> int:
                     return 1
                 console.print("screener is running; placing 5 sample calls over SIP …")
                 calls, results = asyncio.run(place_calls(info))
+                console.print(f"{NUISANCE} rings staff1, staff1 keys *32, then calls again …")
+                scene = asyncio.run(block_last_caller(info, screener))
                 done = screener.cli("calls", "--json")
                 records = {r["call_id"]: r for r in json.loads(done.stdout)}
                 lines = screener.lines()
@@ -242,6 +289,18 @@ def main() -> int:
     for rec in recorded:
         console.print(Text(f"recording: {rec['path']} ({_recorded(rec)})"))
     ok &= len(recorded) == 1
+    staff = Table(title="A staff phone blocks its last caller (*32)")
+    for column in ("step", "what happened"):
+        staff.add_column(column)
+    staff.add_row(f"{NUISANCE} calls", f"route {scene['first']}; staff1 answers")
+    staff.add_row(
+        "staff1 keys *32",
+        f"{scene['result']}: 「着信拒否に登録しました」 (list changed {scene['ms']:.0f} ms"
+        " after the key)",
+    )
+    staff.add_row(f"{NUISANCE} calls again", f"route {scene['second']}")
+    console.print(staff)
+    ok &= (scene["first"], scene["result"], scene["second"]) == ("staff", "blocked", "voicemail")
     console.print("[green]every call went where it should[/]" if ok else "[red]unexpected route[/]")
     return 0 if ok else 1
 

@@ -463,6 +463,54 @@ class Probe:
             within,
         )
 
+    async def staff_dial(self, phone: str, dialled: str, hold: int = 8) -> Event:
+        """Staff phone ``phone`` (the carrier, registered as it) dials ``dialled`` on the PBX
+        over SIP; returns the PBX's first dialplan step for it (``Newexten`` in from-staff)."""
+        assert self.carrier is not None, "the sandbox runs without a carrier"
+        seen = {id(e) for e in self.pbx.events}
+        response = await self.carrier.ami.send(
+            {
+                "Action": "Originate",
+                "Channel": f"PJSIP/{dialled}@as-{phone}",
+                "Application": "Wait",
+                "Data": str(hold),
+                "Async": "true",
+                "ChannelId": new_call_id("s"),
+                "Timeout": "15000",
+            },
+            timeout=5,
+        )
+        if not response.success:
+            raise RuntimeError(f"Originate refused: {response.message}")
+
+        def first_step(event: Event) -> bool:
+            return (
+                event.name.lower() == "newexten"
+                and event.get("Context") == "from-staff"
+                and event.get("Exten") == dialled
+                and (event.get("Channel") or "").startswith(f"PJSIP/{phone}-")
+                and id(event) not in seen
+            )
+
+        return await self.pbx.wait_for(first_step, 15)
+
+    async def feature(self, phone: str, dialled: str) -> tuple[str, Event]:
+        """``phone`` keys a feature code (``*32``); returns the result the PBX played to it
+        (``blocked``, ``withheld``...: the extension of staff-feature-result) and the first
+        dialplan step (its ``Timestamp`` is when the PBX had the code)."""
+        step = await self.staff_dial(phone, dialled)
+        channel = step.get("Uniqueid")
+        result = await self.pbx.wait_for(
+            lambda e: (
+                e.name.lower() == "newexten"
+                and e.get("Uniqueid") == channel
+                and e.get("Context") == "staff-feature-result"
+                and e.get("Priority") == "1"
+            ),
+            15,
+        )
+        return result.get("Exten") or "", step
+
     async def hangup_all(self) -> None:
         """Hang up every call this probe placed."""
         for call in self.calls:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from screener.store import OutboxRow
 
 Language = Literal["ja", "en"]
-TOPICS = ("voicemail", "auto_block", "degraded", "recovered", "test")
+TOPICS = ("voicemail", "auto_block", "staff_change", "degraded", "recovered", "test")
 SIGNATURE_HEADER = "X-Screener-Signature"
 KEY_HEADER = "X-Screener-Idempotency-Key"
 
@@ -115,6 +115,30 @@ _COMPONENTS = {
 }
 
 
+# Feature codes as staff key them (the dialplan's defaults), and what each result did.
+_STAFF_CODES = {
+    "block": "*30",
+    "unblock": "*31",
+    "blocklast": "*32",
+    "allowlast": "*33",
+    "undo": "*34",
+}
+_STAFF_RESULTS = {
+    "ja": {
+        "blocked": "着信拒否に登録しました",
+        "allowed": "着信許可に登録しました",
+        "removed": "登録を解除しました",
+        "undone": "直前の変更を取り消しました",
+    },
+    "en": {
+        "blocked": "blocked",
+        "allowed": "allowed",
+        "removed": "taken off the lists",
+        "undone": "change undone",
+    },
+}
+
+
 def compose(row: OutboxRow, language: Language, timezone: str) -> Notice:
     """The subject, body and JSON for one outbox row, in ``language``."""
     tz = ZoneInfo(timezone)
@@ -170,6 +194,19 @@ def compose(row: OutboxRow, language: Language, timezone: str) -> Notice:
                 f"Blocked until: {until}",
                 "To undo: screener list forget " + number,
             ]
+    elif topic == "staff_change":
+        number = _text(data, "number", default="?")
+        phone = _text(data, "endpoint", default="?")
+        result = _text(data, "result", default="?")
+        code = _STAFF_CODES.get(_text(data, "code"), _text(data, "code", default="?"))
+        what = _STAFF_RESULTS[language].get(result, result)
+        if ja:
+            subject = f"電話機から{what}: {number}"
+            lines = [f"{phone} の電話機で {code} が押され、{number} を{what}。"]
+        else:
+            subject = f"Staff phone: {number} {what}"
+            lines = [f"{code} was keyed on {phone}: {number} {what}."]
+        lines.append("取り消すには、同じ電話機で *34" if ja else "To undo: *34 on the same phone")
     elif topic in ("degraded", "recovered"):
         component = _text(data, "component", default="?")
         what = _COMPONENTS[language].get(component, component)
