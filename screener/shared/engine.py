@@ -41,6 +41,9 @@ log = structlog.get_logger("screener.sync")
 
 PUSH_BATCH = 500
 PULL_BATCH = 5000
+# Rows fetched per trip (decoded on the event loop, so small: the calls share that loop) and
+# staged per trip to the database thread.
+SNAPSHOT_FETCH = 5_000
 SNAPSHOT_CHUNK = 50_000
 CALLS_INTERVAL = 1.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
@@ -156,12 +159,20 @@ class Sync:
         count = 0
         await self.store.run("begin a snapshot", local.snapshot_begin)
         try:
-            async with central.snapshot(conn, SNAPSHOT_CHUNK) as (seq, chunks):
+            async with central.snapshot(conn, SNAPSHOT_FETCH) as (seq, chunks):
+                staged: list[tuple[Any, ...]] = []
                 async for rows in chunks:
-                    await self.store.run(
-                        "stage a snapshot", partial(local.snapshot_stage, rows=rows)
-                    )
+                    staged.extend(rows)
                     count += len(rows)
+                    if len(staged) >= SNAPSHOT_CHUNK:
+                        await self.store.run(
+                            "stage a snapshot", partial(local.snapshot_stage, rows=staged)
+                        )
+                        staged = []
+                if staged:
+                    await self.store.run(
+                        "stage a snapshot", partial(local.snapshot_stage, rows=staged)
+                    )
             removed, written = await self.store.run_in_transaction(
                 "apply a snapshot", lambda db: local.snapshot_apply(db, seq)
             )
