@@ -353,6 +353,7 @@ def load_config(
     sources: dict[str, str] = {}
     ctx = _Ctx(origin, sources)
     _check_keys(ctx, "", raw, _TOP)
+    shared_in_file = "shared" in raw
     for name, (dotted, convert) in _ENV.items():
         if name in env and env[name] != "":
             try:
@@ -363,6 +364,9 @@ def load_config(
     if env.get("SCREENER_METRICS_LISTEN") == "":
         raw["metrics_listen"] = ""  # set but empty: no metrics server (unlike other variables)
         ctx.sources["metrics_listen"] = "environment variable SCREENER_METRICS_LISTEN"
+    if not shared_in_file and not env.get("SCREENER_SHARED_DSN"):
+        # SCREENER_SITE (or the password file) alone, as an .env may leave it: no shared list.
+        raw.pop("shared", None)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)

@@ -27,8 +27,10 @@ def change(key: str, source: str, kind: str = "block", op: str = "upsert", **kw:
         (None, "learned", True),  # never seen: anything goes
         (None, "manual", True),
         (row("manual"), "learned", False),  # manual beats learned
-        (row("manual"), "called", False),  # and anything a machine writes
-        (row("manual"), "import:crm", False),
+        (row("manual"), "called", False),  # and what calls made
+        (row("manual"), "import:crm", True),  # an import is a person's act: equals
+        (row("web:alice"), "learned", False),  # the console's edits are manual
+        (row("learned"), "web:alice", True),
         (row("learned"), "manual", True),
         (row("learned"), "learned", True),  # among equals the later wins
         (row("manual"), "manual", True),
@@ -42,8 +44,10 @@ def test_accepts(current: Row | None, incoming: str, wins: bool) -> None:
 
 
 def test_rank_orders_manual_above_every_other_source() -> None:
-    """Only "manual" is a person's change; every other source is a machine's."""
-    assert rank("manual") > rank("learned") == rank("called") == rank("import:x")
+    """A person's sources (CLI, console, import) outrank the screener's own."""
+    assert (
+        rank("manual") == rank("web:alice") == rank("import:x") > rank("learned") == rank("called")
+    )
 
 
 @pytest.mark.parametrize(
@@ -111,8 +115,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_without_shared_nothing_changes() -> None:
-    """No [shared] table and no SCREENER_SHARED_DSN: no shared list."""
+    """No [shared] table and no SCREENER_SHARED_DSN: no shared list, even with SCREENER_SITE."""
     assert load_config(env={}).shared is None
+    assert load_config(env={"SCREENER_SITE": "tokyo", "SCREENER_SHARED_DSN": ""}).shared is None
 
 
 def test_shared_from_the_file_with_the_password_from_a_file(tmp_path: Path) -> None:

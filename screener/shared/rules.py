@@ -5,8 +5,8 @@ order they arrive, under one lock, each accepted change taking the next sequence
 site then applies the central rows in sequence order. So the rule only ever compares the
 central row as it stands with the change that arrives:
 
-- a live manual entry is replaced only by a manual change (a manual edit or removal): manual
-  beats learned (and whatever else a machine writes);
+- a live manual entry (one a person made: CLI, console, import) is replaced only by another
+  person's change: manual beats learned and called (what the screener writes by itself);
 - among equals the change that arrives later, so the one with the later central sequence, wins;
 - a removed entry (a tombstone) is no entry: any change replaces it.
 
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from screener.policy import SOURCE_MANUAL
+from screener.policy import SOURCE_LEARNED
 
 Op = Literal["upsert", "delete"]
 Key = tuple[str, bool]  # (number, prefix)
@@ -59,9 +59,15 @@ class Change:
     row: Row  # for a removal: the entry as it was, so its source and key
 
 
+# What the screener writes by itself: what a challenge taught (verified callers, auto-blocks)
+# and what calls made. Every other source is a person's: the CLI ("manual"), the console
+# ("web:<user>"), an import ("import:<name>").
+MACHINE_SOURCES = frozenset({SOURCE_LEARNED, "called"})
+
+
 def rank(source: str) -> int:
-    """Manual changes outrank every other source (learned, called, imported by a machine)."""
-    return 2 if source == SOURCE_MANUAL else 1
+    """A person's change (manual, console, import) outranks the screener's own (learned)."""
+    return 1 if source in MACHINE_SOURCES else 2
 
 
 def accepts(current: Row | None, change: Change) -> bool:
