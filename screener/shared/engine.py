@@ -160,19 +160,21 @@ class Sync:
         await self.store.run("begin a snapshot", local.snapshot_begin)
         try:
             async with central.snapshot(conn, SNAPSHOT_FETCH) as (seq, chunks):
+                # The database thread stages one chunk while the next is fetched.
+                staging: asyncio.Task[None] | None = None
                 staged: list[tuple[Any, ...]] = []
                 async for rows in chunks:
                     staged.extend(rows)
                     count += len(rows)
                     if len(staged) >= SNAPSHOT_CHUNK:
-                        await self.store.run(
-                            "stage a snapshot", partial(local.snapshot_stage, rows=staged)
-                        )
+                        if staging is not None:
+                            await staging
+                        staging = asyncio.create_task(self._stage(staged))
                         staged = []
+                if staging is not None:
+                    await staging
                 if staged:
-                    await self.store.run(
-                        "stage a snapshot", partial(local.snapshot_stage, rows=staged)
-                    )
+                    await self._stage(staged)
             removed, written = await self.store.run_in_transaction(
                 "apply a snapshot", lambda db: local.snapshot_apply(db, seq)
             )
@@ -187,6 +189,9 @@ class Sync:
             seconds=round(time.monotonic() - began, 3),
         )
         return count
+
+    async def _stage(self, rows: list[tuple[Any, ...]]) -> None:
+        await self.store.run("stage a snapshot", partial(local.snapshot_stage, rows=rows))
 
     async def ship_calls(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Ship every call record not yet in the central store; returns how many."""

@@ -158,12 +158,16 @@ def _params(row: Row) -> tuple[Any, ...]:
 
 
 def snapshot_begin(db: sqlite3.Connection) -> None:
-    """A fresh staging table for a snapshot (temporary: it never touches the database file)."""
+    """A fresh staging table for a snapshot (temporary: it never touches the database file).
+
+    No key: rows are appended as they come (the fast way to stage millions); the index that
+    the removal of stale entries needs is built once at the end, and only when there is a
+    local list to compare with.
+    """
     db.execute("DROP TABLE IF EXISTS temp.sync_snapshot")
     db.execute(
         "CREATE TEMP TABLE sync_snapshot (kind TEXT, number TEXT, prefix INTEGER, label TEXT,"
-        " source TEXT, created_at REAL, expires_at REAL, note TEXT,"
-        " PRIMARY KEY (number, prefix)) WITHOUT ROWID"
+        " source TEXT, created_at REAL, expires_at REAL, note TEXT)"
     )
 
 
@@ -180,21 +184,30 @@ def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
     are kept.
     """
     db.execute("UPDATE sync_state SET applying = 1")
-    removed = db.execute(
-        "DELETE FROM entries WHERE NOT EXISTS (SELECT 1 FROM temp.sync_snapshot s"
-        " WHERE s.number = entries.number AND s.prefix = entries.prefix)"
-    ).rowcount
-    written = db.execute(
-        f"INSERT INTO entries ({_ROW_COLUMNS}) SELECT {_ROW_COLUMNS} FROM temp.sync_snapshot"  # noqa: S608  # fixed
-        " WHERE true ON CONFLICT (number, prefix) DO UPDATE SET"
-        " kind = excluded.kind, label = excluded.label, source = excluded.source,"
-        " created_at = excluded.created_at, expires_at = excluded.expires_at,"
-        " note = excluded.note"
-        " WHERE entries.kind IS NOT excluded.kind OR entries.label IS NOT excluded.label"
-        " OR entries.source IS NOT excluded.source"
-        " OR entries.created_at IS NOT excluded.created_at"
-        " OR entries.expires_at IS NOT excluded.expires_at OR entries.note IS NOT excluded.note"
-    ).rowcount
+    removed = 0
+    if db.execute("SELECT EXISTS (SELECT 1 FROM entries)").fetchone()[0]:
+        db.execute("CREATE INDEX temp.sync_snapshot_key ON sync_snapshot (number, prefix)")
+        removed = db.execute(
+            "DELETE FROM entries WHERE NOT EXISTS (SELECT 1 FROM temp.sync_snapshot s"
+            " WHERE s.number = entries.number AND s.prefix = entries.prefix)"
+        ).rowcount
+        written = db.execute(
+            f"INSERT INTO entries ({_ROW_COLUMNS}) SELECT {_ROW_COLUMNS} FROM temp.sync_snapshot"  # noqa: S608  # fixed
+            " WHERE true ON CONFLICT (number, prefix) DO UPDATE SET"
+            " kind = excluded.kind, label = excluded.label, source = excluded.source,"
+            " created_at = excluded.created_at, expires_at = excluded.expires_at,"
+            " note = excluded.note"
+            " WHERE entries.kind IS NOT excluded.kind OR entries.label IS NOT excluded.label"
+            " OR entries.source IS NOT excluded.source"
+            " OR entries.created_at IS NOT excluded.created_at"
+            " OR entries.expires_at IS NOT excluded.expires_at OR entries.note IS NOT excluded.note"
+        ).rowcount
+    else:
+        # An empty local list (a new site): a plain insert, in the order the rows came.
+        written = db.execute(
+            f"INSERT INTO entries ({_ROW_COLUMNS}) SELECT {_ROW_COLUMNS} FROM temp.sync_snapshot"  # noqa: S608  # fixed
+            " ORDER BY rowid"
+        ).rowcount
     now = "(julianday('now') - 2440587.5) * 86400.0"
     db.execute(
         f"UPDATE sync_state SET applying = 0, last_seq = ?, central_seq = max(central_seq, ?),"  # noqa: S608  # fixed
