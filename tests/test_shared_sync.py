@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from screener.policy import SOURCE_LEARNED, Entry, ListKind
 from screener.shared import engine, local, schema
 from screener.shared.engine import Sync, init_central, status
 from screener.store import Store
-from tests.pgserver import PGServer, Template, bin_dir
+from tests.pgserver import PGServer, bin_dir
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,32 +34,6 @@ pytestmark = [
 ]
 
 NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(scope="session")
-def pg_template() -> Iterator[Template]:
-    """One initdb for the whole session; each server is a copy."""
-    template = Template.make()
-    yield template
-    template.remove()
-
-
-@pytest.fixture(scope="module")
-def pg_shared(pg_template: Template) -> Iterator[PGServer]:
-    """A server shared by the tests that never stop it (each uses its own database)."""
-    server = PGServer(pg_template)
-    server.start()
-    yield server
-    server.remove()
-
-
-@pytest.fixture
-def pg_own(pg_template: Template) -> Iterator[PGServer]:
-    """A server of this test's own, which it may stop, kill and start again."""
-    server = PGServer(pg_template)
-    server.start()
-    yield server
-    server.remove()
 
 
 def shared_config(server: PGServer, dsn: str, site: str, **kwargs: Any) -> SharedConfig:
