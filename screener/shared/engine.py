@@ -33,7 +33,7 @@ import psycopg
 import structlog
 
 from screener.config import SharedConfig
-from screener.errors import SharedError
+from screener.errors import SharedError, StoreError
 from screener.shared import central, local, schema
 from screener.store import Store
 
@@ -221,16 +221,19 @@ class Sync:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep this site in step until ``stop``; never raises for the central store's sake."""
-        await self.join()
         backoff = BACKOFF_MIN
         while not stop.is_set():
             try:
+                await self.join()
                 async with self._connections() as (conn, listener):
                     backoff = BACKOFF_MIN
                     await self._live(conn, listener, stop)
-            except (SharedError, psycopg.Error, OSError) as exc:
-                error = (
-                    exc if isinstance(exc, SharedError) else central.wrap(exc, self.config, "sync")
+            except (SharedError, StoreError, psycopg.Error, OSError) as exc:
+                # StoreError: the local database was locked or failed; tried again like the rest.
+                error: Exception = (
+                    exc
+                    if isinstance(exc, SharedError | StoreError)
+                    else central.wrap(exc, self.config, "sync")
                 )
                 log.warning("sync.unavailable", error=str(error), retry_s=backoff)
                 await self._error(str(error))
