@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import asterisk, dataset, decision, lists, loadgen, startup, storecmp, transfer
+from bench import sync as sync_bench
 from bench.stats import ratio
 from screener.log import configure_logging
 
@@ -32,6 +33,8 @@ TARGETS = {
     "asterisk_added_p50_ms": 20.0,
     "check_vs_empty": 1.3,
     "run_startup_s": 1.0,
+    "sync_effect_p50_ms": 1000.0,
+    "snapshot_10m_s": 180.0,
 }
 
 
@@ -45,7 +48,7 @@ def _args() -> argparse.Namespace:
     p.add_argument(
         "--only",
         default="decision,agent,asterisk,lists,store,startup",
-        help="comma list of parts to run (also: transfer, part 7, not run by default)",
+        help="comma list of parts to run (also, only when named: transfer, part 7; sync, part 8)",
     )
     p.add_argument(
         "--transfer-rows",
@@ -60,6 +63,9 @@ def _args() -> argparse.Namespace:
     p.add_argument(
         "--transfer-repeats", type=int, default=1, help="part 7: imports per side (medians)"
     )
+    p.add_argument("--sync-sizes", default="1000000", help="part 8 snapshot sizes (comma list)")
+    p.add_argument("--sync-changes", type=int, default=100, help="part 8 changes timed")
+    p.add_argument("--sync-replay", type=int, default=50_000, help="part 8 outbox changes")
     p.add_argument("--asterisk-calls", type=int, default=60, help="part 3 calls per dialplan")
     p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
     p.add_argument("--astdb", type=int, default=1_000_000, help="part 3 AstDB blacklist size")
@@ -356,6 +362,61 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
             "",
             "",
         )
+    sy = results.get("sync")
+    if sy:
+        lat = sy["latency"]
+        verdict["sync_effect_p50"] = lat["p50_ms"] <= TARGETS["sync_effect_p50_ms"]
+        t.add_row(
+            "8 sync",
+            f"change at A → effect at B, p50 / p99 ({lat['n']} changes)",
+            f"{lat['p50_ms']:.0f} / {lat['p99_ms']:.0f} ms",
+            "p50 ≤ 1 s",
+            _ok(verdict["sync_effect_p50"]),
+        )
+        for snap in sy["snapshots"]:
+            big = snap["rows"] >= 10_000_000
+            if big:
+                verdict["snapshot_10m"] = snap["seconds"] <= TARGETS["snapshot_10m_s"]
+            t.add_row(
+                "",
+                f"snapshot of {snap['rows']:,} entries: rows/s, time",
+                f"{snap['rows_per_s']:,.0f}/s, {snap['seconds']:.1f} s",
+                "10 M < 180 s" if big else "",
+                _ok(verdict["snapshot_10m"]) if big else "",
+            )
+            t.add_row(
+                "",
+                "  lookup p50 / p99: quiet → during the snapshot",
+                f"{_ms(snap['lookup_quiet']['p50_ms'])} / {_ms(snap['lookup_quiet']['p99_ms'])}"
+                f" → {_ms(snap['lookup_during']['p50_ms'])}"
+                f" / {_ms(snap['lookup_during']['p99_ms'])} ms",
+                "",
+                "",
+            )
+        rp = sy["replay"]
+        t.add_row(
+            "",
+            f"outbox replay of {rp['changes']:,} changes",
+            f"{rp['changes_per_s']:,.0f}/s, {rp['seconds']:.1f} s",
+            "",
+            "",
+        )
+        t.add_row(
+            "",
+            "  lookup p50 / p99: quiet → during the replay",
+            f"{_ms(rp['lookup_quiet']['p50_ms'])} / {_ms(rp['lookup_quiet']['p99_ms'])}"
+            f" → {_ms(rp['lookup_during']['p50_ms'])} / {_ms(rp['lookup_during']['p99_ms'])} ms",
+            "",
+            "",
+        )
+        t.add_row(
+            "",
+            "  load average before / after",
+            f"{sy['load_before'][0]:.1f} / {sy['load_after'][0]:.1f}",
+            "",
+            "",
+        )
+        t.add_section()
     if results.get("db_build_s") is not None:
         t.add_row("setup", "built the list database", f"{results['db_build_s']:.1f} s", "", "")
     t.add_row(
@@ -412,6 +473,11 @@ def main() -> None:
         sizes = [int(n) for n in args.transfer_rows.split(",") if n]
         results["transfer"] = transfer.run(
             sizes, console.log, args.transfer_baseline, args.transfer_repeats
+        )
+    if "sync" in parts:
+        sizes = [int(n) for n in args.sync_sizes.split(",") if n]
+        results["sync"] = asyncio.run(
+            sync_bench.run(sizes, args.sync_changes, args.sync_replay, log=console.log)
         )
     results["total_s"] = time.perf_counter() - started
     results["verdict"] = _print(results, console)

@@ -28,7 +28,7 @@ RUN --mount=type=secret,id=pip_cert \
  && /opt/screener/bin/pip install --no-cache-dir --disable-pip-version-check \
       ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} \
       ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} \
-      /src \
+      "/src[shared]" \
  && rm -rf /src/screener /src/README.md /src/build /src/*.egg-info
 
 COPY README.md /src/

@@ -74,6 +74,8 @@ class Config:
     recording_retention_days: float = 90.0
     # The office's wording, per language ([prompts.ja]); screener.prompts fills in the rest.
     prompt_words: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # [shared]: many sites, one list through PostgreSQL (screener/shared/); None: this site alone.
+    shared: SharedConfig | None = None
 
 
 # ---- the TOML schema -------------------------------------------------------------------------
@@ -223,7 +225,7 @@ def _dids(ctx: _Ctx, value: Any, region: str) -> dict[str, DidPolicy]:
 
 _TOP = (
     *("region", "database", "ami", "screening", "policy", "hours", "learning", "dids", "log"),
-    *("metrics_listen", "notify", "prompts"),
+    *("metrics_listen", "notify", "prompts", "shared"),
 )
 _AMI = (
     "host",
@@ -338,6 +340,9 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SCREENER_LOG_LEVEL": ("log.level", str),
     "SCREENER_METRICS_LISTEN": ("metrics_listen", str),
     "SCREENER_NOTIFY_WEBHOOK_URL": ("notify.webhook.url", str),
+    "SCREENER_SHARED_DSN": ("shared.dsn", str),
+    "SCREENER_SHARED_PASSWORD_FILE": ("shared.password_file", str),
+    "SCREENER_SITE": ("shared.site", str),
 }
 
 
@@ -365,6 +370,7 @@ def load_config(
     sources: dict[str, str] = {}
     ctx = _Ctx(origin, sources)
     _check_keys(ctx, "", raw, _TOP)
+    shared_in_file = "shared" in raw
     for name, (dotted, convert) in _ENV.items():
         if name in env and env[name] != "":
             try:
@@ -375,6 +381,9 @@ def load_config(
     if env.get("SCREENER_METRICS_LISTEN") == "":
         raw["metrics_listen"] = ""  # set but empty: no metrics server (unlike other variables)
         ctx.sources["metrics_listen"] = "environment variable SCREENER_METRICS_LISTEN"
+    if not shared_in_file and not env.get("SCREENER_SHARED_DSN"):
+        # SCREENER_SITE (or the password file) alone, as an .env may leave it: no shared list.
+        raw.pop("shared", None)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
@@ -384,6 +393,7 @@ def load_config(
         config,
         metrics_listen=_listen(ctx, raw.get("metrics_listen", Config.metrics_listen)),
         notify=_notify(ctx, raw.get("notify", {}), env),
+        shared=_shared(ctx, raw["shared"], env) if "shared" in raw else None,
     )
     secret = env.get("SCREENER_AMI_SECRET") or None
     secret_file = _table(ctx, "ami", raw.get("ami", {})).get("secret_file")
@@ -813,3 +823,161 @@ def _prompt_words(ctx: _Ctx, value: Any) -> dict[str, dict[str, Any]]:
             clean[key] = text
         result[lang] = clean
     return result
+
+
+# ---- many sites, one list (README "Several sites"; docs/security.md) -------------------------
+
+
+@dataclass(frozen=True)
+class SharedConfig:
+    """The ``[shared]`` table: the central PostgreSQL and this site's name in it.
+
+    ``dsn`` never holds the password: that comes from ``SCREENER_SHARED_PASSWORD`` or
+    ``password_file`` and is handed to the driver in memory only (never on a command line, in
+    an environment variable of a child, or a log line).
+    """
+
+    dsn: str = field(repr=False)
+    site: str
+    password: str | None = field(default=None, repr=False)
+    # None: as the DSN says, else libpq's default ("prefer"); verify-full in production.
+    sslmode: str | None = None
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
+    connect_timeout: float = 5.0
+    # The safety net under LISTEN/NOTIFY: a pull at least this often (seconds).
+    pull_interval: float = 30.0
+    # How often the local outbox is looked at for changes made by other processes (seconds).
+    push_interval: float = 0.1
+    # A local copy not brought up to date for this long is replaced by a snapshot (days).
+    snapshot_after_days: float = 7.0
+    # Call records shipped to the central store per batch.
+    call_batch: int = 500
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.AsyncConnection.connect`` besides the DSN."""
+        kwargs: dict[str, Any] = {
+            "connect_timeout": max(1, round(self.connect_timeout)),
+            "application_name": f"screener-{self.site}",
+        }
+        if self.password is not None:
+            kwargs["password"] = self.password
+        if self.sslmode is not None:
+            kwargs["sslmode"] = self.sslmode
+        for key in ("sslrootcert", "sslcert", "sslkey"):
+            value = getattr(self, key)
+            if value is not None:
+                kwargs[key] = str(value)
+        return kwargs
+
+    @property
+    def display(self) -> str:
+        """The DSN with any password taken out, for messages and ``sync status``."""
+        return redact_dsn(self.dsn)
+
+
+_SHARED = (
+    "dsn",
+    "site",
+    "password_file",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "connect_timeout",
+    "pull_interval",
+    "push_interval",
+    "snapshot_after_days",
+    "call_batch",
+)
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_SITE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_DSN_PASSWORD = re.compile(
+    r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)|(://[^/:@\s]*:)([^@/\s]*)(@)"
+)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with a password, in either form (``password=`` or ``user:pw@``), replaced."""
+    return _DSN_PASSWORD.sub(
+        lambda m: f"{m.group(1)}***" if m.group(1) else f"{m.group(3)}***{m.group(5)}", dsn
+    )
+
+
+def _dsn_parts(ctx: _Ctx, dsn: str) -> dict[str, str]:
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # the optional extra
+    except ImportError as exc:
+        raise ctx.fail(
+            "shared", "needs the PostgreSQL driver: pip install 'screener[shared]'"
+        ) from exc
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg.ProgrammingError; its text never quotes the password
+        raise ctx.fail("shared.dsn", "not a PostgreSQL connection string or URL") from exc
+    return {k: str(v) for k, v in parts.items() if v is not None}
+
+
+def _shared(ctx: _Ctx, value: Any, env: Mapping[str, str]) -> SharedConfig:
+    table = _table(ctx, "shared", value)
+    _check_keys(ctx, "shared", table, _SHARED)
+    d_pull, d_push = SharedConfig.pull_interval, SharedConfig.push_interval
+    if "dsn" not in table or "site" not in table:
+        raise ctx.fail("shared", "needs dsn (or SCREENER_SHARED_DSN) and site (or SCREENER_SITE)")
+    dsn = _typed(ctx, "shared.dsn", table["dsn"], str, "a PostgreSQL connection string")
+    parts = _dsn_parts(ctx, dsn)
+    password = None
+    if "password" in parts:
+        # The file is not a place for secrets; the environment variable may carry one (a
+        # container's secret), and we take it out of the DSN so that it is never shown.
+        if ctx.where("shared.dsn") == ctx.origin:
+            raise ctx.fail(
+                "shared.dsn",
+                "must not contain the password; use SCREENER_SHARED_PASSWORD or password_file",
+            )
+        password = parts.pop("password")
+        from psycopg.conninfo import make_conninfo  # the optional extra
+
+        dsn = make_conninfo(**parts)
+    site = _typed(ctx, "shared.site", table["site"], str, "a short site name")
+    if not _SITE.match(site):
+        raise ctx.fail(
+            "shared.site",
+            f"expected 1-32 of a-z, 0-9, - and _ (starting with a letter or digit), got {site!r}",
+        )
+    password = (
+        _secret(
+            ctx, "shared.password_file", table.get("password_file"), env, "SCREENER_SHARED_PASSWORD"
+        )
+        or password
+    )
+
+    def path(key: str) -> Path | None:
+        text = _optional_str(ctx, f"shared.{key}", table.get(key))
+        return Path(text) if text else None
+
+    return SharedConfig(
+        dsn=dsn,
+        site=site,
+        password=password,
+        sslmode=_choice(ctx, "shared.sslmode", table["sslmode"], SSLMODES)
+        if "sslmode" in table
+        else None,
+        sslrootcert=path("sslrootcert"),
+        sslcert=path("sslcert"),
+        sslkey=path("sslkey"),
+        connect_timeout=_number(
+            ctx, "shared.connect_timeout", table.get("connect_timeout", 5.0), 0.5, 120
+        ),
+        pull_interval=_number(
+            ctx, "shared.pull_interval", table.get("pull_interval", d_pull), 0.1, 86400
+        ),
+        push_interval=_number(
+            ctx, "shared.push_interval", table.get("push_interval", d_push), 0.01, 60
+        ),
+        snapshot_after_days=_number(
+            ctx, "shared.snapshot_after_days", table.get("snapshot_after_days", 7.0), 0.001, 3650
+        ),
+        call_batch=_integer(ctx, "shared.call_batch", table.get("call_batch", 500), 1, 100000),
+    )

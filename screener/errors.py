@@ -12,7 +12,8 @@
     │   ├── AMINotConnected       an action was attempted while disconnected
     │   ├── AMITimeout            an action got no response in time
     │   └── AMIActionError        Asterisk answered an action with an error
-    └── NotifyError               a notification channel could not deliver               (exit 7)
+    ├── NotifyError               a notification channel could not deliver               (exit 7)
+    └── SharedError               the shared list's PostgreSQL cannot be used            (exit 8)
 
 Third-party exceptions are wrapped where they enter (``raise StoreError(...) from exc``) so that
 the cause is kept for the log while the user sees one clear line.
@@ -28,6 +29,7 @@ EXIT_STORE = 4
 EXIT_AMI = 5
 EXIT_AMI_AUTH = 6
 EXIT_NOTIFY = 7
+EXIT_SHARED = 8
 
 
 class ScreenerError(Exception):
@@ -94,3 +96,9 @@ class NotifyError(ScreenerError):
     """A notification channel (mail server, webhook, MQTT broker) could not deliver."""
 
     exit_code = EXIT_NOTIFY
+
+
+class SharedError(ScreenerError):
+    """The central PostgreSQL of the shared list cannot be reached, or its schema is wrong."""
+
+    exit_code = EXIT_SHARED

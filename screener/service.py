@@ -58,6 +58,7 @@ from screener.observers import start_observers
 from screener.policy import Outcome, Route, challenge_code
 from screener.recordings import recording_path
 from screener.screening import screen
+from screener.shared import start_sync
 from screener.staffphones import StaffPhones
 from screener.store import (
     CallRecord,
@@ -701,6 +702,9 @@ async def run(
                         # /metrics, /healthz and the notifications see every event the service
                         # publishes on this one hub; the call path knows none of them.
                         start_observers(config, hub, ami=ami),
+                        # [shared]: the list kept in step with the other sites' (never on the
+                        # call path: lookups stay on the local reader).
+                        start_sync(config),
                     ):
                         return await _serve(
                             config, settings, reader, writer, ami, stop, ready, hub, started

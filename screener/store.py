@@ -190,6 +190,88 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX staff_changes_endpoint ON staff_changes (endpoint, id)",
     ),
+    # 7: the announce screening's column, filled in when that branch is merged.
+    (),
+    # 8: many sites, one list (screener/shared/local.py). Triggers put every change to an
+    # entry into sync_outbox and every new or changed call into sync_calls, whoever makes it
+    # (the service, the CLI, the console) -- but only once this database has joined a shared
+    # list (sync_state.enabled), and never for the changes the sync itself applies
+    # (sync_state.applying, set and cleared inside the sync's own transaction).
+    (
+        """
+        CREATE TABLE sync_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            enabled INTEGER NOT NULL DEFAULT 0,
+            applying INTEGER NOT NULL DEFAULT 0,
+            site TEXT,
+            last_seq INTEGER NOT NULL DEFAULT 0,
+            central_seq INTEGER NOT NULL DEFAULT 0,
+            synced_at REAL,
+            snapshot_at REAL,
+            last_error TEXT,
+            error_at REAL
+        )
+        """,
+        "INSERT INTO sync_state (id) VALUES (1)",
+        """
+        CREATE TABLE sync_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+            kind TEXT NOT NULL,
+            number TEXT NOT NULL,
+            prefix INTEGER NOT NULL,
+            label TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            note TEXT NOT NULL,
+            changed_at REAL NOT NULL
+        )
+        """,
+        "CREATE TABLE sync_calls (call_id TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        " WITHOUT ROWID",
+        *(
+            f"""
+            CREATE TRIGGER sync_entries_{event.split()[0].lower()} AFTER {event} ON entries
+            WHEN (SELECT enabled AND NOT applying FROM sync_state){extra}
+            BEGIN
+                INSERT INTO sync_outbox (key, op, kind, number, prefix, label, source, created_at,
+                                         expires_at, note, changed_at)
+                VALUES (lower(hex(randomblob(16))), '{op}', {row}.kind, {row}.number,
+                        {row}.prefix, {row}.label, {row}.source, {row}.created_at,
+                        {row}.expires_at, {row}.note,
+                        (julianday('now') - 2440587.5) * 86400.0);
+            END
+            """  # noqa: S608  # built from the fixed names below, no values
+            for event, op, row, extra in (
+                ("INSERT", "upsert", "NEW", ""),
+                # Hits and last_seen are this site's own counters: not a change to share.
+                (
+                    "UPDATE OF kind, label, source, created_at, expires_at, note",
+                    "upsert",
+                    "NEW",
+                    " AND (OLD.kind IS NOT NEW.kind OR OLD.label IS NOT NEW.label"
+                    " OR OLD.source IS NOT NEW.source OR OLD.created_at IS NOT NEW.created_at"
+                    " OR OLD.expires_at IS NOT NEW.expires_at OR OLD.note IS NOT NEW.note)",
+                ),
+                ("DELETE", "delete", "OLD", ""),
+            )
+        ),
+        *(
+            f"""
+            CREATE TRIGGER sync_calls_{event.lower()} AFTER {event} ON calls
+            WHEN (SELECT enabled FROM sync_state)
+            BEGIN
+                INSERT OR REPLACE INTO sync_calls (call_id, version)
+                VALUES (NEW.call_id,
+                        coalesce((SELECT version FROM sync_calls WHERE call_id = NEW.call_id), 0)
+                        + 1);
+            END
+            """  # noqa: S608  # built from the fixed names below, no values
+            for event in ("INSERT", "UPDATE")
+        ),
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -856,6 +938,16 @@ class Store:
                 except BaseException:
                     await self._thread.run(_rollback)
                     raise
+
+    async def run(self, action: str, function: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``function(connection)`` in one trip, for a room's own tables (screener/shared/)."""
+        return await self._call(action, function)
+
+    async def run_in_transaction(
+        self, action: str, function: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        """``function(connection)`` inside one BEGIN IMMEDIATE ... COMMIT, or rolled back."""
+        return await self._in_transaction(action, function)
 
     async def _fetchall(self, action: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._call(action, lambda db: db.execute(sql, params).fetchall())

@@ -134,3 +134,38 @@ async def probe(sandbox: SandboxInfo) -> AsyncIterator[Probe]:
         ):
             yield p
             await p.hangup_all()
+
+
+# ---- PostgreSQL for the shared list (tests/pgserver.py) ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[Any]:
+    """One initdb for the whole session; each server is a copy of it."""
+    from tests.pgserver import Template
+
+    template = Template.make()
+    yield template
+    template.remove()
+
+
+@pytest.fixture(scope="module")
+def pg_shared(pg_template: Any) -> Iterator[Any]:
+    """A server shared by a module's tests that never stop it (each uses its own database)."""
+    from tests.pgserver import PGServer
+
+    server = PGServer(pg_template)
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def pg_own(pg_template: Any) -> Iterator[Any]:
+    """A server of this test's own, which it may stop, kill and start again."""
+    from tests.pgserver import PGServer
+
+    server = PGServer(pg_template)
+    server.start()
+    yield server
+    server.remove()

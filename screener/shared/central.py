@@ -1,0 +1,228 @@
+"""The central side of the sync: every statement the sites send to PostgreSQL (psycopg 3).
+
+Every write to ``entries`` takes the one advisory lock ``WRITE_LOCK`` first, so that writes
+are serialised: sequence numbers are taken and become visible in order, and a site that has
+applied everything up to ``n`` never misses a change below ``n``. The writes are short (one
+batch of a site's outbox), and a handful of sites share one list.
+
+psycopg's and the socket's errors are turned into :class:`~screener.errors.SharedError` where
+they enter; their text never holds the password (libpq does not quote it, and ``_clean`` takes
+out anything that looks like one all the same).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import structlog
+
+from screener.config import SharedConfig, redact_dsn
+from screener.errors import SharedError
+from screener.shared import schema
+from screener.shared.rules import Change, Key, Row, fold
+
+log = structlog.get_logger(__name__)
+
+_ROW = "kind, number, prefix, label, source, created_at, expires_at, note, deleted"
+
+
+def _clean(text: str, config: SharedConfig) -> str:
+    text = redact_dsn(text)
+    if config.password:
+        text = text.replace(config.password, "***")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def wrap(exc: BaseException, config: SharedConfig, action: str) -> SharedError:
+    """A SharedError for ``exc`` that names the action and the server, never the password."""
+    return SharedError(f"PostgreSQL {config.display}: {action}: {_clean(str(exc), config)}")
+
+
+@asynccontextmanager
+async def connect(
+    config: SharedConfig, *, autocommit: bool = False, check_schema: bool = True
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection to the central store (its schema checked); always closed."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            config.dsn, autocommit=autocommit, **config.connect_kwargs()
+        )
+    except (psycopg.Error, OSError) as exc:
+        raise wrap(exc, config, "connect") from exc
+    try:
+        if check_schema:
+            try:
+                version = await schema.current_version(conn)
+                if not autocommit:
+                    await conn.rollback()
+            except psycopg.Error as exc:
+                raise wrap(exc, config, "read the schema version") from exc
+            if version < schema.SCHEMA_VERSION:
+                raise SharedError(
+                    f"PostgreSQL {config.display}: central schema {version} <"
+                    f" {schema.SCHEMA_VERSION}; run `screener shared init`"
+                )
+            if version > schema.SCHEMA_VERSION:
+                raise SharedError(
+                    f"PostgreSQL {config.display}: central schema {version} is newer than this"
+                    f" screener knows ({schema.SCHEMA_VERSION}); upgrade screener"
+                )
+        yield conn
+    finally:
+        await conn.close()
+
+
+def _row(values: Sequence[Any]) -> Row:
+    kind, number, prefix, label, source, created_at, expires_at, note, deleted = values
+    return Row(kind, number, bool(prefix), label, source, created_at, expires_at, note, deleted)
+
+
+async def push(
+    conn: psycopg.AsyncConnection[Any], site: str, changes: Sequence[Change]
+) -> int | None:
+    """Apply a site's changes, in order, by the conflict rule, in one transaction.
+
+    Changes whose idempotency key was applied before are skipped (a replay). Returns the
+    highest sequence number given out, or None when every change was a replay.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.WRITE_LOCK,))
+        cur = await conn.execute(
+            "INSERT INTO applied (key, site) SELECT k, %s FROM unnest(%s::text[]) AS k"
+            " ON CONFLICT (key) DO NOTHING RETURNING key",
+            (site, [c.key for c in changes]),
+        )
+        new = {r[0] for r in await cur.fetchall()}
+        fresh = [c for c in changes if c.key in new]
+        if not fresh:
+            return None
+        keys = list(dict.fromkeys(c.row.key for c in fresh))
+        cur = await conn.execute(
+            f"SELECT {_ROW}, site FROM entries WHERE (number, prefix) IN"  # noqa: S608  # fixed columns
+            " (SELECT * FROM unnest(%s::text[], %s::boolean[]))",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        )
+        current: dict[Key, Row] = {}
+        made_by: dict[Key, str] = {}
+        for r in await cur.fetchall():
+            row = _row(r[:9])
+            current[row.key] = row
+            made_by[row.key] = r[9]
+        touched = fold(current, fresh)
+        rows = list(touched.values())
+        # A row that lost keeps its maker; an accepted one is this site's.
+        sites = [made_by[r.key] if current.get(r.key) is r else site for r in rows]
+        cur = await conn.execute(
+            "INSERT INTO entries (kind, number, prefix, label, source, created_at, expires_at,"
+            " note, deleted, site, seq)"
+            " SELECT u.*, nextval('change_seq') FROM unnest(%s::text[], %s::text[],"
+            " %s::boolean[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[],"
+            " %s::boolean[], %s::text[]) AS u"
+            " ON CONFLICT (number, prefix) DO UPDATE SET kind = excluded.kind,"
+            " label = excluded.label, source = excluded.source,"
+            " created_at = excluded.created_at, expires_at = excluded.expires_at,"
+            " note = excluded.note, deleted = excluded.deleted, site = excluded.site,"
+            " seq = excluded.seq, changed_at = now()"
+            " RETURNING seq",
+            (
+                [r.kind for r in rows],
+                [r.number for r in rows],
+                [r.prefix for r in rows],
+                [r.label for r in rows],
+                [r.source for r in rows],
+                [r.created_at for r in rows],
+                [r.expires_at for r in rows],
+                [r.note for r in rows],
+                [r.deleted for r in rows],
+                sites,
+            ),
+        )
+        top = max(r[0] for r in await cur.fetchall())
+        await conn.execute("SELECT pg_notify(%s, %s)", (schema.CHANNEL, f"{site} {top}"))
+        return int(top)
+
+
+async def pull(conn: psycopg.AsyncConnection[Any], after: int, limit: int) -> list[tuple[int, Row]]:
+    """The central rows changed after sequence ``after``, oldest first, at most ``limit``."""
+    cur = await conn.execute(
+        f"SELECT seq, {_ROW} FROM entries WHERE seq > %s ORDER BY seq LIMIT %s",  # noqa: S608  # fixed columns
+        (after, limit),
+    )
+    rows = [(int(r[0]), _row(r[1:])) for r in await cur.fetchall()]
+    await conn.rollback()  # end the read's transaction: no snapshot held between pulls
+    return rows
+
+
+async def top_seq(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The highest sequence number given out so far (0: an empty list)."""
+    cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM entries")
+    row = await cur.fetchone()
+    await conn.rollback()
+    return int(row[0]) if row else 0
+
+
+@asynccontextmanager
+async def snapshot(
+    conn: psycopg.AsyncConnection[Any], chunk: int
+) -> AsyncIterator[tuple[int, AsyncIterator[list[tuple[Any, ...]]]]]:
+    """The live central entries as of one moment: (its sequence, chunks of rows).
+
+    One REPEATABLE READ transaction, so the rows and the sequence agree however many sites
+    write meanwhile. Rows come in the local store's column order (kind, number, prefix as 0/1,
+    label, source, created_at, expires_at, note).
+    """
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM entries")
+        row = await cur.fetchone()
+        seq = int(row[0]) if row else 0
+
+        async def chunks() -> AsyncIterator[list[tuple[Any, ...]]]:
+            async with conn.cursor(name="screener_snapshot") as named:
+                await named.execute(
+                    "SELECT kind, number, prefix::int, label, source, created_at, expires_at,"
+                    " note FROM entries WHERE NOT deleted"
+                )
+                while True:
+                    rows = await named.fetchmany(chunk)
+                    if not rows:
+                        return
+                    yield rows
+
+        yield seq, chunks()
+
+
+async def ship_calls(
+    conn: psycopg.AsyncConnection[Any],
+    site: str,
+    columns: Sequence[str],
+    records: Sequence[tuple[Any, ...]],
+) -> None:
+    """Upsert a batch of this site's call records (one transaction)."""
+    names = ", ".join(columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "call_id")
+    placeholders = ", ".join(["%s"] * (len(columns) + 1))
+    sql = (
+        f"INSERT INTO calls (site, {names}) VALUES ({placeholders})"  # noqa: S608  # fixed columns
+        f" ON CONFLICT (site, call_id) DO UPDATE SET {updates}"
+    )
+    fallback = columns.index("fallback")
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(
+            sql,
+            [(site, *r[:fallback], bool(r[fallback]), *r[fallback + 1 :]) for r in records],
+        )
+
+
+async def touch_site(conn: psycopg.AsyncConnection[Any], site: str, last_seq: int) -> None:
+    """This site is alive and has applied everything up to ``last_seq``."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO sites (site, last_seq) VALUES (%s, %s) ON CONFLICT (site) DO UPDATE"
+            " SET last_seen = now(), last_seq = excluded.last_seq",
+            (site, last_seq),
+        )

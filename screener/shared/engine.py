@@ -1,0 +1,350 @@
+"""The sync engine: a site's local SQLite and the central PostgreSQL, kept in step.
+
+One :class:`Sync` per site. ``once()`` (``screener sync``) does one full round; ``run(stop)``
+(inside ``screener run``) keeps going until ``stop``:
+
+1. push: the local outbox, oldest first, in batches, each batch one central transaction; the
+   outbox rows are forgotten only after that transaction committed, and a replay of a batch
+   whose acknowledgement was lost is skipped by its idempotency keys;
+2. snapshot, when the local copy never had one, is older than ``snapshot_after_days``, or is
+   ahead of the central store (a central database restored from an older backup);
+3. pull: the central rows changed since the last sequence applied, in batches, each applied in
+   one local transaction together with the sequence it reaches (all or nothing);
+4. the call records not yet shipped, in batches; and this site's last-seen time.
+
+Live: a second connection LISTENs on ``screener_entries``; a notification wakes a pull at once,
+a local change (the outbox, looked at every ``push_interval``) wakes a push, and a full round
+runs every ``pull_interval`` whatever happens. Central store unreachable: the error is kept in
+``sync_state`` (``screener sync status``), and the engine tries again with a growing back-off;
+the local list goes on answering calls, which never wait for any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import psycopg
+import structlog
+
+from screener.config import SharedConfig
+from screener.errors import SharedError, StoreError
+from screener.shared import central, local, schema
+from screener.store import Store
+
+log = structlog.get_logger("screener.sync")
+
+PUSH_BATCH = 500
+PULL_BATCH = 5000
+# Rows fetched per trip (decoded on the event loop, so small: the calls share that loop) and
+# staged per trip to the database thread.
+SNAPSHOT_FETCH = 5_000
+SNAPSHOT_CHUNK = 50_000
+CALLS_INTERVAL = 1.0
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+
+
+@dataclass
+class Round:
+    """What one round did."""
+
+    pushed: int = 0
+    pulled: int = 0
+    snapshot: int | None = None  # rows in the snapshot, if one was taken
+    calls: int = 0
+    last_seq: int = 0
+
+
+class Sync:
+    """The sync of one site's store with the central store."""
+
+    def __init__(self, config: SharedConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self._wake = asyncio.Event()
+        self._notified = False
+        self._last_calls = 0.0
+
+    # --- one round -----------------------------------------------------------------------------
+
+    async def join(self) -> None:
+        """Join the shared list as this site (idempotent)."""
+        if await self.store.run_in_transaction(
+            "join the shared list", lambda db: local.join(db, self.config.site)
+        ):
+            log.info("sync.joined", site=self.config.site)
+
+    async def once(self) -> Round:
+        """Connect, do one full round, disconnect. Raises SharedError when unreachable."""
+        await self.join()
+        try:
+            async with central.connect(self.config) as conn:
+                result = await self.round(conn, calls=True)
+        except SharedError as exc:
+            await self._error(str(exc))
+            raise
+        except (psycopg.Error, OSError) as exc:
+            error = central.wrap(exc, self.config, "sync")
+            await self._error(str(error))
+            raise error from exc
+        await self.store.run("sync state", lambda db: local.record_error(db, None))
+        return result
+
+    async def round(self, conn: psycopg.AsyncConnection[Any], *, calls: bool) -> Round:
+        """Push, snapshot if need be, pull, ship calls."""
+        result = Round()
+        result.pushed = await self.push(conn)
+        state = await self.store.run("sync state", local.state)
+        top = await central.top_seq(conn)
+        if self._needs_snapshot(state, top):
+            result.snapshot = await self.snapshot(conn)
+        result.pulled = await self.pull(conn)
+        if calls:
+            result.calls = await self.ship_calls(conn)
+        state = await self.store.run("sync state", local.state)
+        result.last_seq = state.last_seq
+        await central.touch_site(conn, self.config.site, state.last_seq)
+        return result
+
+    def _needs_snapshot(self, state: local.State, top: int) -> bool:
+        if state.snapshot_at is None:
+            return True
+        if state.last_seq > top:
+            return True  # the central store is behind us: restored from a backup, or new
+        age = time.time() - (state.synced_at or 0.0)
+        return age > self.config.snapshot_after_days * 86400
+
+    async def push(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Send the whole outbox, batch by batch; returns how many changes were sent."""
+        sent = 0
+        while True:
+            batch = await self.store.run(
+                "read the sync outbox", lambda db: local.outbox(db, PUSH_BATCH)
+            )
+            if not batch:
+                return sent
+            top = await central.push(conn, self.config.site, [c for _, c in batch])
+            last_id = batch[-1][0]
+            await self.store.run_in_transaction(
+                "clear the sync outbox", partial(local.done, last_id=last_id)
+            )
+            if top is not None:
+                await self.store.run("sync state", partial(local.note_central, central_seq=top))
+            sent += len(batch)
+
+    async def pull(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Apply every central change after the last one applied; returns how many."""
+        applied = 0
+        while True:
+            state = await self.store.run("sync state", local.state)
+            rows = await central.pull(conn, state.last_seq, PULL_BATCH)
+            if not rows:
+                return applied
+            top = rows[-1][0]
+            await self.store.run_in_transaction(
+                "apply central changes", partial(local.apply, rows=rows, central_seq=top)
+            )
+            applied += len(rows)
+            if len(rows) < PULL_BATCH:
+                return applied
+
+    async def snapshot(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Replace the local list by the central one; returns the number of rows."""
+        began = time.monotonic()
+        count = 0
+        await self.store.run("begin a snapshot", local.snapshot_begin)
+        try:
+            async with central.snapshot(conn, SNAPSHOT_FETCH) as (seq, chunks):
+                # The database thread stages one chunk while the next is fetched.
+                staging: asyncio.Task[None] | None = None
+                staged: list[tuple[Any, ...]] = []
+                async for rows in chunks:
+                    staged.extend(rows)
+                    count += len(rows)
+                    if len(staged) >= SNAPSHOT_CHUNK:
+                        if staging is not None:
+                            await staging
+                        staging = asyncio.create_task(self._stage(staged))
+                        staged = []
+                if staging is not None:
+                    await staging
+                if staged:
+                    await self._stage(staged)
+            removed, written = await self.store.run_in_transaction(
+                "apply a snapshot", lambda db: local.snapshot_apply(db, seq)
+            )
+        finally:
+            await self.store.run("end a snapshot", local.snapshot_end)
+        log.info(
+            "sync.snapshot",
+            rows=count,
+            seq=seq,
+            removed=removed,
+            written=written,
+            seconds=round(time.monotonic() - began, 3),
+        )
+        return count
+
+    async def _stage(self, rows: list[tuple[Any, ...]]) -> None:
+        await self.store.run("stage a snapshot", partial(local.snapshot_stage, rows=rows))
+
+    async def ship_calls(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Ship every call record not yet in the central store; returns how many."""
+        columns = local.call_columns()
+        shipped = 0
+        while True:
+            batch = await self.store.run(
+                "read unshipped calls",
+                lambda db: local.pending_calls(db, self.config.call_batch),
+            )
+            if not batch:
+                return shipped
+            await central.ship_calls(conn, self.config.site, columns, [r for _, r in batch])
+            done = [(r[0], version) for version, r in batch]
+            await self.store.run_in_transaction(
+                "mark calls shipped", partial(local.shipped, calls=done)
+            )
+            shipped += len(batch)
+            if len(batch) < self.config.call_batch:
+                return shipped
+
+    async def _error(self, error: str) -> None:
+        with contextlib.suppress(Exception):  # the store may be the thing that failed
+            await self.store.run("sync state", lambda db: local.record_error(db, error))
+
+    # --- live ----------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep this site in step until ``stop``; never raises for the central store's sake."""
+        backoff = BACKOFF_MIN
+        while not stop.is_set():
+            try:
+                await self.join()
+                async with self._connections() as (conn, listener):
+                    backoff = BACKOFF_MIN
+                    await self._live(conn, listener, stop)
+            except (SharedError, StoreError, psycopg.Error, OSError) as exc:
+                # StoreError: the local database was locked or failed; tried again like the rest.
+                error: Exception = (
+                    exc
+                    if isinstance(exc, SharedError | StoreError)
+                    else central.wrap(exc, self.config, "sync")
+                )
+                log.warning("sync.unavailable", error=str(error), retry_s=backoff)
+                await self._error(str(error))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    @contextlib.asynccontextmanager
+    async def _connections(
+        self,
+    ) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], psycopg.AsyncConnection[Any]]]:
+        async with (
+            central.connect(self.config) as conn,
+            central.connect(self.config, autocommit=True, check_schema=False) as listener,
+        ):
+            await listener.execute(f"LISTEN {schema.CHANNEL}")
+            yield conn, listener
+
+    async def _listen(self, listener: psycopg.AsyncConnection[Any]) -> None:
+        async for notify in listener.notifies():
+            site = notify.payload.partition(" ")[0]
+            if site != self.config.site:
+                self._notified = True
+                self._wake.set()
+
+    async def _live(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        listener: psycopg.AsyncConnection[Any],
+        stop: asyncio.Event,
+    ) -> None:
+        await self.round(conn, calls=True)
+        await self.store.run("sync state", lambda db: local.record_error(db, None))
+        log.info("sync.connected", site=self.config.site, central=self.config.display)
+        last_round = time.monotonic()
+        listening = asyncio.create_task(self._listen(listener), name="sync-listen")
+        try:
+            while not stop.is_set():
+                if listening.done():
+                    listening.result()  # the listener's connection failed: raise its error
+                    raise SharedError("the LISTEN connection closed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.push_interval)
+                self._wake.clear()
+                now = time.monotonic()
+                if now - last_round >= self.config.pull_interval:
+                    await self.round(conn, calls=True)
+                    last_round = now
+                    continue
+                if await self.store.run("sync outbox", local.has_outbox):
+                    await self.push(conn)
+                    await self.pull(conn)  # our own change back, and any others before it
+                if self._notified:
+                    self._notified = False
+                    await self.pull(conn)
+                if now - self._last_calls >= CALLS_INTERVAL:
+                    self._last_calls = now
+                    await self.ship_calls(conn)
+        finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, psycopg.Error, OSError):
+                await listening
+
+    def wake(self) -> None:
+        """Look at the outbox now (a local change was just made in this process)."""
+        self._wake.set()
+
+
+async def status(config: SharedConfig | None, store: Store, *, probe: bool) -> dict[str, Any]:
+    """``screener sync status``: the local sync state, and the central store's if ``probe``."""
+    state = await store.run("sync state", local.state)
+    now = time.time()
+    result: dict[str, Any] = {
+        "site": state.site or (config.site if config else None),
+        "joined": state.enabled,
+        "configured": config is not None,
+        "last_seq": state.last_seq,
+        "central_seq": state.central_seq,
+        "lag_changes": max(0, state.central_seq - state.last_seq),
+        "synced_s_ago": round(now - state.synced_at, 3) if state.synced_at else None,
+        "snapshot_s_ago": round(now - state.snapshot_at, 3) if state.snapshot_at else None,
+        "outbox": state.outbox,
+        "calls_pending": state.calls_pending,
+        "last_error": state.last_error,
+        "error_s_ago": round(now - state.error_at, 3) if state.error_at else None,
+        "central": None,
+    }
+    if config is not None and probe:
+        try:
+            async with central.connect(config) as conn:
+                top = await central.top_seq(conn)
+            result["central_seq"] = top
+            result["lag_changes"] = max(0, top - state.last_seq)
+            result["central"] = "reachable"
+        except SharedError as exc:
+            result["central"] = f"unreachable: {exc}"
+    return result
+
+
+async def init_central(config: SharedConfig) -> tuple[int, list[int]]:
+    """``screener shared init``: create or migrate the central schema; (version, applied)."""
+    async with central.connect(config, check_schema=False) as conn:
+        try:
+            before = await schema.current_version(conn)
+            await conn.rollback()
+            if before > schema.SCHEMA_VERSION:
+                raise SharedError(
+                    f"PostgreSQL {config.display}: central schema {before} is newer than this"
+                    f" screener knows ({schema.SCHEMA_VERSION}); upgrade screener"
+                )
+            applied = await schema.migrate(conn)
+        except psycopg.Error as exc:
+            raise central.wrap(exc, config, "migrate the central schema") from exc
+    return schema.SCHEMA_VERSION, applied
