@@ -137,8 +137,15 @@ def parse_yaml(text: str) -> object:
         if lines[i][1].startswith("- "):
             items: list[object] = []
             while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-                items.append(scalar(lines[i][1][2:].strip()))
-                i += 1
+                item = lines[i][1][2:].strip()
+                if re.match(r"[A-Za-z_][\w.-]*:( |$)", item):
+                    # "- key: value" then more keys of the same mapping, indented past the "- ".
+                    lines[i] = (indent + 2, item)
+                    mapping, i = block(i, indent + 2)
+                    items.append(mapping)
+                else:
+                    items.append(scalar(item))
+                    i += 1
             return items, i
         mapping: dict[str, object] = {}
         while i < len(lines) and lines[i][0] == indent:
@@ -550,9 +557,11 @@ def test_entrypoint_writes_the_least_privilege_screener_user() -> None:
 
 
 def test_compose_secrets_are_all_in_env_example() -> None:
-    """Every variable docker-compose.yml requires is in .env.example, as a placeholder only."""
-    text = (REPO / "docker-compose.yml").read_text()
-    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    """Every secret docker-compose.yml reads is in .env.example, as a placeholder only."""
+    data = compose()
+    secrets = data["secrets"]
+    assert isinstance(secrets, dict)
+    required = {s["environment"] for s in secrets.values() if "environment" in s}
     assert required == {
         "SCREENER_AMI_SECRET",
         "SCREENER_STAFF1_PASSWORD",
@@ -566,6 +575,28 @@ def test_compose_secrets_are_all_in_env_example() -> None:
     assert set(example) == required
     assert set(example.values()) == {"CHANGE_ME"}  # too short: the entrypoint refuses it
     assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_compose_secrets_are_files_never_container_environment() -> None:
+    """No service's environment holds a secret (docker inspect would show it): each service
+    gets the files it needs under /run/secrets and is told their paths (*_FILE)."""
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    given = {}
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        assert not [k for k in env if re.search(r"SECRET$|PASSWORD$", k)], name
+        for item in svc.get("secrets") or []:
+            given[name, item["source"]] = item.get("mode")
+        for key, path in env.items():
+            if key.endswith("_FILE") and str(path).startswith("/run/secrets/"):
+                assert (name, path.removeprefix("/run/secrets/")) in given, (name, key)
+    assert given == {
+        ("asterisk", "ami_secret"): "0o400",
+        ("asterisk", "staff1_password"): "0o400",
+        ("asterisk", "staff2_password"): "0o400",
+        ("screener", "ami_secret"): "0o444",
+    }
 
 
 def test_compose_starts_the_screener_after_a_healthy_asterisk() -> None:
