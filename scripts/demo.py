@@ -126,8 +126,14 @@ async def block_last_caller(info: SandboxInfo, screener: ScreenerProcess) -> dic
         probe_client(carrier) as car,
         Probe(pbx, car) as probe,
     ):
+        assert probe.carrier is not None
+        earlier = {id(e) for e in probe.carrier.events}
         first = await probe.call_sip(number, name="Nuisance", hold=4, within=15)
         first_route, _ = await probe.routed(first, within=15)
+        answered = await probe.carrier.wait_for(
+            lambda e: user_event("StaffAnswered", Endpoint="staff1")(e) and id(e) not in earlier,
+            15,
+        )
         # *32 once the screener knows this call rang staff1 (its last caller).
         deadline = time.monotonic() + 15
         while not any(
@@ -149,6 +155,7 @@ async def block_last_caller(info: SandboxInfo, screener: ScreenerProcess) -> dic
         await probe.hangup_all()
     return {
         "first": first_route,
+        "answered": answered is not None,
         "result": result,
         "ms": (float(changed["changed_at"]) - float(pressed.get("Timestamp") or "nan")) * 1000,
         "second": second_route,
@@ -292,7 +299,8 @@ def main() -> int:
     staff = Table(title="A staff phone blocks its last caller (*32)")
     for column in ("step", "what happened"):
         staff.add_column(column)
-    staff.add_row(f"{NUISANCE} calls", f"route {scene['first']}; staff1 answers")
+    picked = "staff1 answers" if scene["answered"] else "nobody answers"
+    staff.add_row(f"{NUISANCE} calls", f"route {scene['first']}; {picked}")
     staff.add_row(
         "staff1 keys *32",
         f"{scene['result']}: 「着信拒否に登録しました」 (list changed {scene['ms']:.0f} ms"
