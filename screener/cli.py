@@ -1165,7 +1165,7 @@ def sync_status(
     if as_json:
         _print_json(report)
         return
-    table = Table("", "")
+    table = Table("sync", "value")
     for key, value in report.items():
         _add_row(table, key, "-" if value is None else str(value))
     Console().print(table)

@@ -498,7 +498,11 @@ def test_compose_parses_with_the_three_services() -> None:
     data = compose()
     services = data["services"]
     assert isinstance(services, dict)
-    assert set(services) == {"asterisk", "screener", "web"}
+    default = {name for name, svc in services.items() if "profiles" not in svc}
+    assert default == {"asterisk", "screener", "web"}
+    # The shared list's PostgreSQL is a profile of its own, never started by default.
+    shared = {name for name, svc in services.items() if svc.get("profiles") == ["shared"]}
+    assert shared == {"postgres", "shared-init"} == set(services) - default
     try:
         import yaml  # optional cross-check: PyYAML is not a project dependency
     except ImportError:
@@ -604,7 +608,8 @@ def test_compose_starts_the_screener_after_a_healthy_asterisk() -> None:
     services = compose()["services"]
     assert isinstance(services, dict)
     for name, svc in services.items():
-        assert svc["restart"] == "unless-stopped", name
+        # shared-init (profile "shared") is a one-shot `screener shared init`.
+        assert svc["restart"] == ("no" if name == "shared-init" else "unless-stopped"), name
         assert svc["build"]["network"] == "host", name
     assert services["screener"]["depends_on"] == {"asterisk": {"condition": "service_healthy"}}
 

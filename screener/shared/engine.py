@@ -39,7 +39,7 @@ from screener.store import Store
 
 log = structlog.get_logger("screener.sync")
 
-PUSH_BATCH = 500
+PUSH_BATCH = 2000
 PULL_BATCH = 5000
 # Rows fetched per trip (decoded on the event loop, so small: the calls share that loop) and
 # staged per trip to the database thread.
