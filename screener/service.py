@@ -272,10 +272,11 @@ class Screener:
 
     async def _count_lists(self) -> None:
         # Counting 10 million entries reads a whole index (about a second of a core): never
-        # before the first calls, and never on the reader, where it would hold up lookups.
+        # before the first calls, and never on the writer's thread, where every call's record
+        # would wait behind it. The reader's thread is idle: lookups run on the loop's thread.
         await asyncio.sleep(COUNT_DELAY)
         try:
-            entries = await self.writer.store.count_entries()
+            entries = await self.reader.count_entries()
         except StoreError as exc:
             log.warning("could not count the list entries", error=str(exc))
             return
