@@ -5,6 +5,8 @@ agent part's generator (``bench/loadgen.py``) against the real ``screener run`` 
 attaches ``py-spy record`` (the bench extra) to the screener's PID for ``--seconds``, and
 prints the functions with the most samples, by own time and by time including callees (the
 flame graph's raw form is kept as ``bench-results/profile-<rate>.txt``).
+
+``--decision N`` profiles N in-process decisions (part 1's ``screen()``) with pyinstrument.
 """
 
 from __future__ import annotations
@@ -98,14 +100,44 @@ async def profile(
     return result
 
 
+async def profile_decision(entries: int, count: int) -> str:
+    """pyinstrument over ``count`` decisions (``screen()``, the service's reader), as text."""
+    from pyinstrument import Profiler
+
+    from bench.decision import DID, NOW, REGION, _clear
+    from screener.policy import Policy
+    from screener.screening import screen
+    from screener.store import Store
+
+    db = dataset.db_path(entries)
+    raws = dataset.callers(entries, count, seed=23)
+    policy = Policy()
+    async with Store.open(db, readonly=True, loop_lookups=True) as store:
+        for raw in raws:  # warm the page cache, then forget the parsed numbers
+            await screen(store, raw, policy, REGION, NOW, DID)
+        _clear()
+        profiler = Profiler(interval=0.0002, async_mode="disabled")
+        profiler.start()
+        for raw in raws:
+            await screen(store, raw, policy, REGION, NOW, DID)
+        profiler.stop()
+    return str(profiler.output_text(unicode=False, color=False))
+
+
 def main() -> None:
     """Parse the options, profile, print."""
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    p.add_argument(
+        "--decision", type=int, metavar="N", help="profile N in-process decisions instead"
+    )
     p.add_argument("--rate", type=int, default=300)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--entries", type=int, default=10_000_000)
     p.add_argument("--gil", action="store_true", help="only samples holding the GIL")
     args = p.parse_args()
+    if args.decision:
+        print(asyncio.run(profile_decision(args.entries, args.decision)))
+        return
     out = ROOT / "bench-results" / f"profile-{args.rate}.txt"
     result = asyncio.run(profile(args.rate, args.seconds, args.entries, out, gil=args.gil))
     step = result.get("step") or {}
