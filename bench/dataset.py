@@ -4,7 +4,9 @@ The numbers are deterministic, so a cached database and the lookups drawn agains
 
 - exact entries: half Tokyo fixed lines ``+813`` + 8 digits, half mobiles ``+8190`` + 8 digits,
   ``10000000 + 7*i`` (so ``+3`` is always a miss in the same index range); one in three allow;
-  one in fifty expired;
+  one in fifty expired. Past what two blocks hold (about 25.7 M entries) the numbers are
+  ``10000000 + 3*i`` (miss ``+1``) spread evenly over five blocks: Tokyo ``+813``, Osaka
+  ``+816`` and the mobiles ``+8170``, ``+8180``, ``+8190`` (100 M entries fit in 150 M);
 - prefix rules: ``+8150`` + 5 digits (050 IP-phone blocks) and a few office-wide blocks
   (``+81120`` toll free, ``+81570`` navi-dial, ``+81990`` premium, ``+86``, ``+7``).
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from screener.store import Store
+from screener.store import SCHEMA_VERSION, Store
 
 CACHE = Path(os.environ.get("SCREENER_BENCH_CACHE", "/var/tmp/screener-bench"))  # noqa: S108  # a cache, by design
 BLOCK_PREFIXES = (
@@ -44,9 +46,15 @@ MOBILE = "+8190"
 IP = "+8150"
 
 
+# Eight subscriber digits after the block: 10,000,000 .. 99,999,999.
+TOP = 100_000_000
+# Beyond what two blocks hold at a stride of 7, five blocks at a stride of 3 (up to 150 M).
+BIG_BLOCKS = (FIXED, "+816", IP, "+8170", "+8180", MOBILE)
+
+
 @dataclass(frozen=True)
 class Layout:
-    """How many rows of each kind a database of ``size`` entries holds."""
+    """How many rows of each kind a database of ``size`` entries holds, and their numbers."""
 
     size: int
 
@@ -59,17 +67,42 @@ class Layout:
         return max(0, self.size - self.prefixes - len(BLOCK_PREFIXES))
 
     @property
+    def big(self) -> bool:
+        """Too many entries for the two blocks of the small layout (Tokyo and 090)."""
+        return self.exact - self.exact // 2 > (TOP - BASE - 3) // STRIDE
+
+    @property
+    def stride(self) -> int:
+        return 3 if self.big else STRIDE
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """The exact entries' blocks, in key order (the 050 prefix rules sort among them)."""
+        return tuple(b for b in BIG_BLOCKS if b != IP) if self.big else (FIXED, MOBILE)
+
+    def count(self, block: str) -> int:
+        """Exact entries in ``block``: an even share, the last block taking the remainder."""
+        share = self.exact // len(self.blocks)
+        if block == self.blocks[-1]:
+            return self.exact - share * (len(self.blocks) - 1)
+        return share
+
+    @property
     def fixed(self) -> int:
-        return self.exact // 2
+        return self.count(FIXED)
 
     @property
     def mobile(self) -> int:
-        return self.exact - self.fixed
+        return self.count(MOBILE)
+
+    def number(self, block: str, i: int, miss: bool = False) -> str:
+        """The i-th exact entry of a block (or the number just beside it, never listed)."""
+        return exact_number(block, i, miss, self.stride)
 
 
-def exact_number(block: str, i: int, miss: bool = False) -> str:
+def exact_number(block: str, i: int, miss: bool = False, stride: int = STRIDE) -> str:
     """The i-th exact entry of a block (or the number just beside it, which is never listed)."""
-    return f"{block}{BASE + STRIDE * i + (3 if miss else 0)}"
+    return f"{block}{BASE + stride * i + ((3 if stride > 3 else 1) if miss else 0)}"
 
 
 def _row(number: str, i: int, prefix: int) -> tuple[Any, ...]:
@@ -80,13 +113,15 @@ def _row(number: str, i: int, prefix: int) -> tuple[Any, ...]:
 
 
 def _rows(layout: Layout) -> Iterator[tuple[Any, ...]]:
-    # Key order (+813 < +8150 < +8190): the unique index is appended to, not split at random.
-    for i in range(layout.fixed):
-        yield _row(exact_number(FIXED, i), i, 0)
-    for j in range(layout.prefixes):
-        yield _row(f"{IP}{j:05d}", j, 1)
-    for i in range(layout.mobile):
-        yield _row(exact_number(MOBILE, i), i, 0)
+    # Key order (+813 < +8150 < +816 < ... < +8190): the unique index is appended to, not
+    # split at random.
+    for block in (*layout.blocks[:1], IP, *layout.blocks[1:]):
+        if block == IP:
+            for j in range(layout.prefixes):
+                yield _row(f"{IP}{j:05d}", j, 1)
+            continue
+        for i in range(layout.count(block)):
+            yield _row(layout.number(block, i), i, 0)
     for number, kind, label in BLOCK_PREFIXES:
         yield (kind, number, 1, label, "manual", CREATED, None, "", 0, None)
 
@@ -105,6 +140,7 @@ def ensure_db(size: int, log: Any = print) -> tuple[Path, float | None]:
     """The cached database of ``size`` entries, built if missing; returns (path, build seconds)."""
     path = db_path(size)
     if path.exists():
+        _upgrade(path, log)
         return path, None
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".building")
@@ -135,6 +171,18 @@ def ensure_db(size: int, log: Any = print) -> tuple[Path, float | None]:
     return path, seconds
 
 
+def _upgrade(path: Path, log: Any) -> None:
+    """Migrate a database cached by an older screener (the real migrations, in place)."""
+    db = sqlite3.connect(path)
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+    if version < SCHEMA_VERSION:
+        log(f"upgrading {path} from schema {version} to {SCHEMA_VERSION}")
+        asyncio.run(_create_schema(path))
+
+
 def reset_calls(path: Path) -> None:
     """Empty the call log of a cached database (the agent benchmark writes one row per call)."""
     db = sqlite3.connect(path, isolation_level=None)
@@ -155,7 +203,7 @@ def _national(e164: str, style: int) -> str:
     if style == 0:
         return national
     if style == 1:  # 090-1234-5678 / 03-1234-5678
-        if national.startswith("03"):
+        if national.startswith(("03", "06")):
             return f"{national[:2]}-{national[2:6]}-{national[6:]}"
         return f"{national[:3]}-{national[3:7]}-{national[7:]}"
     if style == 2:
@@ -171,12 +219,14 @@ def callers(size: int, count: int, seed: int = 5) -> list[str]:
     for _ in range(count):
         roll = rng.random()
         style = rng.randrange(4)
-        if roll < 0.35 and layout.exact:  # exact entry (allow or block)
-            block, n = (FIXED, layout.fixed) if rng.random() < 0.5 else (MOBILE, layout.mobile)
-            out.append(_national(exact_number(block, rng.randrange(max(1, n))), style))
-        elif roll < 0.65:  # a number next to listed ones, not listed itself
-            block, n = (FIXED, layout.fixed) if rng.random() < 0.5 else (MOBILE, layout.mobile)
-            out.append(_national(exact_number(block, rng.randrange(max(1, n)), miss=True), style))
+        if roll < 0.65 and layout.exact:  # an exact entry, or the number just beside one
+            miss = roll >= 0.35
+            if layout.big:
+                block = layout.blocks[rng.randrange(len(layout.blocks))]
+            else:
+                block = FIXED if rng.random() < 0.5 else MOBILE
+            i = rng.randrange(max(1, layout.count(block)))
+            out.append(_national(layout.number(block, i, miss=miss), style))
         elif roll < 0.80:  # 050 IP phone under a prefix rule
             j = rng.randrange(layout.prefixes)
             out.append(_national(f"{IP}{j:05d}{rng.randrange(1000):03d}", style))

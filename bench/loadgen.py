@@ -19,7 +19,8 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,7 @@ class LoadServer:
         self.step: Step | None = None
         self._server: asyncio.Server | None = None
         self._seq = 0
+        self.total_sent = 0  # every request written, warm-up included
 
     async def __aenter__(self) -> LoadServer:
         loop = asyncio.get_running_loop()
@@ -251,30 +253,57 @@ class LoadServer:
                 break
             due = min(total, int((clock() - start) * rate) + 1)
             while step.sent < due:
-                self._seq += 1
-                seq = self._seq
-                uid = f"1732700000.{seq}"
-                num = numbers[seq % len(numbers)]
-                data = render(
-                    uid,
-                    f"PJSIP/carrier-{seq:08x}",
-                    num,
-                    "Tele Sales" if seq % 5 else "タナカ ショウジ",
-                    "0355550100",
-                    f"{time.time():.6f}",
-                )
+                uid, data = self._render(numbers)
                 self.pending[uid] = clock()
                 client.transport.write(data)
                 step.sent += 1
             next_at = start + step.sent / rate
             await asyncio.sleep(max(0.0, next_at - clock()))
         step.send_seconds = clock() - start
+        await self._drain()
+        self.step = None
+        return step
+
+    def _render(self, numbers: Sequence[str]) -> tuple[str, bytes]:
+        self.total_sent += 1
+        self._seq += 1
+        seq = self._seq
+        uid = f"1732700000.{seq}"
+        data = render(
+            uid,
+            f"PJSIP/carrier-{seq:08x}",
+            numbers[seq % len(numbers)],
+            "Tele Sales" if seq % 5 else "タナカ ショウジ",
+            "0355550100",
+            f"{time.time():.6f}",
+        )
+        return uid, data
+
+    async def run_burst(self, count: int, numbers: Sequence[str]) -> Step:
+        """``count`` calls in one write, all on hold at once; each timed from that write."""
+        step = Step(count, 0.0)
+        self.step = step
+        self.pending.clear()
+        client = self.client
+        if client is None or client.transport is None or client.transport.is_closing():
+            self.step = None
+            return step
+        calls = [self._render(numbers) for _ in range(count)]
+        now = time.perf_counter()
+        for uid, _ in calls:
+            self.pending[uid] = now
+        client.transport.write(b"".join(data for _, data in calls))
+        step.sent = count
+        await self._drain()
+        self.step = None
+        return step
+
+    async def _drain(self) -> None:
+        clock = time.perf_counter
         drain_until = clock() + DRAIN_SECONDS
         # Polled: the answers arrive in data_received, which should stay a plain callback.
         while self.pending and clock() < drain_until:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-        self.step = None
-        return step
 
 
 @dataclass
@@ -387,23 +416,40 @@ async def run_client(
     seconds: float,
     numbers: Sequence[str],
     warmup: int = 300,
+    *,
+    bursts: Sequence[int] = (),
+    rounds: int = 3,
+    during: Callable[[], AbstractAsyncContextManager[object]] | None = None,
 ) -> dict[str, Any]:
-    """Start ``client``, warm it up, run every rate step, stop it; the per-step reports."""
+    """Start ``client``, warm it up, run every rate step (then every burst size, ``rounds``
+    times), stop it; the per-step reports. ``during``: a context entered after the warm-up and
+    left before the client is stopped (the bench's held write lock)."""
     async with LoadServer() as server:
         client.env = client_env(server.port, client.env)
         await client.start(server)
         stop = asyncio.Event()
         sampler = asyncio.create_task(_sampler(client, stop))
         steps = []
+        burst_steps = []
         try:
             await server.run_step(max(50, warmup // 2), warmup / max(50, warmup // 2), numbers)
-            for rate in rates:
-                step = await server.run_step(rate, seconds, numbers)
-                steps.append(step.report())
-                if server.client is None:
-                    break  # the client died or dropped the connection
-            client.sample_rss()
-            hwm = client.hwm()
+            async with during() if during is not None else contextlib.nullcontext():
+                for rate in rates:
+                    step = await server.run_step(rate, seconds, numbers)
+                    steps.append(step.report())
+                    if server.client is None:
+                        break  # the client died or dropped the connection
+                for count in bursts:
+                    merged = Step(count, 0.0)
+                    for _ in range(rounds):
+                        one = await server.run_burst(count, numbers)
+                        merged.sent += one.sent
+                        merged.answered += one.answered
+                        merged.latencies_ms += one.latencies_ms
+                        await asyncio.sleep(0.2)
+                    burst_steps.append(merged.report())
+                client.sample_rss()
+                hwm = client.hwm()
         finally:
             stop.set()
             await sampler
@@ -412,6 +458,8 @@ async def run_client(
     return {
         "label": client.label,
         "steps": steps,
+        "bursts": burst_steps,
+        "requests_sent": server.total_sent,
         "max_sustained_rate": max(sustained) if sustained else 0,
         "peak_rss_bytes": max(client.peak_rss, hwm or 0),
         "vmhwm_bytes": hwm,

@@ -11,7 +11,10 @@ and it migrates), then the reader's; lookups run on the reader so that a writer 
 another process's lock (a long ``list import``) never delays a routing decision. The call record
 is committed *before* the Redirect when the writer answers within ``RECORD_BUDGET`` (so a crash
 never loses a decision that was acted on), and after it otherwise (so a locked database never
-costs a call its route). Every write goes through :class:`~screener.writer.Writer` (group
+costs a call its route); once the writer has been stuck for longer than that budget, calls stop
+waiting for it at all until it commits again. Lookups run on the event loop's own thread (a
+read-only connection that never waits), so a call costs one trip to a database thread: its
+record's commit. Every write goes through :class:`~screener.writer.Writer` (group
 commit, in order, carried over a held lock); what a challenge outcome teaches is decided by
 :mod:`screener.learning` inside the outcome's own transaction.
 
@@ -285,10 +288,11 @@ class Screener:
 
     async def _count_lists(self) -> None:
         # Counting 10 million entries reads a whole index (about a second of a core): never
-        # before the first calls, and never on the reader, where it would hold up lookups.
+        # before the first calls, and never on the writer's thread, where every call's record
+        # would wait behind it. The reader's thread is idle: lookups run on the loop's thread.
         await asyncio.sleep(COUNT_DELAY)
         try:
-            entries = await self.writer.store.count_entries()
+            entries = await self.reader.count_entries()
         except StoreError as exc:
             log.warning("could not count the list entries", error=str(exc))
             return
@@ -388,6 +392,10 @@ class Screener:
             # the time left before the deadline on it, and send nothing if it passed meanwhile.
             # (asyncio.wait never cancels the batch's future, which other calls share.)
             budget = min(RECORD_BUDGET, self._remaining(request) / 2)
+            if self.writer.stalled(RECORD_BUDGET):
+                # The writer has waited longer than a call may (a lock held by another process):
+                # this record queues behind it, and waiting would only cost the call its budget.
+                budget = 0
             if budget > 0:
                 await asyncio.wait((done,), timeout=budget)
             if self._too_late(request):  # the wait for the record used up the time left
@@ -691,7 +699,9 @@ async def run(
         async with (
             # create=False: a missing or empty database is an error, never a fresh empty list.
             Store.open(db_path, create=False, busy_timeout=WRITER_BUSY_TIMEOUT) as writer,
-            Store.open(db_path, readonly=True) as reader,
+            # Lookups on the loop's own thread: an index probe on a warm page cache costs less
+            # than the trip to a database thread, and a WAL reader never waits for a writer.
+            Store.open(db_path, readonly=True, loop_lookups=True) as reader,
         ):
             if marker.left_behind(db_path):
                 await _check_after_unclean_stop(reader, db_path)

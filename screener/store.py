@@ -749,10 +749,21 @@ WriteResult = OutcomeResult | FeatureResult | Entry | bool | None
 class Store:
     """The allow/block lists and the call log in one SQLite file. Use :meth:`open`."""
 
-    def __init__(self, thread: DBThread, path: str, *, readonly: bool) -> None:
+    def __init__(
+        self,
+        thread: DBThread,
+        path: str,
+        *,
+        readonly: bool,
+        loop_db: sqlite3.Connection | None = None,
+    ) -> None:
         self._thread = thread
         self.path = path
         self.readonly = readonly
+        # The read-only connection :meth:`lookup` uses on the event loop's own thread, if any.
+        self._loop_db = loop_db
+        # Lookups that found the loop's connection busy and went to the database thread.
+        self.loop_fallbacks = 0
         # Every operation holds this while it talks to the connection, so that no statement of
         # one coroutine ever runs inside another's transaction (or sees its uncommitted rows).
         self._lock = asyncio.Lock()
@@ -768,6 +779,8 @@ class Store:
         create: bool = True,
         busy_timeout: float = 5.0,
         readonly: bool = False,
+        loop_lookups: bool = False,
+        mmap_size: int = 0,
     ) -> AsyncIterator[Store]:
         """Open (and if need be create and migrate) the database at ``path``; always closes.
 
@@ -776,9 +789,20 @@ class Store:
         schema, and the first pages of each table and of the lookup's index. Damage deeper in
         the tables is found by :meth:`integrity_check` (``screener doctor``), or by the
         statement that meets it.
+
+        ``loop_lookups`` (read-only stores only): :meth:`lookup` runs on the event loop's own
+        thread, on a second read-only connection, instead of making the trip to the database
+        thread, which costs several times the index probe itself. It never waits: in WAL mode a
+        reader takes no lock a writer holds, and the connection's busy timeout is 0, so a busy
+        answer (a WAL being reset, a database not in WAL mode) sends that lookup to the
+        database thread instead (counted in :attr:`loop_fallbacks`). What it can cost the loop
+        is the disk reads of a cold page cache: a few page reads per probe.
+        ``mmap_size``: SQLite's ``PRAGMA mmap_size`` for the read connections (0: off).
         """
         name = os.fspath(path)
         target, exists = _check_path(name, create=create, readonly=readonly)
+        if loop_lookups and not readonly:
+            raise ValueError("loop_lookups is for read-only stores")
 
         def connect() -> sqlite3.Connection:
             return sqlite3.connect(
@@ -792,18 +816,35 @@ class Store:
             thread = await DBThread.start(connect, name="screener-db")
         except sqlite3.Error as exc:
             raise _translate(exc, name, "open") from exc
+        loop_db: sqlite3.Connection | None = None
         try:
             store = cls(thread, name, readonly=readonly)
-            await store._setup(busy_timeout=busy_timeout, existed=exists, create=create)
+            await store._setup(
+                busy_timeout=busy_timeout, existed=exists, create=create, mmap_size=mmap_size
+            )
+            if loop_lookups:
+                # Opened on the database thread (its file I/O off the loop), used on the loop's
+                # thread only from then on.
+                with store._guard("open"):
+                    loop_db = await thread.run(lambda _: _connect_loop_db(target, mmap_size))
+                store._loop_db = loop_db
             yield store
         finally:
+            if loop_db is not None:
+                store._loop_db = None
+                with suppress(sqlite3.Error):
+                    loop_db.close()
             await thread.close()
 
-    async def _setup(self, *, busy_timeout: float, existed: bool, create: bool = True) -> None:
+    async def _setup(
+        self, *, busy_timeout: float, existed: bool, create: bool = True, mmap_size: int = 0
+    ) -> None:
         path, readonly = self.path, self.readonly
 
         def setup(db: sqlite3.Connection) -> tuple[int, bool]:
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            if mmap_size and readonly:
+                db.execute(f"PRAGMA mmap_size = {int(mmap_size)}")
             # Read-only checks first: nothing is written to a file until we know it is ours.
             app_id = int(db.execute("PRAGMA application_id").fetchone()[0])
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
@@ -959,23 +1000,23 @@ class Store:
     # --- list entries --------------------------------------------------------------------------
 
     async def lookup(self, e164: str) -> list[Entry]:
-        """The exact entry for ``e164`` and every prefix rule it falls under, expired or not."""
+        """The exact entry for ``e164`` and every prefix rule it falls under, expired or not.
+
+        On the event loop's thread when the store was opened with ``loop_lookups`` (see
+        :meth:`open`), else on the database thread.
+        """
         candidates = _prefixes(e164)
         if not candidates:
             return []
-        marks = ", ".join("?" * len(candidates))
-        sql = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})"  # noqa: S608
-
-        def lookup(db: sqlite3.Connection) -> list[Entry]:
-            # One statement, one index probe per candidate prefix, whatever the size of the
-            # table; rows become entries on the database thread, not the event loop's.
-            return [
-                entry_from_row(row)
-                for row in db.execute(sql, candidates)
-                if row[3] == 1 or row[2] == e164  # exact entries key on the whole number only
-            ]
-
-        return await self._call("lookup", lookup)
+        loop_db = self._loop_db
+        if loop_db is not None:
+            try:
+                with self._guard("lookup"):
+                    return _lookup(loop_db, e164, candidates)
+            except StoreLockedError:
+                # Busy (never a writer's lock in WAL mode): this one waits on the thread.
+                self.loop_fallbacks += 1
+        return await self._call("lookup", lambda db: _lookup(db, e164, candidates))
 
     async def get(self, number: str, prefix: bool) -> Entry | None:
         """The entry stored for the key (number, prefix), if any."""
@@ -1489,6 +1530,40 @@ _OUTBOX = (
     "INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (key) DO NOTHING"
 )
+
+
+def _lookup_sql(count: int) -> str:
+    marks = ", ".join("?" * count)
+    return f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number IN ({marks})"  # noqa: S608
+
+
+# One statement per number of candidates (E.164 has at most 15 digits): built once.
+_LOOKUP_SQL = {count: _lookup_sql(count) for count in range(1, 17)}
+
+
+def _lookup(db: sqlite3.Connection, e164: str, candidates: list[str]) -> list[Entry]:
+    # One statement, one index probe per candidate prefix, whatever the size of the table.
+    sql = _LOOKUP_SQL.get(len(candidates)) or _lookup_sql(len(candidates))
+    return [
+        entry_from_row(row)
+        for row in db.execute(sql, candidates).fetchall()
+        if row[3] == 1 or row[2] == e164  # exact entries key on the whole number only
+    ]
+
+
+def _connect_loop_db(target: str, mmap_size: int) -> sqlite3.Connection:
+    """The read-only connection for lookups on the event loop's thread: it never waits."""
+    uri = target if target.startswith("file:") else f"{Path(target).absolute().as_uri()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout = 0")
+        if mmap_size:
+            db.execute(f"PRAGMA mmap_size = {int(mmap_size)}")
+        db.execute("SELECT 1 FROM entries WHERE number = '' LIMIT 1").fetchall()
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _executemany(sql: str, rows: list[tuple[Any, ...]]) -> Callable[[sqlite3.Connection], Any]:

@@ -19,14 +19,16 @@ other, so an outcome is always applied after the record of its call.
 
 *Lock survival*: when another process holds the write lock past ``busy_timeout`` (a long
 ``list import``), the whole batch is carried, in order, ahead of the next one and retried on the
-next turn (each turn waits ``busy_timeout`` again: that is the backoff). Writes are given up
-only at shutdown or when more than ``max_carried`` are waiting (memory is then at stake); each
-loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed`.
+next turn (each turn waits ``busy_timeout`` again: that is the backoff). :meth:`Writer.stalled`
+tells how long the commit under way has been waiting, so that a call need not wait too. Writes
+are given up only at shutdown or when more than ``max_carried`` are waiting (memory is then at
+stake); each loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -123,11 +125,20 @@ class Writer:
         self._wake = asyncio.Event()
         self._open = False
         self._closing = False
+        # When the commit under way began (its first try, if a held lock carried it), or None.
+        self._since: float | None = None
 
     @property
     def backlog(self) -> int:
         """Writes queued and not yet committed (for the status line)."""
         return sum(b.size for b in (self._batch, self._committing) if b is not None)
+
+    def stalled(self, longer_than: float) -> bool:
+        """Whether the commit under way began more than ``longer_than`` seconds ago: the
+        database is locked by another process (or the disk is slow), and a write queued now
+        will wait at least as long."""
+        since = self._since
+        return since is not None and time.monotonic() - since > longer_than
 
     # -- queueing ------------------------------------------------------------------------------
 
@@ -192,14 +203,18 @@ class Writer:
                     continue
                 self._batch, self._committing = None, batch
                 carried = False
+                if self._since is None:
+                    self._since = time.monotonic()
                 try:
                     carried = await self._commit(batch)
                 finally:
                     self._committing = None
                     if not carried:
+                        self._since = None
                         _release(batch.done)
         finally:
             self._open = False
+            self._since = None
             for left in (self._batch, self._committing):
                 if left is not None:  # cancelled: release whoever waits on the rest
                     for future in left.results:

@@ -764,6 +764,34 @@ async def test_records_survive_a_lock_longer_than_the_busy_timeout(
     assert svc.task.result().record_errors == 0
 
 
+@pytest.mark.slow
+async def test_calls_stop_waiting_for_a_stalled_writer(
+    fake: FakeAMI, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the writer has waited for a held lock longer than a call's budget, later calls are
+    Redirected without waiting for their records; every record is committed once it is free."""
+    monkeypatch.setattr(service, "RECORD_BUDGET", 1.5)
+    async with serving(make_config(fake, db), fake) as svc:
+        writer = svc.screener.writer
+        with write_locked(db):
+            first, second = new_call_id(), new_call_id()
+            emitted = time.monotonic()
+            await fake.emit(request(first, MOBILE))
+            (redirect,) = await svc.redirects(1, within=5)
+            assert redirect.at - emitted >= 1.5  # the first call waited its whole budget
+            await fake.wait_until(lambda: writer.stalled(1.5), 5)
+            emitted = time.monotonic()
+            await fake.emit(request(second, MOBILE))
+            redirects = await svc.redirects(2, within=5)
+            assert redirects[1].get("Channel") == second
+            assert redirects[1].at - emitted < 1.0  # not its budget: the writer was stalled
+            assert await read_call(db, second) is None
+        records = [await svc.call(c, within=8) for c in (first, second)]
+        assert not writer.stalled(0)
+    assert [r.route for r in records] == ["staff", "staff"]
+    assert svc.task.result().record_errors == 0
+
+
 # -- the writer: group commit ------------------------------------------------------------------
 
 

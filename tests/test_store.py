@@ -277,6 +277,63 @@ async def test_lookup_is_one_statement(store: Store) -> None:
     assert "'+86123456789012'" in statements[0]  # ...one of the 15 prefixes
 
 
+async def test_loop_lookups_find_what_the_thread_finds(store: Store, db_path: Path) -> None:
+    """A store with loop_lookups answers on the loop's thread exactly as the database thread."""
+    await store.add(allow("+81312345678"))
+    await store.add(block("+813", prefix=True))
+    await store.add(block("+81312345679"))
+    async with Store.open(db_path, readonly=True, loop_lookups=True, mmap_size=1 << 20) as fast:
+        for number in ("+81312345678", "+81312345679", "+81399999999", "+442079460000"):
+            assert await fast.lookup(number) == await store.lookup(number)
+        assert fast.loop_fallbacks == 0
+        # A commit made after opening is seen by the next lookup (no read transaction is kept).
+        await store.add(block("+81399999999"))
+        assert [e.number for e in await fast.lookup("+81399999999")] == ["+813", "+81399999999"]
+
+
+async def test_loop_lookups_never_wait_for_a_held_write_lock(store: Store, db_path: Path) -> None:
+    """Another connection holding BEGIN IMMEDIATE with a write pending: lookups on the loop see
+    the committed lists at once, and none has to go to the database thread."""
+    await store.add(block("+81312345678"))
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("DELETE FROM entries")
+        async with Store.open(db_path, readonly=True, loop_lookups=True) as fast:
+            assert [e.number for e in await fast.lookup("+81312345678")] == ["+81312345678"]
+            assert fast.loop_fallbacks == 0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_busy_loop_lookup_goes_to_the_thread(db_path: Path) -> None:
+    """A database out of WAL mode under an exclusive lock: the loop's connection gets busy at
+    once (it never sleeps), and the lookup is made on the thread, which waits its timeout."""
+    async with Store.open(db_path) as store:
+        await store.add(block("+81312345678"))
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        assert other.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+        async with Store.open(db_path, readonly=True, loop_lookups=True, busy_timeout=0.01) as fast:
+            other.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(StoreLockedError):
+                await fast.lookup("+81312345678")
+            assert fast.loop_fallbacks == 1
+            other.execute("ROLLBACK")
+            assert len(await fast.lookup("+81312345678")) == 1
+            assert fast.loop_fallbacks == 1
+    finally:
+        other.close()
+
+
+async def test_loop_lookups_need_a_readonly_store(db_path: Path) -> None:
+    """loop_lookups on a store that writes is refused: its connection would run on the loop."""
+    with pytest.raises(ValueError, match="read-only"):
+        async with Store.open(db_path, loop_lookups=True):
+            pass
+
+
 async def test_expired_entries_are_returned(store: Store) -> None:
     """lookup returns expired entries too: decide explains that it ignored them."""
     await store.add(block("+81312345678", expires_at=NOW - DAY))
