@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import asterisk, dataset, decision, lists, loadgen, startup, storecmp, transfer
+from bench import asterisk, dataset, decision, lists, loadgen, sip, startup, storecmp, transfer
 from bench.stats import ratio
 from screener.log import configure_logging
 
@@ -32,6 +32,10 @@ TARGETS = {
     "asterisk_added_p50_ms": 20.0,
     "check_vs_empty": 1.3,
     "run_startup_s": 1.0,
+    "sip_added_p50_ms": 1.0,
+    "sip_added_p99_ms": 5.0,
+    "sip_added_rate": 50,
+    "sip_rate_vs_direct": 0.9,
 }
 
 
@@ -44,7 +48,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--import-rows", type=int, default=1_000_000, help="CSV rows for part 4")
     p.add_argument(
         "--only",
-        default="decision,agent,asterisk,lists,store,startup",
+        default="decision,agent,asterisk,lists,store,startup,sip",
         help="comma list of parts to run (also: transfer, part 7, not run by default)",
     )
     p.add_argument(
@@ -55,6 +59,14 @@ def _args() -> argparse.Namespace:
     p.add_argument("--asterisk-calls", type=int, default=60, help="part 3 calls per dialplan")
     p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
     p.add_argument("--astdb", type=int, default=1_000_000, help="part 3 AstDB blacklist size")
+    p.add_argument("--sip-rates", default="10,25,50,100,200", help="part 8 calls/s steps")
+    p.add_argument("--sip-step-seconds", type=float, default=20.0, help="part 8 step length")
+    p.add_argument("--sip-hold", type=float, default=3.0, help="part 8 talk time per call (s)")
+    p.add_argument(
+        "--sip-quick",
+        action="store_true",
+        help="part 8 smoke test: 10 and 25 calls/s, 5 s steps, 1 s talk, AstDB of 100,000",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="JSON folder")
     return p.parse_args()
 
@@ -336,6 +348,9 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
             "",
             "",
         )
+    sp = results.get("sip")
+    if sp:
+        verdict.update(_print_sip(sp, t))
     if results.get("db_build_s") is not None:
         t.add_row("setup", "built the list database", f"{results['db_build_s']:.1f} s", "", "")
     t.add_row(
@@ -346,6 +361,89 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
         _ok(results["total_s"] < 600),
     )
     console.print(t)
+    return verdict
+
+
+def _print_sip(sp: dict[str, Any], t: Table) -> dict[str, bool]:
+    """Part 8's rows: one per step and dialplan, then the three targets."""
+    if "error" in sp:
+        t.add_row("8 sip", "real SIP load (SIPp, sandbox)", f"[red]{sp['error'][-300:]}[/]", "", "")
+        t.add_section()
+        return {}
+    verdict: dict[str, bool] = {}
+    t.add_row(
+        "8 sip",
+        "dialplan, rate: calls done / tried, fallback; INVITE → staff INVITE p50 / p99;",
+        "in flight; CPU, RSS of asterisk · screener",
+        "",
+        "",
+    )
+    for s in sp["steps"]:
+        st, pr = s["setup_to_staff"], s["processes"]
+        ast, scr = pr["asterisk"], pr["screener"]
+        refused = ",".join(f"{code}×{n}" for code, n in sorted(s["refused"].items()))
+        failed = f" [red]failed {s['failed']}[/]" if s["failed"] else ""
+        t.add_row(
+            "",
+            f"  {s['dialplan']} {s['rate']}/s: {s['completed']} / {s['attempted']}{failed}"
+            + (f" ({refused})" if refused else "")
+            + f", fb {s['fallback']}; {_ms(st['p50_ms'])} / {_ms(st['p99_ms'])} ms",
+            f"{s['peak_in_flight']}; {ast['cpu_pct']:.0f}%, {ast['peak_rss_mb']:.0f} MB"
+            f" · {scr['cpu_pct']:.0f}%, {scr['peak_rss_mb']:.0f} MB",
+            "",
+            "",
+        )
+    steps = {(s["dialplan"], s["rate"]): s for s in sp["steps"]}
+    direct_ok = [s["rate"] for s in sp["steps"] if s["dialplan"] == "direct" and not s["failed"]]
+    if "screened" in sp["dialplans"]:
+        fallbacks = {
+            r: steps[("screened", r)]["fallback"] for r in direct_ok if ("screened", r) in steps
+        }
+        untried = [r for r in direct_ok if ("screened", r) not in steps]
+        verdict["sip_no_fallback"] = not untried and not any(fallbacks.values())
+        t.add_row(
+            "",
+            "screened: calls that took the fallback, at each rate direct completes",
+            ", ".join(f"{r}/s: {n}" for r, n in fallbacks.items())
+            + "".join(f", {r}/s: not reached" for r in untried),
+            "0",
+            _ok(verdict["sip_no_fallback"]),
+        )
+        rate = TARGETS["sip_added_rate"]
+        added = sp["added_vs_direct"].get("screened", {}).get(str(rate))
+        if added:
+            verdict["sip_added"] = (
+                added["p50_ms"] <= TARGETS["sip_added_p50_ms"]
+                and added["p99_ms"] <= TARGETS["sip_added_p99_ms"]
+            )
+            t.add_row(
+                "",
+                f"set-up added by the screener over direct at {rate}/s, p50 / p99",
+                f"{_ms(added['p50_ms'])} / {_ms(added['p99_ms'])} ms",
+                "≤ 1 / ≤ 5 ms",
+                _ok(verdict["sip_added"]),
+            )
+        best = sp["max_completed_rate"]
+        if "direct" in best:
+            verdict["sip_rate"] = best["screened"] >= TARGETS["sip_rate_vs_direct"] * best["direct"]
+            t.add_row(
+                "",
+                "highest rate completed: " + " / ".join(sp["dialplans"]),
+                " / ".join(f"{best[d]}/s" for d in sp["dialplans"])
+                + f" (of {max(sp['rates'])}/s tried)",
+                "screened ≥ 90% of direct",
+                _ok(verdict["sip_rate"]),
+            )
+    t.add_row(
+        "",
+        "mix; talk time; step; AstDB",
+        ", ".join(f"{k} {v}%" for k, v in sp["mix"].items())
+        + f"; {sp['hold_s']:g} s; {sp['step_seconds']:g} s; {sp['astdb_entries']:,}"
+        + (f" (filled in {sp['astdb_fill_s']:.0f} s)" if "astdb_fill_s" in sp else ""),
+        "",
+        "",
+    )
+    t.add_section()
     return verdict
 
 
@@ -391,6 +489,17 @@ def main() -> None:
     if "transfer" in parts:
         sizes = [int(n) for n in args.transfer_rows.split(",") if n]
         results["transfer"] = transfer.run(sizes, log=console.log)
+    if "sip" in parts:
+        quick = args.sip_quick
+        rates = [10, 25] if quick else [int(r) for r in args.sip_rates.split(",") if r]
+        results["sip"] = sip.run(
+            entries=args.entries,
+            rates=rates,
+            step_seconds=5.0 if quick else args.sip_step_seconds,
+            hold_s=1.0 if quick else args.sip_hold,
+            astdb=100_000 if quick else args.astdb,
+            log=console.log,
+        )
     results["total_s"] = time.perf_counter() - started
     results["verdict"] = _print(results, console)
     args.out.mkdir(parents=True, exist_ok=True)
