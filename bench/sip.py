@@ -126,7 +126,7 @@ def caller_mix(entries: int, astdb: int, count: int, seed: int) -> list[tuple[st
     layout = dataset.Layout(entries)
     rng = random.Random(seed)
     # Block-listed callers come from both lists: the first astdb blocked mobiles, unexpired.
-    blocked_span = min(layout.mobile, astdb * 3 // 2)
+    blocked_span = max(3, min(layout.mobile, astdb * 3 // 2))
     kinds = [kind for kind, share in MIX for _ in range(share)]
     out: list[tuple[str, str]] = []
     for _ in range(count):
@@ -335,7 +335,8 @@ class Step:
     def peak_in_flight(self) -> int:
         """The highest ``CurrentCall`` of SIPp's per-second statistics."""
         try:
-            rows = list(csv.DictReader(self.stat.open(), delimiter=";"))
+            with self.stat.open() as f:
+                rows = list(csv.DictReader(f, delimiter=";"))
         except OSError:
             return 0
         return max((int(r.get("CurrentCall", 0) or 0) for r in rows), default=0)
@@ -385,6 +386,7 @@ def analyse(
         "fallback": fallback,
         "no_route_event": len(invite) - decided - fallback,
         "routes": dict(routes),
+        "kinds": dict(Counter(kind for kind, _ in step.callers)),
         "unexpected_route": unexpected,
         "to_staff": len(staff_ms),
         "setup_to_staff": summary(staff_ms),
