@@ -60,7 +60,17 @@ def _args() -> argparse.Namespace:
     p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
     p.add_argument("--astdb", type=int, default=1_000_000, help="part 3 AstDB blacklist size")
     p.add_argument("--sip-rates", default="10,25,50,100,200", help="part 8 calls/s steps")
-    p.add_argument("--sip-step-seconds", type=float, default=20.0, help="part 8 step length")
+    p.add_argument("--sip-step-seconds", type=float, default=15.0, help="part 8 step length")
+    p.add_argument(
+        "--sip-dialplans",
+        default="direct,blacklist,screened",
+        help="part 8 dialplans (also: floor, bench/floor.py answering instead of the screener)",
+    )
+    p.add_argument(
+        "--sip-profile",
+        action="store_true",
+        help="part 8: py-spy on the screener during screened steps (if py-spy is installed)",
+    )
     p.add_argument("--sip-hold", type=float, default=3.0, help="part 8 talk time per call (s)")
     p.add_argument(
         "--sip-quick",
@@ -393,6 +403,17 @@ def _print_sip(sp: dict[str, Any], t: Table) -> dict[str, bool]:
             "",
             "",
         )
+        own = s.get("screener")
+        if own:
+            dec, red = own["decision"], own["redirect"]
+            t.add_row(
+                "",
+                "    its log: decision p50 / p99; request → Redirect answered p50 / p99",
+                f"{_ms(dec['p50_ms'])} / {_ms(dec['p99_ms'])};"
+                f" {_ms(red['p50_ms'])} / {_ms(red['p99_ms'])} ms",
+                "",
+                "",
+            )
     steps = {(s["dialplan"], s["rate"]): s for s in sp["steps"]}
     direct_ok = [s["rate"] for s in sp["steps"] if s["dialplan"] == "direct" and not s["failed"]]
     if "screened" in sp["dialplans"]:
@@ -410,7 +431,17 @@ def _print_sip(sp: dict[str, Any], t: Table) -> dict[str, bool]:
             _ok(verdict["sip_no_fallback"]),
         )
         rate = TARGETS["sip_added_rate"]
-        added = sp["added_vs_direct"].get("screened", {}).get(str(rate))
+        per_rate = sp["added_vs_direct"].get("screened", {})
+        t.add_row(
+            "",
+            "set-up added by the screener over direct, p50 / p99, per rate",
+            "; ".join(
+                f"{r}/s {_ms(a['p50_ms'])} / {_ms(a['p99_ms'])}" for r, a in per_rate.items()
+            ),
+            "",
+            "",
+        )
+        added = per_rate.get(str(rate))
         if added:
             verdict["sip_added"] = (
                 added["p50_ms"] <= TARGETS["sip_added_p50_ms"]
@@ -498,6 +529,8 @@ def main() -> None:
             step_seconds=5.0 if quick else args.sip_step_seconds,
             hold_s=1.0 if quick else args.sip_hold,
             astdb=100_000 if quick else args.astdb,
+            dialplans=[d for d in args.sip_dialplans.split(",") if d],
+            profile=args.sip_profile,
             log=console.log,
         )
     results["total_s"] = time.perf_counter() - started

@@ -49,6 +49,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -66,8 +67,13 @@ SCENARIOS = HERE / "sipp"
 RTP_CONF = HERE / "asterisk" / "rtp.conf"
 HOST = "127.0.0.1"
 
-DIALPLANS = ("direct", "blacklist", "screened")
-DID = {"direct": "bench-direct", "blacklist": "bench-blacklist", "screened": "0312345678"}
+DIALPLANS = ("direct", "blacklist", "screened")  # "floor" too, when asked (Agent)
+DID = {
+    "direct": "bench-direct",
+    "blacklist": "bench-blacklist",
+    "screened": "0312345678",
+    "floor": "0312345678",
+}
 # The comparison entries, added to [from-trunk] (the trunk's context) for the bench only.
 # Their names are not digits, so the shipped _X. / _+X. / s patterns never match them.
 EXTENSIONS = {
@@ -317,7 +323,9 @@ class Step:
     def stat(self) -> Path:
         return self.tmp / f"{self.tag}stat.csv"
 
-    def argv(self, scenario: Path, seconds: float) -> list[str]:
+    def argv(self, scenario: Path, seconds: float, hold_s: float) -> list[str]:
+        """SIPp's command line; it gives up ``hold_s`` + 20 s after the last call is placed
+        (an overloaded PBX would otherwise keep a step going for minutes)."""
         csv_path = self.tmp / f"{self.tag}callers.csv"
         write_csv(csv_path, self.callers)
         return [
@@ -328,7 +336,7 @@ class Step:
             "-nostdin", "-trace_logs", "-log_file", str(self.log),
             "-trace_stat", "-stf", str(self.stat), "-fd", "1",
             "-trace_err", "-error_file", str(self.tmp / f"{self.tag}errors.log"),
-            "-timeout", f"{int(seconds) + 90}s", "-max_recv_loops", "10000",
+            "-timeout", f"{int(seconds + hold_s) + 20}s", "-max_recv_loops", "10000",
             "-max_sched_loops", "10000",
         ]  # fmt: skip
 
@@ -392,6 +400,24 @@ def analyse(
         "setup_to_staff": summary(staff_ms),
         "setup_to_answer": summary(answer_ms),
         "peak_in_flight": step.peak_in_flight(),
+    }
+
+
+def screener_times(lines: Sequence[dict[str, Any]], tag: str) -> dict[str, Any]:
+    """The screener's own timing of one step's calls (its ``call screened`` log lines):
+    the decision (normalize, lookup, policy) and request → Redirect answered (which includes
+    the wait for the call record's commit, at most ``RECORD_BUDGET``, and the AMI round trip).
+    """
+    mine = [
+        line
+        for line in lines
+        if line.get("event") == "call screened" and str(line.get("name", "")).startswith(tag)
+    ]
+    return {
+        "decision": summary([float(line["decision_ms"]) for line in mine]),
+        "redirect": summary(
+            [float(line["redirect_ms"]) for line in mine if line.get("redirect_ms") is not None]
+        ),
     }
 
 
@@ -495,14 +521,78 @@ async def _collect(ami: AMIClient, routed: dict[str, tuple[str, bool]]) -> None:
             )
 
 
+class Agent:
+    """Whoever answers the PBX's ScreenRequests: ``screener run`` (info level, JSON lines, as
+    in production), or for the ``floor`` dialplan ``bench/floor.py``, which redirects every
+    request to staff at once (no lookup, no record: Asterisk's and AMI's share of the cost)."""
+
+    def __init__(self, info: SandboxInfo, db: Path, tmp: Path) -> None:
+        self.info, self.db, self.tmp = info, db, tmp
+        self.kind = ""
+        self.screener: ScreenerProcess | None = None
+        self.floor: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._lines: list[dict[str, Any]] = []
+
+    def ensure(self, kind: str) -> int:
+        """Make ``kind`` (screener or floor) the one logged in; returns its PID."""
+        if kind != self.kind:
+            self.stop()
+            self.starts += 1
+            env = {**self.info.screener_env(), "SCREENER_LOG_LEVEL": "info"}
+            if kind == "floor":
+                argv = [sys.executable, "-m", "bench.floor"]
+                self.floor = subprocess.Popen(
+                    argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, cwd=HERE.parent
+                )
+                time.sleep(1.0)  # it logs in at once and says nothing
+                if self.floor.poll() is not None:
+                    raise SandboxError("bench/floor.py exited at start")
+            else:
+                log_path = self.tmp / f"screener-{self.starts}.log"
+                self.screener = ScreenerProcess(env, self.db, log_path)
+                self.screener.start()
+                if self.screener.find_log("screener running", 30) is None:
+                    raise SandboxError(f"screener did not start: {self.screener.tail(800)}")
+            self.kind = kind
+        proc = self.floor if kind == "floor" else (self.screener and self.screener.proc)
+        assert proc is not None
+        return proc.pid
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The running screener's JSON log lines."""
+        return self.screener.lines() if self.screener is not None else []
+
+    def profile(self, tag: str, seconds: float) -> subprocess.Popen[bytes] | None:
+        """py-spy on the screener for one step (when installed), collapsed stacks to a file."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if self.screener is None or self.screener.proc is None or not Path(spy).exists():
+            return None
+        out = self.tmp / f"{tag}profile.txt"
+        argv = [spy, "record", "--format", "raw", "--rate", "250", "--nonblocking",
+                "--duration", str(int(seconds)), "--pid", str(self.screener.proc.pid),
+                "--output", str(out)]  # fmt: skip
+        return spawn(argv, self.tmp / f"{tag}py-spy.out")
+
+    def stop(self) -> None:
+        """Stop whichever runs, by its PID."""
+        if self.screener is not None:
+            self.screener.stop()
+            self.screener = None
+        if self.floor is not None:
+            stop(self.floor)
+            self.floor = None
+        self.kind = ""
+
+
 async def run_step(
-    step: Step, scenario: Path, seconds: float, staff: Staff, sampler: Sampler
+    step: Step, scenario: Path, seconds: float, hold_s: float, sampler: Sampler
 ) -> subprocess.CompletedProcess[bytes]:
     """Run one SIPp carrier to the end, sampling the PBX and the screener meanwhile."""
     sampler.start()
-    proc = spawn(step.argv(scenario, seconds), step.tmp / f"{step.tag}sipp.out")
+    proc = spawn(step.argv(scenario, seconds, hold_s), step.tmp / f"{step.tag}sipp.out")
     try:
-        deadline = time.monotonic() + seconds + 120
+        deadline = time.monotonic() + seconds + hold_s + 40
         while proc.poll() is None and time.monotonic() < deadline:
             sampler.poll()
             await asyncio.sleep(0.25)
@@ -523,6 +613,7 @@ async def measure(
     dialplans: Sequence[str],
     tmp: Path,
     log: Log,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Everything between the sandbox being up and it going down."""
     settings = AMISettings(
@@ -532,9 +623,7 @@ async def measure(
         secret=info.raw["test_secret"],
         events="user",
     )
-    screener = ScreenerProcess(
-        {**info.screener_env(), "SCREENER_LOG_LEVEL": "info"}, db, tmp / "screener.log"
-    )
+    agent = Agent(info, db, tmp)
     staff = Staff(tmp)
     scenario = tmp / "carrier.xml"
     scenario.write_text(carrier_scenario(hold_s))
@@ -549,11 +638,6 @@ async def measure(
                 log(f"sip: {astdb:,} numbers into the AstDB blacklist")
                 result["astdb_fill_s"] = await fill_astdb(ami, info, astdb_numbers(astdb))
             staff.start()
-            screener.start()
-            if screener.find_log("screener running", 30) is None:
-                raise SandboxError(f"screener did not start: {screener.tail(800)}")
-            assert screener.proc is not None
-            pids = {"asterisk": int(info.raw["asterisk_pid"]), "screener": screener.proc.pid}
             live = list(dialplans)
             for index, rate in enumerate(rates):
                 for dialplan in list(live):
@@ -563,11 +647,21 @@ async def measure(
                     )
                     step = Step(dialplan, rate, tag, callers, tmp)
                     log(f"sip: {dialplan} at {rate}/s for {step_seconds:g}s")
-                    sampler = Sampler(pids)
-                    done = await run_step(step, scenario, step_seconds, staff, sampler)
+                    pid = agent.ensure("floor" if dialplan == "floor" else "screener")
+                    sampler = Sampler({"asterisk": int(info.raw["asterisk_pid"]), "screener": pid})
+                    spy = (
+                        agent.profile(tag, step_seconds)
+                        if profile and dialplan == "screened"
+                        else None
+                    )
+                    done = await run_step(step, scenario, step_seconds, hold_s, sampler)
+                    if spy is not None:
+                        stop(spy)
                     await asyncio.sleep(0.5)  # the last ScreenRouted events arrive
                     figures = analyse(step, staff.arrivals(), routed)
                     figures["sipp_exit"] = done.returncode
+                    if dialplan == "screened":
+                        figures["screener"] = screener_times(agent.lines(), tag)
                     figures["processes"] = sampler.result()
                     steps.append(figures)
                     if figures["failed"] or figures["fallback"]:
@@ -575,7 +669,7 @@ async def measure(
                 if not live:
                     break
         finally:
-            screener.stop()
+            agent.stop()
             staff.stop()
             await restore_pbx(ami, staff_dial)
             collector.cancel()
@@ -615,6 +709,7 @@ def run_on(
     astdb: int = 1_000_000,
     dialplans: Sequence[str] = DIALPLANS,
     workdir: Path | None = None,
+    profile: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
     """The SIP part on a sandbox that is already up (the e2e test's session).
@@ -631,7 +726,7 @@ def run_on(
         result = asyncio.run(
             measure(
                 info, entries=entries, db=db, rates=rates, step_seconds=step_seconds,
-                hold_s=hold_s, astdb=astdb, dialplans=dialplans, tmp=tmp, log=log,
+                hold_s=hold_s, astdb=astdb, dialplans=dialplans, tmp=tmp, log=log, profile=profile,
             )
         )  # fmt: skip
     finally:
