@@ -102,6 +102,9 @@ SCREENED_ROUTE = {
     "toll_free": "challenge",
     "withheld": "challenge",
 }
+# A step whose staff-bound calls take longer than this to ring staff (median) has saturated
+# the PBX: callers would hear seconds of silence. The ladder stops there for that dialplan.
+SATURATED_MS = 1000.0
 REFUSALS = (403, 404, 408, 480, 486, 487, 500, 503, 603)
 
 Log = Callable[[str], None]
@@ -664,7 +667,7 @@ async def measure(
                         figures["screener"] = screener_times(agent.lines(), tag)
                     figures["processes"] = sampler.result()
                     steps.append(figures)
-                    if figures["failed"] or figures["fallback"]:
+                    if not unsaturated(figures) or figures["fallback"]:
                         live.remove(dialplan)
                 if not live:
                     break
@@ -678,11 +681,17 @@ async def measure(
     return result
 
 
+def unsaturated(step: dict[str, Any]) -> bool:
+    """Every call completed and staff rang within ``SATURATED_MS`` (median)."""
+    p50 = step["setup_to_staff"]["p50_ms"]
+    return not step["failed"] and not p50 > SATURATED_MS  # NaN (no staff call) passes
+
+
 def summarise(result: dict[str, Any], dialplans: Sequence[str]) -> dict[str, Any]:
     """Highest completed rate per dialplan, the screener's added set-up, and the targets."""
     steps = result["steps"]
     clean = {
-        d: [s["rate"] for s in steps if s["dialplan"] == d and not s["failed"]] for d in dialplans
+        d: [s["rate"] for s in steps if s["dialplan"] == d and unsaturated(s)] for d in dialplans
     }
     result["max_completed_rate"] = {d: max(r, default=0) for d, r in clean.items()}
     by = {(s["dialplan"], s["rate"]): s for s in steps}
