@@ -472,7 +472,11 @@ async def prepare_pbx(ami: AMIClient, info: SandboxInfo, staff_port: int) -> str
     """Bench-only state on the sandbox PBX; returns STAFF_DIAL's value to put back."""
     for module in MODULES:
         await ami.send({"Action": "ModuleLoad", "Module": module, "LoadType": "load"}, timeout=10)
-    shutil.copyfile(RTP_CONF, Path(info.raw["instance_dir"]) / "etc" / "rtp.conf")
+    rtp = Path(info.raw["instance_dir"]) / "etc" / "rtp.conf"
+    shipped = rtp.with_name("rtp.conf.shipped")
+    if not shipped.exists():
+        shutil.copyfile(rtp, shipped)
+    shutil.copyfile(RTP_CONF, rtp)
     await _action(ami, {"Action": "Reload", "Module": "res_rtp_asterisk.so"})
     for exten, steps in EXTENSIONS.items():
         for priority, (app, data) in enumerate(steps, start=1):
@@ -500,8 +504,14 @@ async def prepare_pbx(ami: AMIClient, info: SandboxInfo, staff_port: int) -> str
     return before
 
 
-async def restore_pbx(ami: AMIClient, staff_dial: str) -> None:
-    """Put the shared sandbox back as the tests expect it (STAFF_DIAL, no bench extensions)."""
+async def restore_pbx(ami: AMIClient, info: SandboxInfo, staff_dial: str) -> None:
+    """Put the shared sandbox back as the tests expect it: STAFF_DIAL, no bench extensions,
+    the shipped RTP range (the two modules stay loaded; nothing else calls them)."""
+    rtp = Path(info.raw["instance_dir"]) / "etc" / "rtp.conf"
+    shipped = rtp.with_name("rtp.conf.shipped")
+    if shipped.exists():
+        shipped.replace(rtp)
+        await ami.send({"Action": "Reload", "Module": "res_rtp_asterisk.so"}, timeout=10)
     await ami.send({"Action": "Setvar", "Variable": "STAFF_DIAL", "Value": staff_dial}, timeout=10)
     for exten in EXTENSIONS:
         await ami.send(
@@ -674,7 +684,7 @@ async def measure(
         finally:
             agent.stop()
             staff.stop()
-            await restore_pbx(ami, staff_dial)
+            await restore_pbx(ami, info, staff_dial)
             collector.cancel()
             await asyncio.gather(collector, return_exceptions=True)
     result["steps"] = steps
