@@ -285,8 +285,10 @@ class Staff:
         self.tmp = tmp
 
     def start(self) -> None:
+        # Every socket on loopback: SIP and media (-i/-mi with -bind_local) and SIPp's remote
+        # control port (-ci; it listens on all addresses otherwise).
         argv = [
-            "sipp", "-sf", str(SCENARIOS / "staff.xml"), "-i", HOST, "-bind_local",
+            "sipp", "-sf", str(SCENARIOS / "staff.xml"), "-i", HOST, "-bind_local", "-ci", HOST,
             "-p", str(self.port), "-mi", HOST, "-mp", str(free_udp_port()), "-nostdin",
             "-trace_logs", "-log_file", str(self.log), "-trace_err",
             "-error_file", str(self.tmp / "staff-errors.log"),
@@ -335,7 +337,7 @@ class Step:
             "sipp", f"{HOST}:5060", "-sf", str(scenario), "-inf", str(csv_path),
             "-key", "did", DID[self.dialplan], "-key", "tag", self.tag,
             "-r", str(self.rate), "-m", str(len(self.callers)), "-l", "100000",
-            "-i", HOST, "-bind_local", "-mi", HOST, "-mp", str(free_udp_port()),
+            "-i", HOST, "-bind_local", "-ci", HOST, "-mi", HOST, "-mp", str(free_udp_port()),
             "-nostdin", "-trace_logs", "-log_file", str(self.log),
             "-trace_stat", "-stf", str(self.stat), "-fd", "1",
             "-trace_err", "-error_file", str(self.tmp / f"{self.tag}errors.log"),
