@@ -15,7 +15,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import sync as sync_bench
 from bench import (
     asterisk,
     dataset,
@@ -24,10 +23,12 @@ from bench import (
     lists,
     loadgen,
     lock,
+    sip,
     startup,
     storecmp,
     transfer,
 )
+from bench import sync as sync_bench
 from bench.stats import ratio
 from screener.log import configure_logging
 
@@ -46,6 +47,10 @@ TARGETS = {
     "run_startup_s": 1.0,
     "sync_effect_p50_ms": 1000.0,
     "snapshot_10m_s": 180.0,
+    "sip_added_p50_ms": 1.0,
+    "sip_added_p99_ms": 5.0,
+    "sip_added_rate": 50,
+    "sip_rate_vs_direct": 0.9,
 }
 
 
@@ -58,7 +63,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--import-rows", type=int, default=1_000_000, help="CSV rows for part 4")
     p.add_argument(
         "--only",
-        default="decision,agent,asterisk,lists,store,startup,growth",
+        default="decision,agent,asterisk,lists,store,startup,growth,sip",
         help="comma list of parts to run (also, only when named: transfer, part 7; sync, part 8)",
     )
     p.add_argument(
@@ -85,6 +90,24 @@ def _args() -> argparse.Namespace:
     p.add_argument("--asterisk-calls", type=int, default=60, help="part 3 calls per dialplan")
     p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
     p.add_argument("--astdb", type=int, default=1_000_000, help="part 3 AstDB blacklist size")
+    p.add_argument("--sip-rates", default="10,25,50,100,200", help="part 10 calls/s steps")
+    p.add_argument("--sip-step-seconds", type=float, default=15.0, help="part 10 step length")
+    p.add_argument(
+        "--sip-dialplans",
+        default="direct,blacklist,screened",
+        help="part 8 dialplans (also: floor, bench/floor.py answering instead of the screener)",
+    )
+    p.add_argument(
+        "--sip-profile",
+        action="store_true",
+        help="part 8: py-spy on the screener during screened steps (if py-spy is installed)",
+    )
+    p.add_argument("--sip-hold", type=float, default=3.0, help="part 10 talk time per call (s)")
+    p.add_argument(
+        "--sip-quick",
+        action="store_true",
+        help="part 8 smoke test: 10 and 25 calls/s, 5 s steps, 1 s talk, AstDB of 100,000",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="JSON folder")
     return p.parse_args()
 
@@ -542,6 +565,9 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
         for path in g.get("plots", []):
             t.add_row("", "plot", str(Path(path).relative_to(ROOT)), "", "")
         t.add_section()
+    sp = results.get("sip")
+    if sp:
+        verdict.update(_print_sip(sp, t))
     if results.get("db_build_s") is not None:
         t.add_row("setup", "built the list database", f"{results['db_build_s']:.1f} s", "", "")
     t.add_row(
@@ -552,6 +578,112 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
         _ok(results["total_s"] < 900),
     )
     console.print(t)
+    return verdict
+
+
+def _print_sip(sp: dict[str, Any], t: Table) -> dict[str, bool]:
+    """Part 10's rows: one per step and dialplan, then the three targets."""
+    if "error" in sp:
+        t.add_row(
+            "10 sip", "real SIP load (SIPp, sandbox)", f"[red]{sp['error'][-300:]}[/]", "", ""
+        )
+        t.add_section()
+        return {}
+    verdict: dict[str, bool] = {}
+    t.add_row(
+        "10 sip",
+        "dialplan, rate: calls done / tried, fallback; INVITE → staff INVITE p50 / p99;",
+        "in flight; CPU, RSS of asterisk · screener",
+        "",
+        "",
+    )
+    for s in sp["steps"]:
+        st, pr = s["setup_to_staff"], s["processes"]
+        ast, scr = pr["asterisk"], pr["screener"]
+        refused = ",".join(f"{code}×{n}" for code, n in sorted(s["refused"].items()))
+        failed = f" [red]failed {s['failed']}[/]" if s["failed"] else ""
+        t.add_row(
+            "",
+            f"  {s['dialplan']} {s['rate']}/s: {s['completed']} / {s['attempted']}{failed}"
+            + (f" ({refused})" if refused else "")
+            + f", fb {s['fallback']}; {_ms(st['p50_ms'])} / {_ms(st['p99_ms'])} ms",
+            f"{s['peak_in_flight']}; {ast['cpu_pct']:.0f}%, {ast['peak_rss_mb']:.0f} MB"
+            f" · {scr['cpu_pct']:.0f}%, {scr['peak_rss_mb']:.0f} MB",
+            "",
+            "",
+        )
+        own = s.get("screener")
+        if own:
+            dec, red = own["decision"], own["redirect"]
+            t.add_row(
+                "",
+                "    its log: decision p50 / p99; request → Redirect answered p50 / p99",
+                f"{_ms(dec['p50_ms'])} / {_ms(dec['p99_ms'])};"
+                f" {_ms(red['p50_ms'])} / {_ms(red['p99_ms'])} ms",
+                "",
+                "",
+            )
+    steps = {(s["dialplan"], s["rate"]): s for s in sp["steps"]}
+    direct_ok = [s["rate"] for s in sp["steps"] if s["dialplan"] == "direct" and sip.unsaturated(s)]
+    if "screened" in sp["dialplans"]:
+        fallbacks = {
+            r: steps[("screened", r)]["fallback"] for r in direct_ok if ("screened", r) in steps
+        }
+        untried = [r for r in direct_ok if ("screened", r) not in steps]
+        verdict["sip_no_fallback"] = not untried and not any(fallbacks.values())
+        t.add_row(
+            "",
+            "screened: calls that took the fallback, at each rate direct completes",
+            ", ".join(f"{r}/s: {n}" for r, n in fallbacks.items())
+            + "".join(f", {r}/s: not reached" for r in untried),
+            "0",
+            _ok(verdict["sip_no_fallback"]),
+        )
+        rate = TARGETS["sip_added_rate"]
+        per_rate = sp["added_vs_direct"].get("screened", {})
+        t.add_row(
+            "",
+            "set-up added by the screener over direct, p50 / p99, per rate",
+            "; ".join(
+                f"{r}/s {_ms(a['p50_ms'])} / {_ms(a['p99_ms'])}" for r, a in per_rate.items()
+            ),
+            "",
+            "",
+        )
+        added = per_rate.get(str(rate))
+        if added:
+            verdict["sip_added"] = (
+                added["p50_ms"] <= TARGETS["sip_added_p50_ms"]
+                and added["p99_ms"] <= TARGETS["sip_added_p99_ms"]
+            )
+            t.add_row(
+                "",
+                f"set-up added by the screener over direct at {rate}/s, p50 / p99",
+                f"{_ms(added['p50_ms'])} / {_ms(added['p99_ms'])} ms",
+                "≤ 1 / ≤ 5 ms",
+                _ok(verdict["sip_added"]),
+            )
+        best = sp["max_completed_rate"]
+        if "direct" in best:
+            verdict["sip_rate"] = best["screened"] >= TARGETS["sip_rate_vs_direct"] * best["direct"]
+            t.add_row(
+                "",
+                "highest rate completed, set-up p50 ≤ 1 s: " + " / ".join(sp["dialplans"]),
+                " / ".join(f"{best[d]}/s" for d in sp["dialplans"])
+                + f" (of {max(sp['rates'])}/s tried)",
+                "screened ≥ 90% of direct",
+                _ok(verdict["sip_rate"]),
+            )
+    t.add_row(
+        "",
+        "mix; talk time; step; AstDB",
+        ", ".join(f"{k} {v}%" for k, v in sp["mix"].items())
+        + f"; {sp['hold_s']:g} s; {sp['step_seconds']:g} s; {sp['astdb_entries']:,}"
+        + (f" (filled in {sp['astdb_fill_s']:.0f} s)" if "astdb_fill_s" in sp else ""),
+        "",
+        "",
+    )
+    t.add_section()
     return verdict
 
 
@@ -608,6 +740,19 @@ def main() -> None:
         sizes = tuple(int(n) for n in args.growth_sizes.split(",") if n)
         ready, skipped = growth.prepare(sizes, log=console.log)
         results["growth"] = asyncio.run(growth.run(ready, skipped, log=console.log))
+    if "sip" in parts:
+        quick = args.sip_quick
+        rates = [10, 25] if quick else [int(r) for r in args.sip_rates.split(",") if r]
+        results["sip"] = sip.run(
+            entries=args.entries,
+            rates=rates,
+            step_seconds=5.0 if quick else args.sip_step_seconds,
+            hold_s=1.0 if quick else args.sip_hold,
+            astdb=100_000 if quick else args.astdb,
+            dialplans=[d for d in args.sip_dialplans.split(",") if d],
+            profile=args.sip_profile,
+            log=console.log,
+        )
     results["total_s"] = time.perf_counter() - started
     results["verdict"] = _print(results, console)
     args.out.mkdir(parents=True, exist_ok=True)
