@@ -40,7 +40,7 @@ import structlog
 from screener import agentstatus, learning, marker
 from screener.ami import AMIClient, AMISettings, Event
 from screener.config import Config
-from screener.dialplan import Request, redirect_target, screen_options
+from screener.dialplan import Request, StaffChoice, redirect_target, screen_options
 from screener.errors import AMIError, ConfigError, StoreCorruptError, StoreError
 from screener.events import (
     AMIConnected,
@@ -50,6 +50,7 @@ from screener.events import (
     EntryLearned,
     Fallback,
     Hub,
+    StaffChose,
     VoicemailLeft,
 )
 from screener.notify.voicemail import locate as locate_voicemail
@@ -68,7 +69,9 @@ from screener.store import (
     RecordLate,
     SetOutcome,
     SetRecording,
+    SetStaffChoice,
     SetVoicemail,
+    StaffChoiceResult,
     Store,
 )
 from screener.writer import Writer
@@ -176,6 +179,7 @@ class Screener:
             "screenfallback": self.on_fallback,
             "screenlate": self.on_late,
             "screenrecording": self.on_recording,
+            "screenstaffchoice": self.on_staff_choice,
         }
 
     # -- the loop ------------------------------------------------------------------------------
@@ -592,6 +596,56 @@ class Screener:
             # Asterisk wrote it with its own umask; the call is over, so it is ours to close up.
             await asyncio.to_thread(_make_private, path)
         log.info("recording", call_id=call_id, status=status[:20], path=path, seconds=seconds)
+
+    async def on_staff_choice(self, event: Event) -> None:
+        """A staff phone chose what happens to a caller (announce screening's keys, or *0 during
+        the call): store the choice on the call, and list the number when it said so."""
+        chosen = StaffChoice.from_event(event)
+        if chosen is None:
+            log.warning(
+                "staff choice ignored: missing, repeated or unknown headers",
+                choice=(event.get("Choice") or "")[:20],
+            )
+            return
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        caller = self.recent.get(chosen.call_id)
+        result = await self.writer.submit(
+            SetStaffChoice(
+                chosen.call_id,
+                chosen.choice,
+                chosen.staff,
+                now,
+                chosen.kind,
+                caller.e164 if caller else None,
+            )
+        )
+        done = result if isinstance(result, StaffChoiceResult) else StaffChoiceResult(False)
+        entry = done.entry
+        self.hub.publish(
+            StaffChose(
+                chosen.call_id,
+                chosen.choice,
+                chosen.staff,
+                str(entry.kind) if entry else None,
+                done.found,
+            )
+        )
+        if chosen.kind is not None and entry is None:
+            # A withheld (or invalid) caller has no number to put on a list.
+            log.warning(
+                "staff choice: the caller has no number to list",
+                call_id=chosen.call_id,
+                choice=chosen.choice,
+                staff=chosen.staff,
+            )
+        log.info(
+            "staff choice",
+            call_id=chosen.call_id,
+            choice=chosen.choice,
+            staff=chosen.staff,
+            recorded=done.found,
+            entry=entry.describe() if entry else None,
+        )
 
     async def _sweep_recordings(self) -> None:
         """Delete recordings past their retention, at start-up and then every hour."""

@@ -162,6 +162,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE calls ADD COLUMN recording_path TEXT",
         "ALTER TABLE calls ADD COLUMN recording_seconds REAL",
     ),
+    # 6: reserved for issue 11's other half (feature codes); the integrator puts it here.
+    (),
+    # 7: what a staff phone chose for the call (announce screening, or *0 during the call),
+    # which phone, and when.
+    (
+        "ALTER TABLE calls ADD COLUMN staff_choice TEXT",
+        "ALTER TABLE calls ADD COLUMN staff_choice_by TEXT",
+        "ALTER TABLE calls ADD COLUMN staff_choice_at REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -501,8 +510,40 @@ class SetRecording:
     seconds: float | None = None
 
 
+# Staff choices that put the caller's number on a list from now on (announce keys 3 and 4, *0).
+STAFF_SOURCE_PREFIX = "staff:"
+
+
+@dataclass(frozen=True, slots=True)
+class SetStaffChoice:
+    """What the staff phone ``staff`` chose for ``call_id``; with ``kind``, the caller's number is
+    put on that list from now on (source ``staff:<staff>``, replacing any entry for it)."""
+
+    call_id: str
+    choice: str
+    staff: str
+    at: dt.datetime
+    kind: ListKind | None = None
+    e164: str | None = None  # the caller's number if the service knows it, else the call log's
+
+
+@dataclass(frozen=True, slots=True)
+class StaffChoiceResult:
+    """What a :class:`SetStaffChoice` did: whether the call was in the log, the entry it made."""
+
+    found: bool
+    entry: Entry | None = None
+
+
 Write = (
-    RecordCall | RecordFallback | RecordLate | RecordHit | SetOutcome | SetVoicemail | SetRecording
+    RecordCall
+    | RecordFallback
+    | RecordLate
+    | RecordHit
+    | SetOutcome
+    | SetVoicemail
+    | SetRecording
+    | SetStaffChoice
 )
 
 
@@ -931,14 +972,17 @@ class Store:
             ]
         )
 
-    async def apply(self, writes: Sequence[Write]) -> list[OutcomeResult | bool | None]:
+    async def apply(
+        self, writes: Sequence[Write]
+    ) -> list[OutcomeResult | StaffChoiceResult | bool | None]:
         """Every write, in the order given, in ONE transaction and one trip: all, or none.
 
         The service commits everything queued meanwhile together (group commit). Each write
         means what its method means (:meth:`record_call`, :meth:`record_fallback`,
         :meth:`record_hit`, :meth:`set_outcome`, :meth:`set_voicemail`); runs of the same kind
         go to SQLite as one ``executemany``, and list hits (which only count) all go last.
-        Returns one result per write: an :class:`OutcomeResult` for a :class:`SetOutcome`,
+        Returns one result per write: an :class:`OutcomeResult` for a :class:`SetOutcome`, a
+        :class:`StaffChoiceResult` for a :class:`SetStaffChoice`,
         whether the call was found for a :class:`SetVoicemail` or
         :class:`SetRecording`, None for the rest. Outbox
         events (``voicemail``, ``auto_block``) are written in the same transaction as the rows
@@ -1012,6 +1056,27 @@ class Store:
             (limit,),
         )
         return {r[0]: (r[1], r[2]) for r in rows}
+
+    async def staff_choices(self, call_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """What a staff phone chose for these calls: call id → (choice, endpoint), if any."""
+        found: dict[str, tuple[str, str | None]] = {}
+        for start in range(0, len(call_ids), 500):
+            chunk = list(call_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetchall(
+                "list staff choices",
+                "SELECT call_id, staff_choice, staff_choice_by FROM calls"  # noqa: S608
+                f" WHERE staff_choice IS NOT NULL AND call_id IN ({marks})",
+                chunk,
+            )
+            found.update({r[0]: (r[1], r[2]) for r in rows})
+        return found
+
+    async def set_staff_choice(self, write: SetStaffChoice) -> StaffChoiceResult:
+        """Record a staff phone's choice (and the list entry it makes) in one transaction."""
+        (result,) = await self.apply([write])
+        assert isinstance(result, StaffChoiceResult)
+        return result
 
     async def calls(
         self, *, since: dt.datetime | None = None, limit: int = 100
@@ -1333,6 +1398,35 @@ def _set_recording(db: sqlite3.Connection, write: SetRecording) -> bool:
     return changed > 0
 
 
+def _set_staff_choice(db: sqlite3.Connection, write: SetStaffChoice) -> StaffChoiceResult:
+    found = (
+        db.execute(
+            "UPDATE calls SET staff_choice = ?, staff_choice_by = ?, staff_choice_at = ?"
+            " WHERE call_id = ?",
+            (write.choice, write.staff, to_ts(write.at), write.call_id),
+        ).rowcount
+        > 0
+    )
+    if write.kind is None:
+        return StaffChoiceResult(found)
+    record = _get_call(db, write.call_id) if found else None
+    e164 = write.e164 or (record.e164 if record is not None else None)
+    if e164 is None:  # withheld or invalid: there is no number to put on a list
+        return StaffChoiceResult(found)
+    # A person's explicit word about this caller: it replaces whatever entry the number had.
+    entry = _upsert(
+        db,
+        Entry(
+            kind=write.kind,
+            number=e164,
+            source=f"{STAFF_SOURCE_PREFIX}{write.staff}",
+            created_at=write.at,
+            note=f"{write.choice} by {write.staff} (call {write.call_id})",
+        ),
+    )
+    return StaffChoiceResult(found, entry)
+
+
 def _params(write: RecordCall | RecordFallback | RecordLate | RecordHit) -> tuple[Any, ...]:
     if isinstance(write, RecordCall):
         return _call_params(write.record)
@@ -1349,14 +1443,16 @@ _BULK: dict[type, str] = {
 }
 
 
-def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[OutcomeResult | bool | None]:
+def _apply(
+    db: sqlite3.Connection, writes: Sequence[Write]
+) -> list[OutcomeResult | StaffChoiceResult | bool | None]:
     """The body of :meth:`Store.apply`, on the database thread inside its transaction.
 
     List hits go last, all in one ``executemany``: they only count, so moving them changes no
     other write, and a batch of calls (each a record then a hit) stays two statements, not two
     per call.
     """
-    results: list[OutcomeResult | bool | None] = [None] * len(writes)
+    results: list[OutcomeResult | StaffChoiceResult | bool | None] = [None] * len(writes)
     others = [(n, w) for n, w in enumerate(writes) if not isinstance(w, RecordHit)]
     i = 0
     while i < len(others):
@@ -1369,6 +1465,9 @@ def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[OutcomeResul
             i += 1
         elif isinstance(write, SetRecording):
             results[n] = _set_recording(db, write)
+            i += 1
+        elif isinstance(write, SetStaffChoice):
+            results[n] = _set_staff_choice(db, write)
             i += 1
         else:
             kind = type(write)
@@ -1563,6 +1662,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SOURCE_LEARNED",
     "SOURCE_MANUAL",
+    "STAFF_SOURCE_PREFIX",
     "CallRecord",
     "ChannelStatus",
     "ImportResult",
@@ -1578,7 +1678,9 @@ __all__ = [
     "RecordLate",
     "SetOutcome",
     "SetRecording",
+    "SetStaffChoice",
     "SetVoicemail",
+    "StaffChoiceResult",
     "Store",
     "Write",
 ]

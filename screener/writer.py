@@ -1,7 +1,8 @@
 """The service's database writer: group commit, in order, and nothing lost to a held lock.
 
 Every write the live agent makes (call records, list hits, fallbacks, challenge outcomes with
-what they teach, voicemail statuses) is queued here and committed by one task::
+what they teach, voicemail statuses, staff phones' choices with the list entries they make) is
+queued here and committed by one task::
 
     writer = Writer(store, stats, hub.publish)
     task = group.create_task(writer.run())
@@ -41,6 +42,7 @@ from screener.store import (
     RecordFallback,
     RecordHit,
     RecordLate,
+    StaffChoiceResult,
     Store,
     Write,
 )
@@ -50,7 +52,7 @@ log = structlog.get_logger("screener.writer")
 # Writes kept in memory while the database stays locked by another process (about 1 KB each).
 MAX_CARRIED_WRITES = 100_000
 
-Result = OutcomeResult | bool | None
+Result = OutcomeResult | StaffChoiceResult | bool | None
 
 
 class Counters(Protocol):
