@@ -264,6 +264,10 @@ PROMPT_KEYS = (
     "after_hours_closed",
     "after_hours_times",
     "recording",
+    "announce",
+    "announce_intro",
+    "announce_menu",
+    "call_blocked",
     "digits",
 )
 _LEARNING = ("verified_days", "fail_threshold", "fail_window_days", "autoblock_days")
