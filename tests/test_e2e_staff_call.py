@@ -21,7 +21,7 @@ import pytest
 from screener.ami import Event
 from tests.conftest import ScreenerProcess
 from tests.probe import Call, Probe, SandboxInfo, user_event
-from tests.softphone import Softphone, registered
+from tests.softphone import Softphone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -79,6 +79,19 @@ async def bridged(probe: Probe, call: Call, within: float = 30) -> Event:
 def entries(screener: ScreenerProcess, number: str) -> list[tuple[str, str]]:
     shown = json.loads(screener.cli("list", "show", "--json").stdout or "[]")
     return [(e["kind"], e["source"]) for e in shown if e["number"] == number]
+
+
+async def registered_contact(probe: Probe, aor: str, within: float = 20) -> None:
+    """Wait until the PBX has a registered contact for ``aor`` (PJSIPShowContacts)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        shown = await probe.pbx.ami.send({"Action": "PJSIPShowContacts"}, timeout=5)
+        if any((e.get("ObjectName") or "").startswith(f"{aor};") for e in shown.events):
+            return
+        if loop.time() > deadline:
+            pytest.fail(f"{aor} did not register within {within}s")
+        await asyncio.sleep(0.3)
 
 
 async def stored_choice(
@@ -219,7 +232,7 @@ async def test_baresip_softphone_hears_the_caller_and_blocks_it(
     number, e164 = "09012349999", "+819012349999"
     try:
         async with (
-            registered(
+            Softphone(
                 tmp_path / "baresip",
                 "staff3",
                 staff3["password"],
@@ -227,6 +240,7 @@ async def test_baresip_softphone_hears_the_caller_and_blocks_it(
             ) as phone,
             globals_set(probe.pbx.ami, STAFF_DIAL="PJSIP/staff3"),
         ):
+            await registered_contact(probe, "staff3")
             call = await probe.call_sip(number, hold=40)
             assert await probe.routed(call) == ("staff", False)
             await phone.wait_event("CALL_ESTABLISHED", 40)
