@@ -620,13 +620,16 @@ def calls(
     config = _config(db_path, config_path)
     start = _past(since)
 
-    async def go() -> tuple[list[CallRecord], dict[str, tuple[str, float | None]]]:
+    async def go() -> tuple[
+        list[CallRecord], dict[str, tuple[str, float | None]], dict[str, tuple[str, str | None]]
+    ]:
         async with _reading(config) as store:
             found = await store.calls(since=start, limit=limit if not recordings else 100000)
             files = await store.recordings([c.call_id for c in found])
-            return found, files
+            chosen = await store.staff_choices([c.call_id for c in found]) if as_json else {}
+            return found, files, chosen
 
-    records, files = _run(go())
+    records, files, chosen = _run(go())
     if recordings:
         records = [c for c in records if c.call_id in files][:limit]
 
@@ -637,7 +640,18 @@ def calls(
         return {"path": path, "seconds": seconds}
 
     if as_json:
-        _print_json([{**_call_dict(c), "recording": recording(c.call_id)} for c in records])
+        _print_json(
+            [
+                {
+                    **_call_dict(c),
+                    "recording": recording(c.call_id),
+                    # What the staff phone chose (announce screening, or *0), and which phone.
+                    "staff_choice": chosen.get(c.call_id, (None, None))[0],
+                    "staff_choice_by": chosen.get(c.call_id, (None, None))[1],
+                }
+                for c in records
+            ]
+        )
         return
     if recordings:
         listing = Table("time", "caller", "route", "seconds", "file")

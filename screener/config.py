@@ -209,7 +209,7 @@ def _dids(ctx: _Ctx, value: Any, region: str) -> dict[str, DidPolicy]:
     for did, spec in table.items():
         key = f"dids.{did}"
         body = _table(ctx, key, spec)
-        _check_keys(ctx, key, body, ("categories", "default", "language", "record"))
+        _check_keys(ctx, key, body, ("categories", "default", "language", "record", "announce"))
         result[did_key(did, region)] = DidPolicy(
             categories=_categories(ctx, f"{key}.categories", body.get("categories", {})),
             default=_route(ctx, f"{key}.default", body["default"]) if "default" in body else None,
@@ -218,6 +218,9 @@ def _dids(ctx: _Ctx, value: Any, region: str) -> dict[str, DidPolicy]:
             else None,
             record=_typed(ctx, f"{key}.record", body["record"], bool, "true or false")
             if "record" in body
+            else None,
+            announce=_typed(ctx, f"{key}.announce", body["announce"], bool, "true or false")
+            if "announce" in body
             else None,
         )
     return result
@@ -248,7 +251,7 @@ _SCREENING = (
     "recording_folder",
     "recording_retention_days",
 )
-_POLICY = ("allow", "block", "default", "categories", "record")
+_POLICY = ("allow", "block", "default", "categories", "record", "announce")
 LANGUAGES = ("ja", "en")
 # [prompts.<lang>] keys: the fields of screener.prompts.PromptWords (a test keeps them equal).
 PROMPT_KEYS = (
@@ -263,6 +266,10 @@ PROMPT_KEYS = (
     "after_hours_closed",
     "after_hours_times",
     "recording",
+    "announce",
+    "announce_intro",
+    "announce_menu",
+    "call_blocked",
     "digits",
     "staff_blocked",
     "staff_allowed",
@@ -468,6 +475,13 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
         for name, on in record_raw.items()
         if _typed(ctx, f"policy.record.{name}", on, bool, "true or false")
     )
+    announce_raw = _table(ctx, "policy.announce", pol.get("announce", {}))
+    _check_keys(ctx, "policy.announce", announce_raw, CATEGORIES)
+    announced = frozenset(
+        Category(name)
+        for name, on in announce_raw.items()
+        if _typed(ctx, f"policy.announce.{name}", on, bool, "true or false")
+    )
     # Japanese for a Japanese office, English elsewhere, unless the file says otherwise.
     language = _choice(
         ctx, "screening.language", scr.get("language", "ja" if region == "JP" else "en"), LANGUAGES
@@ -516,6 +530,7 @@ def _build(ctx: _Ctx, raw: Mapping[str, Any]) -> Config:
         called_days=learned("called_days", dp.called_days, 0, 3650),
         language=language,
         record=record,
+        announce=announced,
     )
 
     log = _table(ctx, "log", raw.get("log", {}))

@@ -3,16 +3,18 @@
 The dialplan raises ``UserEvent(ScreenRequest, ...)`` for each call it holds; :class:`Request`
 reads one from the event's channel snapshot (with ``Hold``, the dialplan's own hold time, so
 that the two never have to be kept equal by hand). :func:`redirect_target` says where a decision
-sends the call, :func:`screen_options` in which language and whether it is recorded. Pure: no I/O.
+sends the call, :func:`screen_options` in which language, whether it is recorded and whether the
+caller says who it is first (announce screening). Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from screener.ami import Event
-from screener.policy import Route
+from screener.policy import ListKind, Route
 from screener.screening import Screening
 
 # Headers Asterisk itself sends more than once (one ChanVariable per manager.conf channelvars
@@ -89,15 +91,66 @@ def redirect_target(screening: Screening, code: str | None) -> tuple[str, str]:
 
 
 def screen_options(screening: Screening) -> str:
-    """SCREEN_OPTIONS for the dialplan: ``<language>-<record yes|no>`` (docs/architecture.md)."""
+    """SCREEN_OPTIONS for the dialplan: ``<language>-<record yes|no>-<announce yes|no>``
+    (docs/architecture.md)."""
     decision = screening.decision
-    return f"{decision.language}-{'yes' if decision.record else 'no'}"
+    record = "yes" if decision.record else "no"
+    return f"{decision.language}-{record}-{'yes' if decision.announce else 'no'}"
+
+
+# What a staff phone may choose (ScreenStaffChoice's Choice), and the list entry each makes for
+# the caller's number from now on: announce screening's keys 1-4, no key (timeout), the staff
+# phone hanging up before choosing, and *0 during the call.
+STAFF_CHOICES: dict[str, ListKind | None] = {
+    "connect": None,
+    "voicemail": None,
+    "block": ListKind.BLOCK,
+    "allow": ListKind.ALLOW,
+    "timeout": None,
+    "hangup": None,
+    "block-in-call": ListKind.BLOCK,
+}
+_ENDPOINT = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_CALL_ID = re.compile(r"[0-9A-Za-z._-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class StaffChoice:
+    """A ``ScreenStaffChoice`` event: what the staff phone ``staff`` chose for the call
+    ``call_id`` (the caller's Uniqueid, which the staff leg carries as ``Call``)."""
+
+    call_id: str
+    choice: str
+    staff: str
+
+    @property
+    def kind(self) -> ListKind | None:
+        """The list the caller's number goes on from now on, if any."""
+        return STAFF_CHOICES[self.choice]
+
+    @classmethod
+    def from_event(cls, event: Event) -> StaffChoice | None:
+        """Read the event; None if a header is missing, repeated or not one the dialplan sends
+        (the event comes from the staff phone's channel, whose snapshot carries the caller's ID:
+        a repeated header can only be forged, and a forged block must never be listed)."""
+        if {"call", "choice", "staff"} & event.duplicated:
+            return None
+        call_id = (event.get("Call") or "").strip()
+        choice = (event.get("Choice") or "").strip().lower()
+        staff = (event.get("Staff") or "").strip()
+        if choice not in STAFF_CHOICES:
+            return None
+        if not _CALL_ID.fullmatch(call_id) or not _ENDPOINT.fullmatch(staff):
+            return None
+        return cls(call_id, choice, staff)
 
 
 __all__ = [
     "HOLD_RANGE",
     "REPEATABLE_HEADERS",
+    "STAFF_CHOICES",
     "Request",
+    "StaffChoice",
     "parse_hold",
     "redirect_target",
     "screen_options",

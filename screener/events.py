@@ -132,6 +132,19 @@ class DBWriteFailed:
     call_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StaffChose:
+    """A staff phone decided about a caller: after hearing who it is (announce screening:
+    ``connect``, ``voicemail``, ``block``, ``allow``, ``timeout``, ``hangup``) or with ``*0``
+    during the call (``block-in-call``). ``entry_kind`` is the list entry it made, if any."""
+
+    call_id: str
+    choice: str
+    staff: str  # the staff phone's endpoint
+    entry_kind: str | None
+    recorded: bool  # False if the call log did not hold the call
+
+
 Event = (
     CallScreened
     | ChallengeOutcome
@@ -143,6 +156,7 @@ Event = (
     | AMIConnected
     | AMIDisconnected
     | DBWriteFailed
+    | StaffChose
 )
 Subscriber = Callable[[Event], None]
 

@@ -149,6 +149,7 @@ class DidPolicy:
     default: Route | None = None
     language: str | None = None  # the office's language unless set (an English line)
     record: bool | None = None  # record every screened call to this number (or none)
+    announce: bool | None = None  # callers to this number say who they are (or none do)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +177,15 @@ class Policy:
     language: str = "ja"
     # Categories whose calls are recorded, after a spoken warning (a DID may override).
     record: frozenset[Category] = frozenset()
+    # Categories whose callers say who they are before staff hear them (announce screening).
+    announce: frozenset[Category] = frozenset()
 
 
 # Routes a recording applies to: the caller is warned before the challenge or before staff ring.
 RECORDED_ROUTES = frozenset({Route.CHALLENGE, Route.STAFF})
+# Routes announce screening applies to: the caller records its name before staff ring (after
+# passing the challenge, on the challenge route).
+ANNOUNCED_ROUTES = frozenset({Route.CHALLENGE, Route.STAFF})
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +199,7 @@ class Decision:
     announcement: str | None = None
     language: str = "ja"
     record: bool = False
+    announce: bool = False  # the caller says who it is; the staff phone hears it and chooses
 
 
 def _route_for(kind: ListKind, policy: Policy) -> Route:
@@ -207,7 +214,7 @@ def decide(
     did: str | None = None,
 ) -> Decision:
     """Choose the route for ``caller`` given the list entries that match its number, and the
-    language and recording that go with it."""
+    language, recording and announce screening that go with it."""
     decision = _route_decision(caller, matches, policy, now, did)
     did_policy = policy.dids.get(did) if did else None
     language = policy.language
@@ -223,7 +230,20 @@ def decide(
             why = f"record {caller.category.value} calls"
         if record:
             decision = replace(decision, reasons=(*decision.reasons, f"recorded: {why}"))
-    return replace(decision, language=language, record=record)
+    announce = False
+    # An allow entry is the office's own word: such callers ring staff at once, unannounced.
+    allowed = decision.entry is not None and decision.entry.kind is ListKind.ALLOW
+    if decision.route in ANNOUNCED_ROUTES and not allowed:
+        if did_policy is not None and did_policy.announce is not None:
+            announce = did_policy.announce
+            why = f"DID {did} announce = {'on' if announce else 'off'}"
+        else:
+            announce = caller.category in policy.announce
+            why = f"announce {caller.category.value} calls"
+        if announce:
+            said = "caller says who it is before staff answer"
+            decision = replace(decision, reasons=(*decision.reasons, f"{said}: {why}"))
+    return replace(decision, language=language, record=record, announce=announce)
 
 
 def _route_decision(

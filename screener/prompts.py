@@ -103,6 +103,14 @@ class PromptWords:
     # {hours} is replaced by the business hours in words (「平日9時から18時」).
     after_hours_times: str = "受付時間は{hours}です。"
     recording: str = "この通話は迷惑電話防止のため録音されます。"
+    # Announce screening: the caller says who it is; the staff phone hears it, then the menu.
+    announce: str = "発信音のあとに、お名前とご用件をお話しください。"
+    announce_intro: str = "次の方からお電話です。"
+    announce_menu: str = (
+        "おつなぎするには1、留守番電話には2、着信拒否には3、今後も許可するには4を押してください。"
+    )
+    # What a staff phone hears after blocking a caller (*0 during the call, or 3 above).
+    call_blocked: str = "着信拒否に登録しました。"
     digits: tuple[str, ...] = DIGIT_READINGS_JA
     # What a staff phone hears after a feature code (*30 to *34), by result.
     staff_blocked: str = "着信拒否に登録しました。"
@@ -150,6 +158,10 @@ PROMPT_NAMES = (
     "after-hours",
     "recording",
     *(f"staff-{r}" for r in STAFF_RESULTS),
+    "announce",
+    "announce-intro",
+    "announce-menu",
+    "call-blocked",
 )
 
 
@@ -222,6 +234,10 @@ def prompt_texts(words: PromptWords, hours: Hours) -> dict[str, str]:
         "screener/voicemail": words.voicemail,
         "screener/after-hours": after_hours_text(words, hours),
         "screener/recording": words.recording,
+        "screener/announce": words.announce,
+        "screener/announce-intro": words.announce_intro,
+        "screener/announce-menu": words.announce_menu,
+        "screener/call-blocked": words.call_blocked,
     }
     texts.update({f"screener/staff-{r}": getattr(words, f"staff_{r}") for r in STAFF_RESULTS})
     texts.update({f"digits/{n}": reading for n, reading in enumerate(words.digits)})

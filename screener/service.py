@@ -187,6 +187,7 @@ class Screener:
                 "staffdialled": self.staff.on_dialled,
                 "staffrang": self.staff.on_rang,
                 "stafffeature": self.staff.on_feature,
+                "screenstaffchoice": self.staff.on_choice,
             }
         )
 

@@ -30,12 +30,20 @@ import structlog
 from screener import learning
 from screener.ami import AMIClient, Event
 from screener.config import Config
+from screener.dialplan import StaffChoice
 from screener.errors import AMIError
-from screener.events import NumberCalled, StaffChanged
+from screener.events import NumberCalled, StaffChanged, StaffChose
 from screener.featurecodes import Code, Result, Rule, parse_code
 from screener.numbers import Caller, Category, normalize
 from screener.policy import Entry
-from screener.store import FeatureResult, LearnCalled, SetLastCaller, StaffFeature
+from screener.store import (
+    FeatureResult,
+    LearnCalled,
+    SetLastCaller,
+    SetStaffChoice,
+    StaffChoiceResult,
+    StaffFeature,
+)
 from screener.writer import Writer
 
 log = structlog.get_logger("screener.staffphones")
@@ -93,7 +101,7 @@ class StaffPhones:
         config: Config,
         writer: Writer,
         ami: AMIClient,
-        publish: Callable[[NumberCalled | StaffChanged], None],
+        publish: Callable[[NumberCalled | StaffChanged | StaffChose], None],
         recent: Mapping[str, Caller],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -205,6 +213,56 @@ class StaffPhones:
             changed=changed,
             changed_at=changed_at,
             key_to_change_ms=round(key_ms, 3) if key_ms is not None else None,
+        )
+
+    async def on_choice(self, event: Event) -> None:
+        """A staff phone chose what happens to a caller (announce screening's keys, or *0 during
+        the call): store the choice on the call, and list the number when it said so."""
+        chosen = StaffChoice.from_event(event)
+        if chosen is None:
+            log.warning(
+                "staff choice ignored: missing, repeated or unknown headers",
+                choice=(event.get("Choice") or "")[:20],
+            )
+            return
+        now = self._now()
+        caller = self.recent.get(chosen.call_id)
+        result = await self.writer.submit(
+            SetStaffChoice(
+                chosen.call_id,
+                chosen.choice,
+                chosen.staff,
+                now,
+                chosen.kind,
+                caller.e164 if caller else None,
+            )
+        )
+        done = result if isinstance(result, StaffChoiceResult) else StaffChoiceResult(False)
+        entry = done.entry
+        self.publish(
+            StaffChose(
+                chosen.call_id,
+                chosen.choice,
+                chosen.staff,
+                str(entry.kind) if entry else None,
+                done.found,
+            )
+        )
+        if chosen.kind is not None and entry is None:
+            # A withheld (or invalid) caller has no number to put on a list.
+            log.warning(
+                "staff choice: the caller has no number to list",
+                call_id=chosen.call_id,
+                choice=chosen.choice,
+                staff=chosen.staff,
+            )
+        log.info(
+            "staff choice",
+            call_id=chosen.call_id,
+            choice=chosen.choice,
+            staff=chosen.staff,
+            recorded=done.found,
+            entry=entry.describe() if entry else None,
         )
 
 

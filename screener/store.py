@@ -190,8 +190,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX staff_changes_endpoint ON staff_changes (endpoint, id)",
     ),
-    # 7: the announce screening's column, filled in when that branch is merged.
-    (),
+    # 7: what a staff phone chose for the call (announce screening, or *0 during the call),
+    # which phone, and when.
+    (
+        "ALTER TABLE calls ADD COLUMN staff_choice TEXT",
+        "ALTER TABLE calls ADD COLUMN staff_choice_by TEXT",
+        "ALTER TABLE calls ADD COLUMN staff_choice_at REAL",
+    ),
     # 8: many sites, one list (screener/shared/local.py). Triggers put every change to an
     # entry into sync_outbox and every new or changed call into sync_calls, whoever makes it
     # (the service, the CLI, the console) -- but only once this database has joined a shared
@@ -719,6 +724,31 @@ class LearnCalled:
     rule: CalledRule
 
 
+# Staff choices that put the caller's number on a list from now on (announce keys 3 and 4, *0).
+STAFF_SOURCE_PREFIX = "staff:"
+
+
+@dataclass(frozen=True, slots=True)
+class SetStaffChoice:
+    """What the staff phone ``staff`` chose for ``call_id``; with ``kind``, the caller's number is
+    put on that list from now on (source ``staff:<staff>``, replacing any entry for it)."""
+
+    call_id: str
+    choice: str
+    staff: str
+    at: dt.datetime
+    kind: ListKind | None = None
+    e164: str | None = None  # the caller's number if the service knows it, else the call log's
+
+
+@dataclass(frozen=True, slots=True)
+class StaffChoiceResult:
+    """What a :class:`SetStaffChoice` did: whether the call was in the log, the entry it made."""
+
+    found: bool
+    entry: Entry | None = None
+
+
 Write = (
     RecordCall
     | RecordFallback
@@ -730,6 +760,7 @@ Write = (
     | SetLastCaller
     | StaffFeature
     | LearnCalled
+    | SetStaffChoice
 )
 
 
@@ -743,7 +774,7 @@ class OutcomeResult:
 
 
 # What one write returns (see Store.apply).
-WriteResult = OutcomeResult | FeatureResult | Entry | bool | None
+WriteResult = OutcomeResult | FeatureResult | StaffChoiceResult | Entry | bool | None
 
 
 class Store:
@@ -1248,9 +1279,10 @@ class Store:
         Returns one result per write: an :class:`OutcomeResult` for a :class:`SetOutcome`,
         whether the call was found for a :class:`SetVoicemail`, :class:`SetRecording` or
         :class:`SetLastCaller`, a :class:`FeatureResult` for a :class:`StaffFeature`, the
-        entry stored (or None) for a :class:`LearnCalled`, None for the rest. Outbox events
-        (``voicemail``, ``auto_block``, ``staff_change``) are written in the same transaction
-        as the rows they describe.
+        entry stored (or None) for a :class:`LearnCalled`, a :class:`StaffChoiceResult` for a
+        :class:`SetStaffChoice`, None for the rest. Outbox events (``voicemail``,
+        ``auto_block``, ``staff_change``) are written in the same transaction as the rows they
+        describe.
         """
         if not writes:
             return []
@@ -1320,6 +1352,27 @@ class Store:
             (limit,),
         )
         return {r[0]: (r[1], r[2]) for r in rows}
+
+    async def staff_choices(self, call_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """What a staff phone chose for these calls: call id → (choice, endpoint), if any."""
+        found: dict[str, tuple[str, str | None]] = {}
+        for start in range(0, len(call_ids), 500):
+            chunk = list(call_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._fetchall(
+                "list staff choices",
+                "SELECT call_id, staff_choice, staff_choice_by FROM calls"  # noqa: S608
+                f" WHERE staff_choice IS NOT NULL AND call_id IN ({marks})",
+                chunk,
+            )
+            found.update({r[0]: (r[1], r[2]) for r in rows})
+        return found
+
+    async def set_staff_choice(self, write: SetStaffChoice) -> StaffChoiceResult:
+        """Record a staff phone's choice (and the list entry it makes) in one transaction."""
+        (result,) = await self.apply([write])
+        assert isinstance(result, StaffChoiceResult)
+        return result
 
     async def calls(
         self, *, since: dt.datetime | None = None, limit: int = 100
@@ -1692,6 +1745,35 @@ def _set_recording(db: sqlite3.Connection, write: SetRecording) -> bool:
     return changed > 0
 
 
+def _set_staff_choice(db: sqlite3.Connection, write: SetStaffChoice) -> StaffChoiceResult:
+    found = (
+        db.execute(
+            "UPDATE calls SET staff_choice = ?, staff_choice_by = ?, staff_choice_at = ?"
+            " WHERE call_id = ?",
+            (write.choice, write.staff, to_ts(write.at), write.call_id),
+        ).rowcount
+        > 0
+    )
+    if write.kind is None:
+        return StaffChoiceResult(found)
+    record = _get_call(db, write.call_id) if found else None
+    e164 = write.e164 or (record.e164 if record is not None else None)
+    if e164 is None:  # withheld or invalid: there is no number to put on a list
+        return StaffChoiceResult(found)
+    # A person's explicit word about this caller: it replaces whatever entry the number had.
+    entry = _upsert(
+        db,
+        Entry(
+            kind=write.kind,
+            number=e164,
+            source=f"{STAFF_SOURCE_PREFIX}{write.staff}",
+            created_at=write.at,
+            note=f"{write.choice} by {write.staff} (call {write.call_id})",
+        ),
+    )
+    return StaffChoiceResult(found, entry)
+
+
 def _params(write: RecordCall | RecordFallback | RecordLate | RecordHit) -> tuple[Any, ...]:
     if isinstance(write, RecordCall):
         return _call_params(write.record)
@@ -1894,6 +1976,9 @@ def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[WriteResult]
         elif isinstance(write, LearnCalled):
             results[n] = _learn_called(db, write)
             i += 1
+        elif isinstance(write, SetStaffChoice):
+            results[n] = _set_staff_choice(db, write)
+            i += 1
         else:
             kind = type(write)
             run: list[tuple[Any, ...]] = []
@@ -2087,6 +2172,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SOURCE_LEARNED",
     "SOURCE_MANUAL",
+    "STAFF_SOURCE_PREFIX",
     "CallRecord",
     "CalledRule",
     "ChannelStatus",
@@ -2109,8 +2195,10 @@ __all__ = [
     "SetLastCaller",
     "SetOutcome",
     "SetRecording",
+    "SetStaffChoice",
     "SetVoicemail",
     "StaffChange",
+    "StaffChoiceResult",
     "StaffFeature",
     "Store",
     "Write",

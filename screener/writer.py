@@ -1,7 +1,8 @@
 """The service's database writer: group commit, in order, and nothing lost to a held lock.
 
 Every write the live agent makes (call records, list hits, fallbacks, challenge outcomes with
-what they teach, voicemail statuses) is queued here and committed by one task::
+what they teach, voicemail statuses, staff phones' choices with the list entries they make) is
+queued here and committed by one task::
 
     writer = Writer(store, stats, hub.publish)
     task = group.create_task(writer.run())

@@ -372,6 +372,8 @@ APP_MODULES = {
     "VoiceMail": "app_voicemail.so",
     "VoiceMailMain": "app_voicemail.so",
     "MixMonitor": "app_mixmonitor.so",
+    "Record": "app_record.so",
+    "ChannelRedirect": "app_channelredirect.so",
 }
 FUNC_MODULES = {
     "FILTER": "func_strings.so",
@@ -380,6 +382,7 @@ FUNC_MODULES = {
     "CHANNEL": "func_channel.so",
     "RAND": "func_rand.so",
     "CUT": "func_cut.so",
+    "SHARED": "func_global.so",
 }
 
 

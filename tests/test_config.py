@@ -184,7 +184,14 @@ def test_example_config_is_the_defaults() -> None:
     # callers; by default nothing is recorded.
     assert loaded.policy.record == {Category.TOLL_FREE, Category.WITHHELD}
     assert defaults.policy.record == frozenset()
-    assert dataclasses.replace(loaded.policy, record=frozenset()) == defaults.policy
+    # And announce screening for the categories that are challenged: the challenge passers.
+    challenged = {c for c, r in defaults.policy.categories.items() if r is Route.CHALLENGE}
+    assert loaded.policy.announce == challenged
+    assert defaults.policy.announce == frozenset()
+    assert (
+        dataclasses.replace(loaded.policy, record=frozenset(), announce=frozenset())
+        == defaults.policy
+    )
     assert words_for(loaded.prompt_words.get("ja")) == words_for(None)
     assert (loaded.recording_folder, loaded.recording_retention_days) == (
         defaults.recording_folder,
@@ -238,6 +245,9 @@ def test_language_and_recording(
         ('[dids."0312340000"]\nlanguage = "de"\n', r"dids\.0312340000\.language"),
         ("[policy.record]\ntoll_free = 1\n", r"policy\.record\.toll_free: expected true or false"),
         ("[policy.record]\nfax = true\n", r"policy\.record\.fax: unknown key"),
+        ('[policy.announce]\nmobile = "yes"\n', r"policy\.announce\.mobile: expected true or"),
+        ("[policy.announce]\nfax = true\n", r"policy\.announce\.fax: unknown key"),
+        ('[dids."0312340000"]\nannounce = 1\n', r"dids\.0312340000\.announce: expected true"),
         ('[prompts.ja]\nreject = ""\n', r"prompts\.ja\.reject: must not be empty"),
         ('[prompts.ja]\nafter_hours_times = "x"\n', r"must contain \{hours\}"),
         ('[prompts.ja]\ndigits = ["a"]\n', r"prompts\.ja\.digits: expected ten readings"),
@@ -307,3 +317,15 @@ def test_log_level_is_case_insensitive(tmp_path: Path, level: str) -> None:
 def test_source_without_a_file_says_so() -> None:
     """With no file, the config's source says there is none (init prints it)."""
     assert load_config(env={}).source == "no config file (defaults and SCREENER_* environment)"
+
+
+def test_announce_per_category_and_did(tmp_path: Path) -> None:
+    """[policy.announce] names categories; a DID's announce overrides it (absent: inherits)."""
+    text = (
+        "[policy.announce]\ntoll_free = true\nmobile = false\n"
+        '[dids."03-1234-0000"]\nannounce = false\n[dids."03-1234-0001"]\nrecord = true\n'
+    )
+    config = load_config(write(tmp_path, text), env={})
+    assert config.policy.announce == {Category.TOLL_FREE}
+    assert config.policy.dids["+81312340000"].announce is False
+    assert config.policy.dids["+81312340001"].announce is None

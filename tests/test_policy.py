@@ -383,3 +383,88 @@ def test_business_hours_open_at_the_first_minute() -> None:
     """A window 09:00-18:00 is open at 09:00 itself."""
     nine = tokyo(2026, 11, 30, 9).astimezone(dt.UTC)
     assert decide(normalize("03-1234-5678"), [], Policy(hours=HOURS), nine).rule == "category"
+
+
+ANNOUNCE = Policy(announce=frozenset({Category.TOLL_FREE, Category.WITHHELD, Category.MOBILE}))
+ANNOUNCE_CASES = [
+    # id, policy, raw, entries, did, route, announce
+    ("off by default", Policy(), TELE, [], None, Route.CHALLENGE, False),
+    ("toll-free challenged, then announced", ANNOUNCE, TELE, [], None, Route.CHALLENGE, True),
+    ("withheld challenged, then announced", ANNOUNCE, "anonymous", [], None, Route.CHALLENGE, True),
+    ("mobile rings staff, announced first", ANNOUNCE, "090-1234-5678", [], None, Route.STAFF, True),
+    ("category not listed", ANNOUNCE, "03-1234-5678", [], None, Route.STAFF, False),
+    ("allow-listed rings at once", ANNOUNCE, TELE, [e(ALLOW, TELE_E164)], None, Route.STAFF, False),
+    ("allow prefix too", ANNOUNCE, TELE, [e(ALLOW, "+81120", True)], None, Route.STAFF, False),
+    ("blocked: voicemail", ANNOUNCE, TELE, [e(BLOCK, TELE_E164)], None, Route.VOICEMAIL, False),
+    (
+        "block entry routed to the challenge is announced",
+        Policy(block_route=Route.CHALLENGE, announce=frozenset({Category.TOLL_FREE})),
+        TELE,
+        [e(BLOCK, TELE_E164)],
+        None,
+        Route.CHALLENGE,
+        True,
+    ),
+    (
+        "a DID turns it on",
+        Policy(dids={"+81312340000": DidPolicy(announce=True)}),
+        "03-1234-5678",
+        [],
+        "+81312340000",
+        Route.STAFF,
+        True,
+    ),
+    (
+        "a DID turns it off",
+        Policy(
+            announce=frozenset({Category.TOLL_FREE}),
+            dids={"+81312340000": DidPolicy(announce=False)},
+        ),
+        TELE,
+        [],
+        "+81312340000",
+        Route.CHALLENGE,
+        False,
+    ),
+    (
+        "another DID keeps the office's",
+        Policy(
+            announce=frozenset({Category.TOLL_FREE}),
+            dids={"+81312340000": DidPolicy(announce=False)},
+        ),
+        TELE,
+        [],
+        "+81312349999",
+        Route.CHALLENGE,
+        True,
+    ),
+    (
+        "withheld announcement (reject) is never announced",
+        Policy(withheld_announcement=True, announce=frozenset({Category.WITHHELD})),
+        "anonymous",
+        [],
+        None,
+        Route.REJECT,
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("policy", "raw", "entries", "did", "route", "announce"),
+    [c[1:] for c in ANNOUNCE_CASES],
+    ids=[c[0] for c in ANNOUNCE_CASES],
+)
+def test_announce_screening(
+    policy: Policy,
+    raw: str,
+    entries: list[Entry],
+    did: str | None,
+    route: Route,
+    announce: bool,
+) -> None:
+    """Announce applies per category or DID, to staff and challenge routes, never allow-listed."""
+    decision = decide(normalize(raw, "JP"), entries, policy, NOW, did)
+    assert (decision.route, decision.announce) == (route, announce)
+    said = [r for r in decision.reasons if r.startswith("caller says who it is")]
+    assert len(said) == (1 if announce else 0), decision.reasons

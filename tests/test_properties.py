@@ -460,7 +460,7 @@ async def test_hostile_request_end_to_end(number: bytes, name: str, escaped: boo
         )
         assert all(
             r.get("Variable") == "SCREEN_OPTIONS"
-            and re.fullmatch(r"(ja|en)-(yes|no)", r.get("Value") or "")
+            and re.fullmatch(r"(ja|en)-(yes|no)-(yes|no)", r.get("Value") or "")
             for r in setvars
         )
         got = sorted((r.get("Channel") or "", r.get("Context") or "") for r in redirects)

@@ -59,7 +59,7 @@ async def test_language_and_recording_are_set_before_the_redirect(fake: FakeAMI,
         assert mine == ["setvar", "redirect"], mine
     values = {a.get("Channel"): a.get("Value") for a in fake.actions("Setvar")}
     assert {a.get("Variable") for a in fake.actions("Setvar")} == {"SCREEN_OPTIONS"}
-    assert values == {first: "ja-yes", second: "ja-no"}
+    assert values == {first: "ja-yes-no", second: "ja-no-no"}
 
 
 async def test_an_english_line_gets_english(fake: FakeAMI, db: Path) -> None:
@@ -73,7 +73,7 @@ async def test_an_english_line_gets_english(fake: FakeAMI, db: Path) -> None:
         await fake.emit(request(japanese, MOBILE, exten="0355551111"))
         await svc.redirects(2)
     values = {a.get("Channel"): a.get("Value") for a in fake.actions("Setvar")}
-    assert values == {english: "en-no", japanese: "ja-no"}
+    assert values == {english: "en-no-no", japanese: "ja-no-no"}
     assert DID == "0355550000"  # the DID the request carries, configured for English above
 
 

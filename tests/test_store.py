@@ -35,6 +35,7 @@ from screener.store import (
     RecordLate,
     SetOutcome,
     SetRecording,
+    SetStaffChoice,
     SetVoicemail,
     Store,
     Write,
@@ -925,3 +926,49 @@ async def test_prune_outbox_deletes_old_events_and_their_deliveries_in_batches(
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("SELECT count(*) FROM outbox_delivery").fetchone() == (0,)
     assert await store.prune_outbox(NOW - 2 * DAY) == 0
+
+
+# id, choice, kind, number on the call, existing entry kind/source, entry made (kind, source)
+STAFF_CHOICE_CASES: list[tuple[str, str, ListKind | None, str | None, Entry | None, object]] = [
+    ("connect makes no entry", "connect", None, "+81120000001", None, None),
+    ("block from now on", "block", ListKind.BLOCK, "+81120000002", None, ("block", "staff:s2")),
+    ("allow from now on", "allow", ListKind.ALLOW, "+81120000003", None, ("allow", "staff:s3")),
+    (
+        "a staff block replaces a learned allow",
+        "block-in-call",
+        ListKind.BLOCK,
+        "+81120000004",
+        Entry(ListKind.ALLOW, "+81120000004", source=SOURCE_LEARNED, created_at=NOW),
+        ("block", "staff:s4"),
+    ),
+    ("a withheld caller has no number to list", "block", ListKind.BLOCK, None, None, None),
+]
+
+
+async def test_staff_choice_is_stored_with_the_entry_it_makes(db_path: Path) -> None:
+    """A staff phone's choice lands on the call; block/allow list the caller as staff:<phone>."""
+    async with Store.open(db_path) as store:
+        for n, (why, choice, kind, e164, existing, made) in enumerate(STAFF_CHOICE_CASES, 1):
+            call_id = f"c{n}"
+            await store.record_call(call(call_id, NOW, e164=e164))
+            if existing is not None:
+                await store.add(existing)
+            done = await store.set_staff_choice(SetStaffChoice(call_id, choice, f"s{n}", NOW, kind))
+            got = done.entry
+            assert done.found, why
+            assert (None if got is None else (str(got.kind), got.source)) == made, why
+            if e164 is not None:
+                assert await store.get(e164, False) == (got if made else existing), why
+        expected = {f"c{n}": (c[1], f"s{n}") for n, c in enumerate(STAFF_CHOICE_CASES, 1)}
+        assert await store.staff_choices([*expected, "nope"]) == expected
+
+
+async def test_staff_choice_for_a_call_not_in_the_log_uses_the_number_given(db_path: Path) -> None:
+    """Without the call's record, the service's own copy of the number is listed."""
+    async with Store.open(db_path) as store:
+        done = await store.set_staff_choice(
+            SetStaffChoice("gone", "block", "staff2", NOW, ListKind.BLOCK, "+81312345678")
+        )
+        assert not done.found and done.entry is not None
+        assert done.entry.number == "+81312345678" and done.entry.source == "staff:staff2"
+        assert await store.staff_choices(["gone"]) == {}
