@@ -1,25 +1,23 @@
 #!/bin/sh
 # First start: initdb into the volume with the superuser `screener` and the password from
-# SCREENER_SHARED_PASSWORD (through a file that is removed at once, never a flag), and a
-# database `screener`. Every start: postgres on 127.0.0.1:${SCREENER_PG_PORT:-55432}.
+# the file SCREENER_SHARED_PASSWORD_FILE names (docker/compose.shared.yml mounts it under
+# /run/secrets; initdb reads it with --pwfile, never a flag), and a database `screener`.
+# Every start: postgres on 127.0.0.1:${SCREENER_PG_PORT:-55432}.
 set -eu
 data=/var/lib/screener-pg/data
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 port=${SCREENER_PG_PORT:-55432}
 if [ ! -s "$data/PG_VERSION" ]; then
-    if [ -z "${SCREENER_SHARED_PASSWORD:-}" ]; then
+    pwfile=${SCREENER_SHARED_PASSWORD_FILE:-}
+    if [ -z "$pwfile" ] || [ ! -s "$pwfile" ]; then
         echo "screener-postgres: set SCREENER_SHARED_PASSWORD (see .env.example)" >&2
         exit 1
     fi
-    pwfile=$(mktemp)
-    printf '%s\n' "$SCREENER_SHARED_PASSWORD" >"$pwfile"
     "$bin/initdb" -D "$data" -U screener --auth=scram-sha-256 --pwfile="$pwfile" \
         --no-locale -E UTF8 >/dev/null
-    rm -f "$pwfile"
     "$bin/postgres" --single -D "$data" postgres <<SQL >/dev/null
 CREATE DATABASE screener;
 SQL
 fi
-unset SCREENER_SHARED_PASSWORD
 exec "$bin/postgres" -D "$data" -p "$port" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories=/tmp

@@ -1,4 +1,4 @@
-# The shared list's PostgreSQL for `docker compose --profile shared` (README "Several sites"):
+# The shared list's PostgreSQL for docker/compose.shared.yml (README "Several sites, one list"):
 # Debian's own postgresql package, a cluster made on first start in the volume, the superuser
 # password from SCREENER_SHARED_PASSWORD (never baked in), listening on 127.0.0.1 only.
 FROM debian:bookworm-slim

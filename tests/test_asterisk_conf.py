@@ -165,8 +165,8 @@ def parse_yaml(text: str) -> object:
     return value
 
 
-def compose() -> dict[str, object]:
-    data = parse_yaml((REPO / "docker-compose.yml").read_text())
+def compose(name: str = "docker-compose.yml") -> dict[str, object]:
+    data = parse_yaml((REPO / name).read_text())
     assert isinstance(data, dict)
     return data
 
@@ -501,11 +501,11 @@ def test_compose_parses_with_the_three_services() -> None:
     data = compose()
     services = data["services"]
     assert isinstance(services, dict)
-    default = {name for name, svc in services.items() if "profiles" not in svc}
-    assert default == {"asterisk", "screener", "web"}
-    # The shared list's PostgreSQL is a profile of its own, never started by default.
-    shared = {name for name, svc in services.items() if svc.get("profiles") == ["shared"]}
-    assert shared == {"postgres", "shared-init"} == set(services) - default
+    assert set(services) == {"asterisk", "screener", "web"}
+    # The shared list's PostgreSQL is an override of its own, never started by default.
+    shared = compose("docker/compose.shared.yml")["services"]
+    assert isinstance(shared, dict)
+    assert set(shared) == {"screener", "postgres", "shared-init"}
     try:
         import yaml  # optional cross-check: PyYAML is not a project dependency
     except ImportError:
@@ -587,10 +587,13 @@ def test_compose_secrets_are_all_in_env_example() -> None:
 def test_compose_secrets_are_files_never_container_environment() -> None:
     """No service's environment holds a secret (docker inspect would show it): each service
     gets the files it needs under /run/secrets and is told their paths (*_FILE)."""
-    services = compose()["services"]
-    assert isinstance(services, dict)
     given = {}
-    for name, svc in services.items():
+    for file, name, svc in [
+        (f, n, svc)
+        for f in ("docker-compose.yml", "docker/compose.shared.yml")
+        for n, svc in compose(f)["services"].items()  # type: ignore[attr-defined]
+    ]:
+        assert isinstance(svc, dict), file
         env = svc.get("environment") or {}
         assert not [k for k in env if re.search(r"SECRET$|PASSWORD$", k)], name
         for item in svc.get("secrets") or []:
@@ -603,7 +606,12 @@ def test_compose_secrets_are_files_never_container_environment() -> None:
         ("asterisk", "staff1_password"): "0o400",
         ("asterisk", "staff2_password"): "0o400",
         ("screener", "ami_secret"): "0o444",
+        ("screener", "shared_password"): "0o444",
+        ("postgres", "shared_password"): "0o444",
+        ("shared-init", "shared_password"): "0o444",
     }
+    shared = compose("docker/compose.shared.yml")["secrets"]
+    assert shared == {"shared_password": {"environment": "SCREENER_SHARED_PASSWORD"}}
 
 
 def test_compose_starts_the_screener_after_a_healthy_asterisk() -> None:
@@ -611,10 +619,18 @@ def test_compose_starts_the_screener_after_a_healthy_asterisk() -> None:
     services = compose()["services"]
     assert isinstance(services, dict)
     for name, svc in services.items():
-        # shared-init (profile "shared") is a one-shot `screener shared init`.
-        assert svc["restart"] == ("no" if name == "shared-init" else "unless-stopped"), name
+        assert svc["restart"] == "unless-stopped", name
         assert svc["build"]["network"] == "host", name
     assert services["screener"]["depends_on"] == {"asterisk": {"condition": "service_healthy"}}
+    # With the shared list, the screener also waits for the one-shot `screener shared init`.
+    shared = compose("docker/compose.shared.yml")["services"]
+    assert isinstance(shared, dict)
+    assert shared["postgres"]["restart"] == "unless-stopped"
+    assert shared["shared-init"]["restart"] == "no"
+    assert shared["shared-init"]["command"] == ["screener", "shared", "init"]
+    assert shared["screener"]["depends_on"] == {
+        "shared-init": {"condition": "service_completed_successfully"}
+    }
 
 
 def test_compose_web_is_the_screener_image_on_loopback_over_its_volume() -> None:
