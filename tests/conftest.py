@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -169,3 +170,10 @@ def pg_own(pg_template: Any) -> Iterator[Any]:
     server.start()
     yield server
     server.remove()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The fast path (``-m "not e2e and not slow"``) runs each property test on a quarter of
+    its examples (tests/test_properties.py ``props``); the whole suite runs them all."""
+    if "not slow" in (config.option.markexpr or ""):
+        os.environ["SCREENER_QUICK_PROPERTIES"] = "1"

@@ -136,6 +136,7 @@ def test_build_is_idempotent_and_rewrites_only_changed_text(tmp_path: Path) -> N
     assert set(manifest) == {"digits/1", "screener/reject"}
 
 
+@pytest.mark.slow
 def test_build_keeps_a_file_it_did_not_make(tmp_path: Path) -> None:
     """An office's own recording in the same place is kept unless --force."""
     own = tmp_path / "ja/screener/reject.wav"
