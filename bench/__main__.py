@@ -95,18 +95,18 @@ def _args() -> argparse.Namespace:
     p.add_argument(
         "--sip-dialplans",
         default="direct,blacklist,screened",
-        help="part 8 dialplans (also: floor, bench/floor.py answering instead of the screener)",
+        help="part 10 dialplans (also: floor, bench/floor.py answering instead of the screener)",
     )
     p.add_argument(
         "--sip-profile",
         action="store_true",
-        help="part 8: py-spy on the screener during screened steps (if py-spy is installed)",
+        help="part 10: py-spy on the screener during screened steps (if py-spy is installed)",
     )
     p.add_argument("--sip-hold", type=float, default=3.0, help="part 10 talk time per call (s)")
     p.add_argument(
         "--sip-quick",
         action="store_true",
-        help="part 8 smoke test: 10 and 25 calls/s, 5 s steps, 1 s talk, AstDB of 100,000",
+        help="part 10 smoke test: 10 and 25 calls/s, 5 s steps, 1 s talk, AstDB of 100,000",
     )
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="JSON folder")
     return p.parse_args()
