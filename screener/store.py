@@ -1333,18 +1333,9 @@ class Store:
     ) -> dict[str, tuple[str, float | None]]:
         """Recorded calls: call id → (path, seconds), newest first; only ``call_ids`` if given."""
         if call_ids is not None:
-            found: dict[str, tuple[str, float | None]] = {}
-            for start in range(0, len(call_ids), 500):
-                chunk = list(call_ids[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                rows = await self._fetchall(
-                    "list recordings",
-                    "SELECT call_id, recording_path, recording_seconds FROM calls"  # noqa: S608
-                    f" WHERE recording_path IS NOT NULL AND call_id IN ({marks})",
-                    chunk,
-                )
-                found.update({r[0]: (r[1], r[2]) for r in rows})
-            return found
+            return await self._of_calls(
+                "list recordings", "recording_path", "recording_seconds", call_ids
+            )
         rows = await self._fetchall(
             "list recordings",
             "SELECT call_id, recording_path, recording_seconds FROM calls"
@@ -1355,14 +1346,23 @@ class Store:
 
     async def staff_choices(self, call_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         """What a staff phone chose for these calls: call id → (choice, endpoint), if any."""
-        found: dict[str, tuple[str, str | None]] = {}
+        return await self._of_calls(
+            "list staff choices", "staff_choice", "staff_choice_by", call_ids
+        )
+
+    async def _of_calls(
+        self, action: str, column: str, other: str, call_ids: Sequence[str]
+    ) -> dict[str, tuple[Any, Any]]:
+        """call id → (``column``, ``other``) for those of ``call_ids`` whose ``column`` is set,
+        500 ids per statement (SQLite's limit on bound values is far above that)."""
+        found: dict[str, tuple[Any, Any]] = {}
         for start in range(0, len(call_ids), 500):
             chunk = list(call_ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = await self._fetchall(
-                "list staff choices",
-                "SELECT call_id, staff_choice, staff_choice_by FROM calls"  # noqa: S608
-                f" WHERE staff_choice IS NOT NULL AND call_id IN ({marks})",
+                action,
+                f"SELECT call_id, {column}, {other} FROM calls"  # noqa: S608  # fixed names only
+                f" WHERE {column} IS NOT NULL AND call_id IN ({marks})",
                 chunk,
             )
             found.update({r[0]: (r[1], r[2]) for r in rows})
