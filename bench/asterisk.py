@@ -69,6 +69,9 @@ async def _fill_astdb(ami: AMIClient, count: int, window: int = 500) -> float:
 
 
 async def _add_contexts(ami: AMIClient) -> None:
+    # DB_EXISTS is func_db's, which the shipped modules.conf does not load: without it the
+    # blacklist context would compare against an empty lookup.
+    await ami.send({"Action": "ModuleLoad", "Module": "func_db.so", "LoadType": "load"}, timeout=10)
     for name, steps in CONTEXTS.items():
         for priority, (app, data) in enumerate(steps, start=1):
             await ami.send(
