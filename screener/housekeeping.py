@@ -22,6 +22,8 @@ log = structlog.get_logger(__name__)
 
 # How often each clean-up runs (the retention periods themselves are in days).
 INTERVAL = 3600.0
+# How long a prune waits for another process's write lock before it leaves it to the next round.
+PRUNE_BUSY_TIMEOUT = 0.5
 
 
 async def sweep_recordings(config: Config, clock: Callable[[], float]) -> None:
@@ -44,13 +46,21 @@ async def sweep_recordings(config: Config, clock: Callable[[], float]) -> None:
         await asyncio.sleep(INTERVAL)
 
 
-async def prune_outbox(store: Store, config: Config, clock: Callable[[], float]) -> None:
-    """Delete outbox events (delivered or given up) older than ``notify.keep_days``."""
+async def prune_outbox(
+    config: Config, clock: Callable[[], float], *, busy_timeout: float = PRUNE_BUSY_TIMEOUT
+) -> None:
+    """Delete outbox events (delivered or given up) older than ``notify.keep_days``.
+
+    On a connection of its own with a short busy timeout, opened for each round: a round that
+    meets another process's write lock gives up at once instead of holding the writer's
+    connection (and so every call record) behind it.
+    """
     keep = dt.timedelta(days=config.notify.keep_days)
     while True:
         try:
             now = dt.datetime.fromtimestamp(clock(), dt.UTC)
-            deleted = await store.prune_outbox(now - keep)
+            async with Store.open(config.db_path, create=False, busy_timeout=busy_timeout) as store:
+                deleted = await store.prune_outbox(now - keep)
         except StoreError as exc:
             log.warning("outbox prune failed; next try in an hour", error=str(exc))
         else:

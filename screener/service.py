@@ -207,7 +207,7 @@ class Screener:
                     name="screener-recordings",
                 ),
                 group.create_task(
-                    housekeeping.prune_outbox(self.writer.store, self.config, self.clock),
+                    housekeeping.prune_outbox(self.config, self.clock),
                     name="screener-outbox-prune",
                 ),
             ]

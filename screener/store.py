@@ -1761,6 +1761,8 @@ def _set_staff_choice(db: sqlite3.Connection, write: SetStaffChoice) -> StaffCho
     if e164 is None:  # withheld or invalid: there is no number to put on a list
         return StaffChoiceResult(found)
     # A person's explicit word about this caller: it replaces whatever entry the number had.
+    # Its hits stay with the number, as a feature code's do (screener/featurecodes.py).
+    existing = _get(db, e164, False)
     entry = _upsert(
         db,
         Entry(
@@ -1769,6 +1771,8 @@ def _set_staff_choice(db: sqlite3.Connection, write: SetStaffChoice) -> StaffCho
             source=f"{STAFF_SOURCE_PREFIX}{write.staff}",
             created_at=write.at,
             note=f"{write.choice} by {write.staff} (call {write.call_id})",
+            hits=existing.hits if existing is not None else 0,
+            last_seen=existing.last_seen if existing is not None else None,
         ),
     )
     return StaffChoiceResult(found, entry)

@@ -972,3 +972,19 @@ async def test_staff_choice_for_a_call_not_in_the_log_uses_the_number_given(db_p
         assert not done.found and done.entry is not None
         assert done.entry.number == "+81312345678" and done.entry.source == "staff:staff2"
         assert await store.staff_choices(["gone"]) == {}
+
+
+async def test_staff_choice_keeps_the_numbers_hits(db_path: Path) -> None:
+    """Announce keys 3/4 and *0 replace the entry but keep its counters, as feature codes do."""
+    async with Store.open(db_path) as store:
+        seen = NOW - DAY
+        await store.add(
+            Entry(ListKind.ALLOW, "+81120000009", created_at=NOW, hits=7, last_seen=seen)
+        )
+        await store.record_call(call("k1", NOW, e164="+81120000009"))
+        done = await store.set_staff_choice(
+            SetStaffChoice("k1", "block", "staff1", NOW, ListKind.BLOCK)
+        )
+        assert done.entry is not None and done.entry.kind == ListKind.BLOCK
+        stored = await store.get("+81120000009", False)
+        assert stored is not None and (stored.hits, stored.last_seen) == (7, seen)
