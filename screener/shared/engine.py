@@ -240,6 +240,14 @@ class Sync:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception as exc:  # a bug or a malformed central row
+                # Anything else would end the task silently while calls go on: log it with its
+                # traceback, show it in `sync status`, and try again like an outage.
+                log.exception("sync.failed", error=type(exc).__name__, retry_s=backoff)
+                await self._error(f"{type(exc).__name__}: {exc}"[:500])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
 
     @contextlib.asynccontextmanager
     async def _connections(
