@@ -111,6 +111,18 @@ async def test_outside_call_carries_the_office_id_and_its_number_rings_staff_aft
     )
     assert not probe.carrier.matching(user_event("OutsideCall", Number="5551234"))
     assert not probe.carrier.matching(user_event("OutsideCall", Number="551234"))
+    # Toll fraud: calls abroad and to premium lines are refused by default.
+    for refused in ("010442071234567", "0990123456"):
+        dialled = await staff_dial(probe, "staff2", "0" + refused)
+        await probe.pbx.wait_for(
+            lambda e, d=dialled: (
+                e.name.lower() == "newexten"
+                and e.get("Uniqueid") == d.get("Uniqueid")
+                and e.get("Context") == "staff-invalid"
+            ),
+            10,
+        )
+        assert not probe.carrier.matching(user_event("OutsideCall", Number=refused))
     called = [x for x in screener.lines() if x.get("event") == "staff called out"]
     assert len(called) == 1  # 110 was not learned, nor was the invalid number
     forgot = screener.cli("list", "forget", number)
