@@ -56,6 +56,7 @@ CONTEXTS = {
     "staffdialled": "staff-outside",
     "staffrang": "staff-rang",
     "stafffeature": "staff-feature",
+    "screenstaffchoice": "screen-staff-choice",
 }
 RESULT_CONTEXT = "staff-feature-result"
 # Longest digit string taken as a number (E.164 has at most 15 digits, plus a trunk prefix).
@@ -219,10 +220,14 @@ class StaffPhones:
         """A staff phone chose what happens to a caller (announce screening's keys, or *0 during
         the call): store the choice on the call, and list the number when it said so."""
         chosen = StaffChoice.from_event(event)
-        if chosen is None:
+        # The one staff event that can list another call's caller: trusted as strictly as the
+        # others (its context, a PJSIP channel, nothing repeated), and only when the phone it
+        # names is the one whose channel raised it.
+        if chosen is None or endpoint_of(event) != chosen.staff:
             log.warning(
                 "staff choice ignored: missing, repeated or unknown headers",
                 choice=(event.get("Choice") or "")[:20],
+                channel=(event.get("Channel") or "")[:60],
             )
             return
         now = self._now()

@@ -136,14 +136,28 @@ async def test_staff_block_lists_the_caller_and_is_shown_on_the_call(
         options = {a.get("Channel"): a.get("Value") for a in fake.actions("Setvar")}
         assert options[call_id] == "ja-no-yes"
         staff_leg = new_call_id()
+        leg = {"Channel": "PJSIP/staff3-0000002a"}
         await fake.emit(
             snapshot(staff_leg, TOLL_FREE, user_event="ScreenStaffChoice",
-                     Call=forged, Choice="allow", Staff="staff3")
+                     context="screen-staff-choice", Call=forged, Choice="allow", Staff="staff3")
+            | leg
             | {"choice": "allow"}  # the same header twice, as forged caller data would make it
+        )  # fmt: skip
+        # Raised anywhere but the dialplan's own context, or naming another phone than the one
+        # whose channel raised it: ignored.
+        await fake.emit(
+            snapshot(staff_leg, TOLL_FREE, user_event="ScreenStaffChoice",
+                     Call=forged, Choice="allow", Staff="staff3") | leg
         )  # fmt: skip
         await fake.emit(
             snapshot(staff_leg, TOLL_FREE, user_event="ScreenStaffChoice",
-                     Call=call_id, Choice="block", Staff="staff3")
+                     context="screen-staff-choice", Call=forged, Choice="allow", Staff="staff1")
+            | leg
+        )  # fmt: skip
+        await fake.emit(
+            snapshot(staff_leg, TOLL_FREE, user_event="ScreenStaffChoice",
+                     context="screen-staff-choice", Call=call_id, Choice="block", Staff="staff3")
+            | leg
         )  # fmt: skip
 
         async def chosen() -> dict[str, tuple[str, str | None]] | None:
