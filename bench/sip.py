@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import random
 import shutil
@@ -60,7 +61,7 @@ from typing import Any
 from bench import dataset
 from bench.stats import summary
 from screener.ami import AMIClient, AMISettings, Event
-from tests.probe import SandboxError, SandboxInfo, ScreenerProcess, sandbox_session
+from tests.probe import SANDBOX, SandboxError, SandboxInfo, ScreenerProcess, sandbox_session
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "sipp"
@@ -194,6 +195,18 @@ def free_udp_port() -> int:
 # --- /proc ----------------------------------------------------------------------------------
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pbx_pid(info: SandboxInfo) -> int:
+    """The PBX's Asterisk PID now: `scripts/sandbox restart` (a test that kills the PBX) gives
+    it a new one, which the session's SandboxInfo does not know."""
+    out = subprocess.run(
+        [str(SANDBOX), "status"], capture_output=True, text=True, check=False, timeout=30
+    )
+    try:
+        return int(json.loads(out.stdout)["instances"]["pbx"]["pid"])
+    except (ValueError, KeyError, TypeError):
+        return int(info.raw["asterisk_pid"])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -654,6 +667,7 @@ async def measure(
                 result["astdb_fill_s"] = await fill_astdb(ami, info, astdb_numbers(astdb))
             staff.start()
             live = list(dialplans)
+            asterisk = pbx_pid(info)
             for index, rate in enumerate(rates):
                 for dialplan in list(live):
                     tag = f"{dialplan[0]}{index}-"
@@ -663,7 +677,7 @@ async def measure(
                     step = Step(dialplan, rate, tag, callers, tmp)
                     log(f"sip: {dialplan} at {rate}/s for {step_seconds:g}s")
                     pid = agent.ensure("floor" if dialplan == "floor" else "screener")
-                    sampler = Sampler({"asterisk": int(info.raw["asterisk_pid"]), "screener": pid})
+                    sampler = Sampler({"asterisk": asterisk, "screener": pid})
                     spy = (
                         agent.profile(tag, step_seconds)
                         if profile and dialplan == "screened"
