@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
+from tests.fakeami import FakeAMI
 from tests.probe import Probe, SandboxError, SandboxInfo, probe_client, sandbox_session
 from tests.probe import ScreenerProcess as BaseScreenerProcess
 
@@ -177,3 +178,18 @@ def pytest_configure(config: pytest.Config) -> None:
     its examples (tests/test_properties.py ``props``); the whole suite runs them all."""
     if "not slow" in (config.option.markexpr or ""):
         os.environ["SCREENER_QUICK_PROPERTIES"] = "1"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """Where a test's database goes (its Store.open or `screener init` makes it)."""
+    return tmp_path / "screener.db"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAMI]:
+    """A fake AMI server that knows the service tests' secret (tests/test_service.py)."""
+    from tests.test_service import SECRET  # when a test asks: conftest imports no test module
+
+    async with FakeAMI(secret=SECRET) as server:
+        yield server

@@ -16,11 +16,6 @@ from screener.cli import main
 from tests.test_store import leaf_pages
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "screener.db"
-
-
 def run(
     db: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
 ) -> Result:

@@ -177,17 +177,6 @@ async def add_entry(db: Path, kind: ListKind, number: str, **kw: Any) -> None:
         await store.add(Entry(kind=kind, number=number, **kw))
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAMI]:
-    async with FakeAMI(secret=SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "screener.db"
-
-
 # -- routing -----------------------------------------------------------------------------------
 
 

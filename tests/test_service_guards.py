@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -42,17 +41,6 @@ from tests.test_service import (
     snapshot,
     write_locked,
 )
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAMI]:
-    async with FakeAMI(secret=SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "screener.db"
 
 
 def _raw(headers: list[tuple[str, str]]) -> bytes:

@@ -24,7 +24,6 @@ from tests.test_service import (
     FIXED,
     FIXED_E164,
     MOBILE,
-    SECRET,
     Running,
     add_entry,
     eventually,
@@ -34,17 +33,6 @@ from tests.test_service import (
     snapshot,
     voicemail_event,
 )
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAMI]:
-    async with FakeAMI(secret=SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "screener.db"
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,6 @@ Redirect, forged events ignored, and a feature code that waits out a held databa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from screener.store import Store
 from tests.fakeami import FakeAMI
 from tests.test_service import (
     MOBILE,
-    SECRET,
     TOLL_FREE_E164,
     eventually,
     make_config,
@@ -53,17 +51,6 @@ def staff_event(
     )
     event["Channel"] = f"PJSIP/{phone}-0000002a"
     return event
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "screener.db"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAMI]:
-    async with FakeAMI(secret=SECRET) as server:
-        yield server
 
 
 @slow

@@ -6,10 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from screener.numbers import Category
 from screener.policy import DidPolicy, Hours
@@ -19,7 +16,6 @@ from tests.fakeami import FakeAMI
 from tests.test_service import (
     DID,
     MOBILE,
-    SECRET,
     TOLL_FREE,
     eventually,
     make_config,
@@ -28,17 +24,6 @@ from tests.test_service import (
     serving,
     snapshot,
 )
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAMI]:
-    async with FakeAMI(secret=SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "screener.db"
 
 
 async def test_language_and_recording_are_set_before_the_redirect(fake: FakeAMI, db: Path) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from screener.screening import Screening
 from screener.store import Store
 from tests.fakeami import FakeAMI
 from tests.test_service import (
-    SECRET,
     TOLL_FREE,
     eventually,
     make_config,
@@ -107,12 +105,6 @@ def test_screen_options_carry_announce_third(
     )
     screening = Screening(normalize("0312345678", "JP"), None, (), decision)
     assert screen_options(screening) == expected
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAMI]:
-    async with FakeAMI(secret=SECRET) as server:
-        yield server
 
 
 @pytest.mark.slow
