@@ -21,7 +21,8 @@ from screener.config import did_key
 from screener.numbers import normalize
 from screener.policy import Decision, Policy, decide
 from screener.screening import screen
-from screener.store import ENTRY_COLUMNS, Store, _prefixes, entry_from_row
+from screener.store import ENTRY_COLUMNS, Store, entry_from_row
+from screener.store.entries import _prefixes
 
 REGION = "JP"
 DID = "0355550100"

@@ -30,17 +30,15 @@ from bench.dataset import callers
 from screener.numbers import normalize
 from screener.policy import Entry, ListKind
 from screener.store import (
-    _RECORD_CALL,
-    _RECORD_HIT,
     ENTRY_COLUMNS,
     CallRecord,
     RecordCall,
     RecordHit,
     Store,
-    _call_params,
-    _prefixes,
     entry_from_row,
 )
+from screener.store.entries import _prefixes
+from screener.store.writes import _RECORD_CALL, _RECORD_HIT, _call_params
 
 NOW = dt.datetime(2026, 11, 25, 1, 30, tzinfo=dt.UTC)
 ROUNDS = 5

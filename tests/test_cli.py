@@ -135,7 +135,7 @@ def test_import_memory_does_not_grow_with_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """list import streams: the Python heap's peak for 10,000 rows is about that for 2,000."""
-    monkeypatch.setattr(cli, "IMPORT_BATCH", 200)
+    monkeypatch.setattr(cli.lists, "IMPORT_BATCH", 200)
     assert run(tmp_path / "warm.db", "list", "import", str(_numbers_csv(tmp_path / "w", 50)))
     peaks = []
     for rows in (2000, 10000):

@@ -57,7 +57,13 @@ def test_wheel_holds_only_the_screener_package(wheel: tuple[zipfile.ZipFile, str
     names = archive.namelist()
     top = {name.split("/", 1)[0] for name in names}
     assert top == {"screener", "screener-0.1.0.dist-info"}, sorted(top)
-    assert "screener/cli.py" in names and "screener/ami.py" in names
+    assert "screener/ami.py" in names
+    # The store and the CLI are packages (one module per concern): every module is in the wheel.
+    for package in ("store", "cli"):
+        folder = REPO / "screener" / package
+        modules = {f"screener/{package}/{p.name}" for p in folder.glob("*.py")}
+        assert f"screener/{package}/__init__.py" in modules, sorted(modules)
+        assert modules <= set(names), sorted(modules - set(names))
     # The web console's pages and assets are package data: without them `screener web` fails.
     assert "screener/web/templates/base.html" in names and "screener/web/static/app.js" in names
     assert not [n for n in names if "probe" in n or n.startswith(("tests/", "bench/"))]
