@@ -180,7 +180,8 @@ class ScreenerProcess:
 class SandboxInfo:
     """What ``scripts/sandbox up`` prints."""
 
-    raw: dict[str, Any]
+    # Not in the repr: pytest prints a failed test's arguments, and raw holds the AMI secrets.
+    raw: dict[str, Any] = field(repr=False)
 
     @staticmethod
     def _login(where: Mapping[str, Any], user: str, events: str = "user") -> AMISettings:
