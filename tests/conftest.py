@@ -3,12 +3,14 @@ the real ``screener run``; only tests marked ``e2e`` ask for them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,71 @@ from tests.probe import Probe, SandboxError, SandboxInfo, probe_client, sandbox_
 from tests.probe import ScreenerProcess as BaseScreenerProcess
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Where a failed e2e test's sandbox logs are kept: `sandbox up` rewrites them, so without a
+# copy a CI failure could not be read afterwards.
+KEPT_LOGS = Path(os.environ.get("SCREENER_E2E_LOGS", "/var/tmp/screener-e2e-logs"))
+_LOG_STARTS = pytest.StashKey[dict[str, int]]()
+
+
+def _sandbox_logs(info: SandboxInfo) -> dict[str, Path]:
+    """Each sandbox instance's Asterisk log (asterisk-conf/logger.conf's messages.log)."""
+    dirs = {
+        "pbx": info.raw["instance_dir"],
+        "carrier": (info.raw.get("carrier") or {}).get("instance_dir"),
+    }
+    return {name: Path(d) / "log" / "messages.log" for name, d in dirs.items() if d}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Note where each sandbox log stood when an e2e test began (what it added is its own)."""
+    info = getattr(item, "funcargs", {}).get("sandbox")
+    if isinstance(info, SandboxInfo):
+        starts = {}
+        for name, path in _sandbox_logs(info).items():
+            with contextlib.suppress(OSError):
+                starts[name] = path.stat().st_size
+        item.stash[_LOG_STARTS] = starts
+    yield
+
+
+def keep_sandbox_logs(
+    info: SandboxInfo, nodeid: str, starts: dict[str, int], tmp: Path | None
+) -> Path:
+    """Copy a failed test's logs to a folder of its own under KEPT_LOGS: each sandbox log whole
+    (``pbx.log``, ``carrier.log``), the part written during the test (``pbx-test.log``...), and
+    the screener logs in the test's ``tmp`` folder."""
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in nodeid)[-120:]
+    folder = KEPT_LOGS / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for instance, path in _sandbox_logs(info).items():
+        with contextlib.suppress(OSError):
+            shutil.copyfile(path, folder / f"{instance}.log")
+            with path.open("rb") as whole, (folder / f"{instance}-test.log").open("wb") as part:
+                whole.seek(starts.get(instance, 0))
+                shutil.copyfileobj(whole, part)
+    for log in sorted(tmp.rglob("*.log")) if tmp is not None else []:
+        with contextlib.suppress(OSError):
+            shutil.copyfile(log, folder / "_".join(log.relative_to(tmp).parts))
+    return folder
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """A failed test that used the sandbox keeps its logs; the report says where."""
+    outcome = yield
+    report = outcome.get_result()
+    info = getattr(item, "funcargs", {}).get("sandbox")
+    if report.failed and isinstance(info, SandboxInfo):
+        tmp = getattr(item, "funcargs", {}).get("tmp_path")
+        try:
+            folder = keep_sandbox_logs(info, item.nodeid, item.stash.get(_LOG_STARTS, {}), tmp)
+            report.sections.append(("sandbox logs", f"PBX and carrier logs kept in {folder}"))
+        except OSError as exc:
+            report.sections.append(("sandbox logs", f"could not keep the sandbox logs: {exc}"))
 
 
 @pytest.fixture(autouse=True)

@@ -180,7 +180,8 @@ class ScreenerProcess:
 class SandboxInfo:
     """What ``scripts/sandbox up`` prints."""
 
-    raw: dict[str, Any]
+    # Not in the repr: pytest prints a failed test's arguments, and raw holds the AMI secrets.
+    raw: dict[str, Any] = field(repr=False)
 
     @staticmethod
     def _login(where: Mapping[str, Any], user: str, events: str = "user") -> AMISettings:
@@ -457,11 +458,31 @@ class Probe:
                 await ami.send({"Action": "Hangup", "Channel": channel}, timeout=5)
 
     async def staff_dialled(self, call: Call, within: float = 15.0) -> Event:
-        """The moment the PBX starts dialling staff for this call (its ``DialBegin``)."""
-        return await self.pbx.wait_for(
-            lambda e: e.name.lower() == "dialbegin" and e.get("Uniqueid") == call.call_id,
-            within,
-        )
+        """The moment the PBX starts dialling staff for this call (its ``DialBegin``).
+
+        If it never comes, the AssertionError says where the call went instead: its last
+        dialplan steps and whether it hung up (the sandbox logs say why)."""
+        try:
+            return await self.pbx.wait_for(
+                lambda e: e.name.lower() == "dialbegin" and e.get("Uniqueid") == call.call_id,
+                within,
+            )
+        except TimeoutError:
+            raise AssertionError(
+                f"no DialBegin for {call.call_id} within {within:g}s; {self.trail(call)}"
+            ) from None
+
+    def trail(self, call: Call, steps: int = 8) -> str:
+        """The call's last dialplan steps (``Newexten``) and its hangup, for failure messages."""
+        mine = self.pbx.matching(lambda e: e.get("Uniqueid") == call.call_id)
+        seen = [
+            f"{e.get('Context')},{e.get('Exten')},{e.get('Priority')} {e.get('Application')}"
+            for e in mine
+            if e.name.lower() == "newexten"
+        ]
+        hangup = next((e for e in mine if e.name.lower() == "hangup"), None)
+        ended = f"hung up ({hangup.get('Cause-txt')})" if hangup is not None else "still up"
+        return f"last steps: {seen[-steps:]}; {ended}"
 
     async def staff_dial(self, phone: str, dialled: str, hold: int = 8) -> Event:
         """Staff phone ``phone`` (the carrier, registered as it) dials ``dialled`` on the PBX

@@ -217,6 +217,9 @@ async def test_asterisk_killed_and_restarted_reconnects_within_3s(
             assert early_route == (FALLBACK if requested_before_login else STAFF)
             later = await probe.call_local("0312340003")
             assert await probe.routed(later) == STAFF
+            # Staff phones ring once the restart is done: it used to re-register them and
+            # return while they were unregistered, and such a call went to voicemail.
+            await probe.staff_dialled(later)
             assert len(screened_lines(screener, later)) == 1
     finally:
         if restart is not None and restart.returncode is None:

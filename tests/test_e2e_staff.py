@@ -50,8 +50,11 @@ def feature_lines(screener: ScreenerProcess) -> list[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def staff_dial_only(probe: Probe, dial: str) -> AsyncIterator[None]:
-    """Ring only these staff phones (the PBX's STAFF_DIAL global) while inside."""
-    original = "PJSIP/staff1&PJSIP/staff2"
+    """Ring only these staff phones (the PBX's STAFF_DIAL global) while inside; then put back
+    what it was (read, not assumed: later tests in the session ring whatever it was)."""
+    got = await probe.pbx.ami.send({"Action": "Getvar", "Variable": "STAFF_DIAL"}, 5)
+    original = got.get("Value") or ""
+    assert original, "the PBX has no STAFF_DIAL to put back"
     await probe.pbx.ami.send({"Action": "Setvar", "Variable": "STAFF_DIAL", "Value": dial}, 5)
     try:
         yield
