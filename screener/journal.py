@@ -72,7 +72,8 @@ log = structlog.get_logger("screener.journal")
 
 SUFFIX = ".screener-journal"
 # Past this size the journal stops taking writes until it is empty (see the module docstring):
-# about 100,000 writes, as many as the writer carries in memory over a held lock.
+# about 150,000 call records (420 bytes each), more than the writer carries in memory over a
+# held lock (MAX_CARRIED_WRITES).
 MAX_BYTES = 64 * 1024 * 1024
 
 

@@ -8,13 +8,15 @@ to the call's record. What happened is published on one :class:`~screener.events
 
 Two database connections: the writer's is opened first (it creates nothing: ``create=False``,
 and it migrates), then the reader's; lookups run on the reader so that a writer stuck behind
-another process's lock (a long ``list import``) never delays a routing decision. The call record
-is committed *before* the Redirect when the writer answers within ``RECORD_BUDGET`` (so a crash
-never loses a decision that was acted on), and after it otherwise (so a locked database never
-costs a call its route); once the writer has been stuck for longer than that budget, calls stop
-waiting for it at all until it commits again. Lookups run on the event loop's own thread (a
-read-only connection that never waits), so a call costs one trip to a database thread: its
-record's commit. Every write goes through :class:`~screener.writer.Writer` (group
+another process's lock (a long ``list import``) never delays a routing decision. Every write is
+first appended to the journal (:mod:`screener.journal`, replayed by the next start after a
+crash), so a call is Redirected without waiting for its record's commit and no crash of this
+process loses a decision that was acted on. Without the journal (``SCREENER_JOURNAL=off``, or a
+full disk turned it off), the record is committed *before* the Redirect when the writer answers
+within ``RECORD_BUDGET``, and after it otherwise (so a locked database never costs a call its
+route); once the writer has been stuck for longer than that budget, calls stop waiting for it
+at all until it commits again. Lookups run on the event loop's own thread (a read-only
+connection that never waits). Every write goes through :class:`~screener.writer.Writer` (group
 commit, in order, carried over a held lock); what a challenge outcome teaches is decided by
 :mod:`screener.learning` inside the outcome's own transaction.
 
@@ -91,7 +93,8 @@ WRITER_BUSY_TIMEOUT = 5.0
 # Requests over which the skew between Asterisk's clock and ours is estimated.
 CLOCK_WINDOW = 256
 
-# How long a routing decision may wait for its call record to be committed first.
+# How long a routing decision may wait for its call record to be committed first (when the
+# record could not be journaled).
 RECORD_BUDGET = 0.25
 # Calls remembered in memory to match later outcome events without a database read.
 RECENT_CALLS = 20000

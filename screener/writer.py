@@ -18,12 +18,17 @@ many calls share one commit instead of queuing for a commit each.
 *In order*: a batch is applied in the order its writes were queued, and batches one after the
 other, so an outcome is always applied after the record of its call.
 
+*The journal* (:mod:`screener.journal`, optional): each write is appended to it as it is
+queued (:meth:`Writer.queue_journaled` says whether it was), each transaction is marked in it
+before and after, and what a crashed run left is queued first again (:meth:`Writer.resume`).
+
 *Lock survival*: when another process holds the write lock past ``busy_timeout`` (a long
 ``list import``), the whole batch is carried, in order, ahead of the next one and retried on the
 next turn (each turn waits ``busy_timeout`` again: that is the backoff). :meth:`Writer.stalled`
 tells how long the commit under way has been waiting, so that a call need not wait too. Writes
 are given up only at shutdown or when more than ``max_carried`` are waiting (memory is then at
-stake); each loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed`.
+stake); each loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed`
+(a journaled write given up stays in the journal: the next start commits it).
 """
 
 from __future__ import annotations
