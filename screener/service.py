@@ -96,6 +96,9 @@ CLOCK_WINDOW = 256
 # How long a routing decision may wait for its call record to be committed first (when the
 # record could not be journaled).
 RECORD_BUDGET = 0.25
+# With the journal nobody waits for a call record's commit: the writer lets the records of this
+# long join one transaction (fewer, larger commits, less of the CPU the calls need).
+COMMIT_LINGER = 0.05
 # Calls remembered in memory to match later outcome events without a database read.
 RECENT_CALLS = 20000
 SHUTDOWN_GRACE = 5.0
@@ -171,7 +174,9 @@ class Screener:
         self.clock = clock
         self.stats = Stats()
         self.hub = hub or Hub()
-        self.writer = Writer(writer, self.stats, self.hub.publish, journal=journal)
+        self.writer = Writer(
+            writer, self.stats, self.hub.publish, journal=journal, linger=COMMIT_LINGER
+        )
         self.recent: OrderedDict[str, Caller] = OrderedDict()
         # Our clock minus Asterisk's, per recent request (see _remaining).
         self._clock_gaps: deque[float] = deque(maxlen=CLOCK_WINDOW)

@@ -15,6 +15,10 @@ everything queued meanwhile in ONE transaction (one trip to the database thread)
 the batch's one future for all of them. At low rates a batch holds one write; under bursts,
 many calls share one commit instead of queuing for a commit each.
 
+*Linger* (``linger``, with the journal): when nobody waits for a batch's commit (every write in
+it is journaled and no result is asked for), the writer waits up to ``linger`` seconds for more
+writes to join it before it commits; a write someone waits for commits it at once.
+
 *In order*: a batch is applied in the order its writes were queued, and batches one after the
 other, so an outcome is always applied after the record of its call.
 
@@ -34,6 +38,7 @@ stake); each loss is logged, counted, and published as :class:`~screener.events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +88,8 @@ class _Batch:
     results: list[asyncio.Future[Result] | None] = field(default_factory=list)
     # One per write: its line in the journal, or None if it has none.
     seqs: list[int | None] = field(default_factory=list)
+    # Someone waits for this commit (a write not journaled, or a result asked for): no linger.
+    urgent: bool = False
 
     @property
     def journaled(self) -> list[int]:
@@ -129,9 +136,12 @@ class Writer:
         *,
         max_carried: int = MAX_CARRIED_WRITES,
         journal: Journal | None = None,
+        linger: float = 0.0,
     ) -> None:
         self.store = store
         self.journal = journal
+        self.linger = linger
+        self._urgent = asyncio.Event()
         self.counters = counters
         self.publish = publish
         self.max_carried = max_carried
@@ -186,7 +196,10 @@ class Writer:
             batch.writes.append(write)
             batch.results.append(None)
             batch.seqs.append(seq)
-        return batch.done, seqs[0] is not None if seqs else False
+        journaled = bool(seqs) and seqs[0] is not None
+        if not journaled:
+            self._hurry(batch)
+        return batch.done, journaled
 
     def resume(self, pending: Sequence[tuple[int, Write]]) -> None:
         """Queue, ahead of everything, the journaled writes a crashed run left uncommitted
@@ -213,7 +226,12 @@ class Writer:
         batch.writes.append(write)
         batch.results.append(future)
         batch.seqs.append(seq)
+        self._hurry(batch)
         return await future
+
+    def _hurry(self, batch: _Batch) -> None:
+        batch.urgent = True
+        self._urgent.set()
 
     async def flushed(self) -> None:
         """Wait until every write queued so far is committed (or has failed and been logged)."""
@@ -225,6 +243,7 @@ class Writer:
         """Commit what is queued (one last try each), then let :meth:`run` return."""
         self._closing = True
         self._wake.set()
+        self._urgent.set()
 
     # -- the task ------------------------------------------------------------------------------
 
@@ -240,6 +259,12 @@ class Writer:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                if self.linger > 0 and not batch.urgent and not self._closing:
+                    # Nobody waits for this commit (its writes are journaled): let more writes
+                    # join it, so that a busy agent makes fewer, larger transactions.
+                    self._urgent.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), self.linger)
                 self._batch, self._committing = None, batch
                 carried = False
                 if self._since is None:
