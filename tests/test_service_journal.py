@@ -232,3 +232,28 @@ async def test_calls_are_routed_at_once_under_a_held_lock_and_journaled(
 
 async def _true_if(condition: bool) -> bool | None:
     return True if condition else None
+
+
+@pytest.mark.slow  # a start of the service
+async def test_journaled_calls_share_a_commit_and_a_waited_write_does_not_linger(
+    fake: FakeAMI, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records nobody waits for linger so that a burst shares one commit; a write whose result
+    is awaited (a challenge outcome) ends the linger at once."""
+    monkeypatch.setattr(service, "COMMIT_LINGER", 3.0)
+    async with serving(make_config(fake, db), fake) as svc:
+        stats = svc.screener.stats
+        calls = [new_call_id() for _ in range(10)]
+        await fake.emit(*(request(c, MOBILE) for c in calls))
+        await svc.redirects(10)
+        assert stats.write_batches == 0  # lingering: nothing waits for these records
+        challenged = new_call_id()
+        await fake.emit(request(challenged, TOLL_FREE))
+        await svc.redirects(11)
+        await fake.emit(challenge_event(challenged, TOLL_FREE, "pass"))
+        # Well before the 3 s linger: the outcome's result is waited for, so it commits now.
+        await fake.wait_until(lambda: stats.outcomes == 1 and stats.write_batches >= 1, 1.5)
+        record = await svc.call(challenged, within=1.5)
+        assert stats.write_batches == 1  # the calls, the challenged call and its outcome: one
+    assert record.outcome == "pass"
+    assert all([await read_call(db, c) is not None for c in calls])
