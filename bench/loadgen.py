@@ -394,6 +394,10 @@ def client_env(port: int, extra: dict[str, str]) -> dict[str, str]:
         SCREENER_AMI_PORT=str(port),
         SCREENER_AMI_USER=USERNAME,
         SCREENER_AMI_SECRET=SECRET,
+        # No /metrics server unless a run asks for one (bench/scrape.py picks a free port):
+        # the default 127.0.0.1:9120 is taken whenever another screener runs on this machine
+        # (a test suite, a second bench), and the run would then measure nothing.
+        SCREENER_METRICS_LISTEN="",
         PYTHONUNBUFFERED="0",
     )
     env.update(extra)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from screener.policy import SOURCE_STAFF, Entry, ListKind
@@ -55,7 +57,9 @@ class Result(enum.StrEnum):
     INVALID = "invalid"  # *30/*31 with no usable number
     NOTHING = "nothing"  # *34 with nothing left to take back
     CHANGED = "changed"  # *34 when the entry was changed since (by someone else)
-    FAILED = "failed"  # the change could not be made (the database); never from plan()
+    # The change could not be made in time (the database): never from Rule.plan(); Timed's
+    # when the phone stopped waiting first, and then nothing was changed.
+    FAILED = "failed"
 
 
 # The default dialled codes (FreePBX's), for the documentation and the tests; the dialplan's
@@ -156,6 +160,35 @@ class Rule:
         return FeaturePlan(Result.UNDONE, undo.number, True, existing, undo.before, undo.id)
 
 
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """A :class:`Rule` that changes nothing once the phone has stopped waiting for its answer.
+
+    The dialplan gives the screener ``FEATURE_WAIT`` seconds, then plays "failed" itself. A
+    write lock held elsewhere (a long import) can keep the change from being made in that
+    time; made later, the phone would have said "failed" about a change that happened. So the
+    rule reads the clock inside its transaction (the one clock read of this module, on
+    purpose): past ``not_after`` (seconds since the epoch) it plans :attr:`Result.FAILED` and
+    changes nothing, and what the phone heard is true. ``clock`` is for tests.
+    """
+
+    rule: Rule
+    not_after: float | None = None
+    clock: Callable[[], float] = time.time
+
+    def target(self, last: LastCaller | None, undo: StaffChange | None) -> str | None:
+        """The wrapped rule's number (read even when too late: the read changes nothing)."""
+        return self.rule.target(last, undo)
+
+    def plan(
+        self, last: LastCaller | None, undo: StaffChange | None, existing: Entry | None
+    ) -> FeaturePlan:
+        """The wrapped rule's plan, or FAILED (no change) once the phone stopped waiting."""
+        if self.not_after is not None and self.clock() > self.not_after:
+            return FeaturePlan(Result.FAILED, self.rule.target(last, undo))
+        return self.rule.plan(last, undo, existing)
+
+
 def parse_code(text: str | None) -> Code | None:
     """The code a ``StaffFeature`` event names, or None for anything else."""
     try:
@@ -164,4 +197,4 @@ def parse_code(text: str | None) -> Code | None:
         return None
 
 
-__all__ = ["DEFAULT_DIALLED", "Code", "Result", "Rule", "parse_code", "source_of"]
+__all__ = ["DEFAULT_DIALLED", "Code", "Result", "Rule", "Timed", "parse_code", "source_of"]

@@ -8,13 +8,15 @@ to the call's record. What happened is published on one :class:`~screener.events
 
 Two database connections: the writer's is opened first (it creates nothing: ``create=False``,
 and it migrates), then the reader's; lookups run on the reader so that a writer stuck behind
-another process's lock (a long ``list import``) never delays a routing decision. The call record
-is committed *before* the Redirect when the writer answers within ``RECORD_BUDGET`` (so a crash
-never loses a decision that was acted on), and after it otherwise (so a locked database never
-costs a call its route); once the writer has been stuck for longer than that budget, calls stop
-waiting for it at all until it commits again. Lookups run on the event loop's own thread (a
-read-only connection that never waits), so a call costs one trip to a database thread: its
-record's commit. Every write goes through :class:`~screener.writer.Writer` (group
+another process's lock (a long ``list import``) never delays a routing decision. Every write is
+first appended to the journal (:mod:`screener.journal`, replayed by the next start after a
+crash), so a call is Redirected without waiting for its record's commit and no crash of this
+process loses a decision that was acted on. Without the journal (``SCREENER_JOURNAL=off``, or a
+full disk turned it off), the record is committed *before* the Redirect when the writer answers
+within ``RECORD_BUDGET``, and after it otherwise (so a locked database never costs a call its
+route); once the writer has been stuck for longer than that budget, calls stop waiting for it
+at all until it commits again. Lookups run on the event loop's own thread (a read-only
+connection that never waits). Every write goes through :class:`~screener.writer.Writer` (group
 commit, in order, carried over a held lock); what a challenge outcome teaches is decided by
 :mod:`screener.learning` inside the outcome's own transaction.
 
@@ -33,7 +35,7 @@ import re
 import signal
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from screener.events import (
     Hub,
     VoicemailLeft,
 )
+from screener.journal import Journal, OutcomeRule, Recovered, recover
 from screener.notify.voicemail import locate as locate_voicemail
 from screener.numbers import Caller, normalize
 from screener.observers import start_observers
@@ -90,8 +93,12 @@ WRITER_BUSY_TIMEOUT = 5.0
 # Requests over which the skew between Asterisk's clock and ours is estimated.
 CLOCK_WINDOW = 256
 
-# How long a routing decision may wait for its call record to be committed first.
+# How long a routing decision may wait for its call record to be committed first (when the
+# record could not be journaled).
 RECORD_BUDGET = 0.25
+# With the journal nobody waits for a call record's commit: the writer lets the records of this
+# long join one transaction (fewer, larger commits, less of the CPU the calls need).
+COMMIT_LINGER = 0.05
 # Calls remembered in memory to match later outcome events without a database read.
 RECENT_CALLS = 20000
 SHUTDOWN_GRACE = 5.0
@@ -158,6 +165,7 @@ class Screener:
         ami: AMIClient,
         clock: Callable[[], float] = time.time,
         hub: Hub | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.config = config
         self._status_warned = False
@@ -166,7 +174,9 @@ class Screener:
         self.clock = clock
         self.stats = Stats()
         self.hub = hub or Hub()
-        self.writer = Writer(writer, self.stats, self.hub.publish)
+        self.writer = Writer(
+            writer, self.stats, self.hub.publish, journal=journal, linger=COMMIT_LINGER
+        )
         self.recent: OrderedDict[str, Caller] = OrderedDict()
         # Our clock minus Asterisk's, per recent request (see _remaining).
         self._clock_gaps: deque[float] = deque(maxlen=CLOCK_WINDOW)
@@ -388,12 +398,15 @@ class Screener:
                 # The match is counted with the decision it made, in the same commit: a hit of
                 # its own would cost the writer a second transaction per call.
                 writes.append(RecordHit(decision.entry.id, now))
-            done = self.writer.queue(*writes)
-            # Recording first is worth a little wait, never the call's route: spend at most half
-            # the time left before the deadline on it, and send nothing if it passed meanwhile.
-            # (asyncio.wait never cancels the batch's future, which other calls share.)
+            done, journaled = self.writer.queue_journaled(*writes)
+            # In the journal, the record survives a crash of this process: the Redirect need
+            # not wait for its commit (screener/journal.py). Without it (the journal is off: a
+            # full disk), recording first is worth a little wait, never the call's route:
+            # spend at most half the time left before the deadline on it, and send nothing if
+            # it passed meanwhile. (asyncio.wait never cancels the batch's future, which other
+            # calls share.)
             budget = min(RECORD_BUDGET, self._remaining(request) / 2)
-            if self.writer.stalled(RECORD_BUDGET):
+            if journaled or self.writer.stalled(RECORD_BUDGET):
                 # The writer has waited longer than a call may (a lock held by another process):
                 # this record queues behind it, and waiting would only cost the call its budget.
                 budget = 0
@@ -551,7 +564,8 @@ class Screener:
         teach = Learning(
             e164=caller.e164 if caller else None,
             since=now - dt.timedelta(days=policy.fail_window_days),
-            rule=learning.rule(caller, outcome, policy, now),
+            # learning.rule as data, so that the journal can keep it (screener/journal.py).
+            rule=OutcomeRule(caller, outcome, policy, now),
         )
         result = await self.writer.submit(SetOutcome(call_id, outcome.value, now, teach))
         done = result if isinstance(result, OutcomeResult) else OutcomeResult(False)
@@ -674,6 +688,14 @@ def _make_private(path: str) -> None:
         os.chmod(path, 0o600)
 
 
+def journal_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Whether new writes are journaled: ``SCREENER_JOURNAL=off`` turns it off (each call then
+    waits for its record's commit, as before the journal; the benchmark's "before"). A journal
+    a crashed run left is replayed either way."""
+    value = (os.environ if env is None else env).get("SCREENER_JOURNAL", "on")
+    return value.strip().lower() not in ("0", "off", "false", "no")
+
+
 async def run(
     config: Config,
     *,
@@ -704,24 +726,39 @@ async def run(
             # than the trip to a database thread, and a WAL reader never waits for a writer.
             Store.open(db_path, readonly=True, loop_lookups=True) as reader,
         ):
-            if marker.left_behind(db_path):
-                await _check_after_unclean_stop(reader, db_path)
-            with marker.running(db_path):
-                try:
-                    async with (
-                        AMIClient(settings, event_names=EVENTS) as ami,
-                        # /metrics, /healthz and the notifications see every event the service
-                        # publishes on this one hub; the call path knows none of them.
-                        start_observers(config, hub, ami=ami),
-                        # [shared]: the list kept in step with the other sites' (never on the
-                        # call path: lookups stay on the local reader).
-                        start_sync(config),
-                    ):
-                        return await _serve(
-                            config, settings, reader, writer, ami, stop, ready, hub, started
-                        )
-                finally:
-                    agentstatus.remove(db_path)
+            # Locked for as long as this process runs (a second screener is refused), and read
+            # before the marker: what a crashed run journaled is committed before any new call.
+            recovered = await recover(db_path, writer, config.policy, enabled=journal_enabled())
+            try:
+                if marker.left_behind(db_path):
+                    await _check_after_unclean_stop(reader, db_path)
+                with marker.running(db_path):
+                    try:
+                        async with (
+                            AMIClient(settings, event_names=EVENTS) as ami,
+                            # /metrics, /healthz and the notifications see every event the
+                            # service publishes on this one hub; the call path knows none.
+                            start_observers(config, hub, ami=ami),
+                            # [shared]: the list kept in step with the other sites' (never on
+                            # the call path: lookups stay on the local reader).
+                            start_sync(config),
+                        ):
+                            return await _serve(
+                                config,
+                                settings,
+                                reader,
+                                writer,
+                                ami,
+                                stop,
+                                ready,
+                                hub,
+                                started,
+                                recovered,
+                            )
+                    finally:
+                        agentstatus.remove(db_path)
+            finally:
+                recovered.journal.close()
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -752,15 +789,21 @@ async def _serve(
     ready: Callable[[Screener], None] | None,
     hub: Hub,
     started: float,
+    recovered: Recovered,
 ) -> Stats:
+    journal = recovered.journal
     log.info(
         "screener running",
         ami=settings.address,
         database=str(config.db_path),
         hold_s=config.hold_seconds,
         startup_s=round(time.monotonic() - started, 3),
+        journal=str(journal.path) if journal.enabled else "off",
+        replayed=len(recovered.pending),
     )
-    screener = Screener(config, reader, writer, ami, hub=hub)
+    screener = Screener(config, reader, writer, ami, hub=hub, journal=journal)
+    # Ahead of every new write: a replayed outcome still lands after its call's record.
+    screener.writer.resume(recovered.pending)
     if ready is not None:
         ready(screener)
     failed = asyncio.ensure_future(ami.wait_failed())

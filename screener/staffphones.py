@@ -13,8 +13,11 @@ Three ``UserEvent``s from ``[from-staff]`` and ``[route-staff]`` (docs/architect
   to ``staff-feature-result,<result>,1``, where the phone hears the confirmation.
 
 Every write goes through the service's :class:`~screener.writer.Writer`, so a database held by
-another process delays a change but never loses it (the phone then hears "failed" when the
-dialplan's wait ends first; the change is still made). Nothing here needs more than the
+another process delays a change but never loses one that was confirmed. What the phone hears is
+true: a feature code's change is made only while the phone still waits for its answer
+(:class:`~screener.featurecodes.Timed`, the dialplan's ``FEATURE_WAIT`` less a margin); once a
+held lock has kept it past that, it changes nothing, and the "failed" the phone hears (from us,
+or from the dialplan's own timeout) is so. Nothing here needs more than the
 screener's AMI rights: it reads ``user`` events and sends ``Redirect`` (``call``).
 """
 
@@ -27,13 +30,13 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from screener import learning
 from screener.ami import AMIClient, Event
 from screener.config import Config
 from screener.dialplan import StaffChoice
 from screener.errors import AMIError
 from screener.events import NumberCalled, StaffChanged, StaffChose
-from screener.featurecodes import Code, Result, Rule, parse_code
+from screener.featurecodes import Code, Result, Rule, Timed, parse_code
+from screener.journal import CalledRule
 from screener.numbers import Caller, Category, normalize
 from screener.policy import Entry
 from screener.store import (
@@ -59,6 +62,11 @@ CONTEXTS = {
     "screenstaffchoice": "screen-staff-choice",
 }
 RESULT_CONTEXT = "staff-feature-result"
+# How long the phone waits for the answer (the dialplan's FEATURE_WAIT, which it sends in the
+# event's Wait header; this stands in for an event without one), and how much of that is kept
+# for the Redirect to reach the phone: a change is made only while the phone still waits.
+FEATURE_WAIT = 5.0
+FEATURE_MARGIN = 0.5
 # Longest digit string taken as a number (E.164 has at most 15 digits, plus a trunk prefix).
 MAX_DIGITS = 20
 
@@ -94,6 +102,17 @@ def _asterisk_time(event: Event) -> float | None:
         return None
 
 
+def _wait_of(event: Event) -> float:
+    """The phone's wait for an answer as the dialplan sends it (a forged or odd one: ours)."""
+    if "wait" in event.duplicated:
+        return FEATURE_WAIT
+    try:
+        wait = float(event.get("Wait") or "")
+    except ValueError:
+        return FEATURE_WAIT
+    return wait if 1.0 <= wait <= 60.0 else FEATURE_WAIT
+
+
 class StaffPhones:
     """Handlers for the staff phones' events; the service maps them by UserEvent name."""
 
@@ -127,7 +146,8 @@ class StaffPhones:
         learned: Entry | None = None
         if caller.e164 is not None:
             now = self._now()
-            rule = learning.called_rule(caller, endpoint, self.config.policy, now)
+            # learning.called_rule as data, so that the journal can keep it.
+            rule = CalledRule(caller, endpoint, self.config.policy, now)
             result = await self.writer.submit(LearnCalled(caller.e164, now, rule))
             learned = result if isinstance(result, Entry) else None
         self.publish(NumberCalled(endpoint, caller.e164, learned is not None))
@@ -176,7 +196,11 @@ class StaffPhones:
             if keyed is not None and keyed.category is not Category.INVALID:
                 number = keyed.e164
         now = self._now()
-        rule = Rule(code, endpoint, now, number)
+        # Made only while the phone still waits for the answer (less a margin for the Redirect
+        # to reach it): a change made later would contradict the "failed" the phone heard.
+        pressed = _asterisk_time(event)
+        not_after = (pressed if pressed is not None else self.clock()) + _wait_of(event)
+        rule = Timed(Rule(code, endpoint, now, number), not_after - FEATURE_MARGIN)
         done = await self.writer.submit(StaffFeature(endpoint, code.value, now, rule))
         changed_at = self.clock()
         if isinstance(done, FeatureResult):
@@ -187,7 +211,6 @@ class StaffPhones:
             target = plan.number
         else:  # the writer gave up on it (logged there)
             result, changed, kind, target = Result.FAILED, False, None, number
-        pressed = _asterisk_time(event)
         key_ms = (changed_at - pressed) * 1000.0 if pressed is not None else None
         try:
             await self.ami.send(

@@ -15,22 +15,32 @@ everything queued meanwhile in ONE transaction (one trip to the database thread)
 the batch's one future for all of them. At low rates a batch holds one write; under bursts,
 many calls share one commit instead of queuing for a commit each.
 
+*Linger* (``linger``, with the journal): when nobody waits for a batch's commit (every write in
+it is journaled and no result is asked for), the writer waits up to ``linger`` seconds for more
+writes to join it before it commits; a write someone waits for commits it at once.
+
 *In order*: a batch is applied in the order its writes were queued, and batches one after the
 other, so an outcome is always applied after the record of its call.
+
+*The journal* (:mod:`screener.journal`, optional): each write is appended to it as it is
+queued (:meth:`Writer.queue_journaled` says whether it was), each transaction is marked in it
+before and after, and what a crashed run left is queued first again (:meth:`Writer.resume`).
 
 *Lock survival*: when another process holds the write lock past ``busy_timeout`` (a long
 ``list import``), the whole batch is carried, in order, ahead of the next one and retried on the
 next turn (each turn waits ``busy_timeout`` again: that is the backoff). :meth:`Writer.stalled`
 tells how long the commit under way has been waiting, so that a call need not wait too. Writes
 are given up only at shutdown or when more than ``max_carried`` are waiting (memory is then at
-stake); each loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed`.
+stake); each loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed`
+(a journaled write given up stays in the journal: the next start commits it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +48,7 @@ import structlog
 
 from screener.errors import StoreLockedError
 from screener.events import DBWriteFailed, Event
+from screener.journal import Journal
 from screener.store import (
     LearnCalled,
     RecordCall,
@@ -75,6 +86,14 @@ class _Batch:
     writes: list[Write] = field(default_factory=list)
     # One per write: a future for whoever wants that write's result, or None.
     results: list[asyncio.Future[Result] | None] = field(default_factory=list)
+    # One per write: its line in the journal, or None if it has none.
+    seqs: list[int | None] = field(default_factory=list)
+    # Someone waits for this commit (a write not journaled, or a result asked for): no linger.
+    urgent: bool = False
+
+    @property
+    def journaled(self) -> list[int]:
+        return [seq for seq in self.seqs if seq is not None]
 
     @property
     def size(self) -> int:
@@ -116,8 +135,13 @@ class Writer:
         publish: Callable[[Event], None],
         *,
         max_carried: int = MAX_CARRIED_WRITES,
+        journal: Journal | None = None,
+        linger: float = 0.0,
     ) -> None:
         self.store = store
+        self.journal = journal
+        self.linger = linger
+        self._urgent = asyncio.Event()
         self.counters = counters
         self.publish = publish
         self.max_carried = max_carried
@@ -154,28 +178,60 @@ class Writer:
     def queue(self, *writes: Write) -> asyncio.Future[None]:
         """Queue ``writes`` (in this order) for the next commit; the future is done once that
         commit is over, whether it succeeded (or its failure was logged). Never awaits."""
+        done, _ = self.queue_journaled(*writes)
+        return done
+
+    def queue_journaled(self, *writes: Write) -> tuple[asyncio.Future[None], bool]:
+        """:meth:`queue`, and whether the writes are in the journal: then no crash of this
+        process loses them, and nobody need wait for their commit first."""
         if not self._open:
             # No writer (it ended, or never started): nothing must wait for these writes.
             done = asyncio.get_running_loop().create_future()
             done.set_result(None)
             self._failed("database writer not running", list(writes))
-            return done
+            return done, False
+        seqs = self._journal(writes)
         batch = self._open_batch()
-        for write in writes:
+        for write, seq in zip(writes, seqs, strict=True):
             batch.writes.append(write)
             batch.results.append(None)
-        return batch.done
+            batch.seqs.append(seq)
+        journaled = bool(seqs) and seqs[0] is not None
+        if not journaled:
+            self._hurry(batch)
+        return batch.done, journaled
+
+    def resume(self, pending: Sequence[tuple[int, Write]]) -> None:
+        """Queue, ahead of everything, the journaled writes a crashed run left uncommitted
+        (:func:`screener.journal.recover`); before :meth:`run` starts."""
+        if not pending:
+            return
+        batch = self._open_batch()
+        batch.writes[:0] = [write for _, write in pending]
+        batch.results[:0] = [None] * len(pending)
+        batch.seqs[:0] = [seq for seq, _ in pending]
+
+    def _journal(self, writes: Sequence[Write]) -> list[int | None]:
+        seqs = self.journal.append(writes) if self.journal is not None else None
+        return list(seqs) if seqs is not None else [None] * len(writes)
 
     async def submit(self, write: Write) -> Result:
         """Queue one write and wait for its own result (None if it was lost; that is logged)."""
         if not self._open:
             self._failed("database writer not running", [write])
             return None
+        (seq,) = self._journal([write])
         batch = self._open_batch()
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         batch.writes.append(write)
         batch.results.append(future)
+        batch.seqs.append(seq)
+        self._hurry(batch)
         return await future
+
+    def _hurry(self, batch: _Batch) -> None:
+        batch.urgent = True
+        self._urgent.set()
 
     async def flushed(self) -> None:
         """Wait until every write queued so far is committed (or has failed and been logged)."""
@@ -187,6 +243,7 @@ class Writer:
         """Commit what is queued (one last try each), then let :meth:`run` return."""
         self._closing = True
         self._wake.set()
+        self._urgent.set()
 
     # -- the task ------------------------------------------------------------------------------
 
@@ -202,6 +259,12 @@ class Writer:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                if self.linger > 0 and not batch.urgent and not self._closing:
+                    # Nobody waits for this commit (its writes are journaled): let more writes
+                    # join it, so that a busy agent makes fewer, larger transactions.
+                    self._urgent.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), self.linger)
                 self._batch, self._committing = None, batch
                 carried = False
                 if self._since is None:
@@ -229,6 +292,9 @@ class Writer:
         Never raises but CancelledError. Failures are logged and counted.
         """
         self.counters.write_batches += 1
+        journal = self.journal
+        if journal is not None:
+            journal.begin(batch.journaled)
         try:
             results = await self.store.apply(batch.writes)
         except StoreLockedError as exc:
@@ -241,6 +307,7 @@ class Writer:
             # Ahead of whatever was queued meanwhile: the order stays the order of the calls.
             nxt = self._open_batch()
             nxt.writes[:0], nxt.results[:0] = batch.writes, batch.results
+            nxt.seqs[:0] = batch.seqs
             # Whoever waits on this batch's future now waits for the next commit.
             nxt.done.add_done_callback(lambda _: _release(batch.done))
             return True
@@ -254,22 +321,42 @@ class Writer:
                 records=batch.size,
             )
         else:
+            if journal is not None:
+                journal.done(batch.journaled)
             for future, result in zip(batch.results, results, strict=True):
                 _settle(future, result)
             return False
         # One bad write must not cost the others of its batch theirs.
-        for write, future in zip(batch.writes, batch.results, strict=True):
+        for write, future, seq in zip(batch.writes, batch.results, batch.seqs, strict=True):
+            one = [seq] if seq is not None else []
+            if journal is not None:
+                journal.begin(one)
             try:
                 (result,) = await self.store.apply([write])
+            except StoreLockedError as exc:
+                # Kept in the journal (if it is there): the next start commits it.
+                self._failed(str(exc), [write])
+                _settle(future, None)
             except Exception as exc:
+                # Failed for good (bad data): never replayed.
+                if journal is not None:
+                    journal.done(one)
                 self._failed(str(exc), [write])
                 _settle(future, None)
             else:
+                if journal is not None:
+                    journal.done(one)
                 _settle(future, result)
         return False
 
     def _lost(self, exc: Exception, batch: _Batch) -> None:
         self._failed(str(exc), batch.writes)
+        kept = batch.journaled
+        if kept:
+            log.warning(
+                "the writes given up are kept in the journal: the next start commits them",
+                writes=len(kept),
+            )
         for future in batch.results:
             _settle(future, None)
 

@@ -189,13 +189,16 @@ class _SlowTimers(asyncio.SelectorEventLoop):
 
 
 @pytest.mark.slow  # seconds of waiting: the full suite runs it, the fast path skips it
-def test_no_redirect_once_the_wait_for_the_record_overran_the_deadline(tmp_path: Path) -> None:
+def test_no_redirect_once_the_wait_for_the_record_overran_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A call whose wait for its record outlasted the hold is left to the fallback: no Redirect.
 
-    The writer is locked, so the call waits its whole record budget; on a stalled loop that
-    wait ends after the deadline, and the Redirect must not go out: the dialplan's fallback
-    already has the call.
+    Without the journal (off, or a full disk) and with the writer locked, the call waits its
+    whole record budget; on a stalled loop that wait ends after the deadline, and the Redirect
+    must not go out: the dialplan's fallback already has the call.
     """
+    monkeypatch.setenv("SCREENER_JOURNAL", "off")
 
     async def scenario() -> tuple[CallRecord, int, int]:
         db = tmp_path / "screener.db"

@@ -129,6 +129,29 @@ async def test_feature_code_survives_a_held_lock(
     assert svc.task.result().record_errors == 0
 
 
+@slow
+async def test_a_feature_code_held_past_the_phones_wait_changes_nothing(
+    fake: FakeAMI, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """*30 under a lock held longer than the phone waits (Wait: 1 s here, FEATURE_WAIT in the
+    dialplan): the phone is told "failed", and once the lock goes no entry was made, so what it
+    heard is true."""
+    monkeypatch.setattr(service, "WRITER_BUSY_TIMEOUT", 0.2)
+    async with serving(make_config(fake, db), fake) as svc:
+        with write_locked(db):
+            await fake.emit(
+                staff_event("StaffFeature", Code="block", Number="0120121852", Wait="1")
+            )
+            await asyncio.sleep(1.2)  # past the phone's wait: the dialplan said "failed"
+            assert fake.actions("Redirect") == []
+        (told,) = await svc.redirects(1, within=5)
+        await svc.screener.writer.flushed()
+    assert told.get("Exten") == "failed"
+    assert await read_entry(db, TOLL_FREE_E164) is None
+    async with Store.open(db, readonly=True) as store:
+        assert await store.staff_changes() == []
+
+
 def event(lines: list[str]) -> Event:
     headers, duplicated = parse_headers(lines)
     return Event("UserEvent", headers, 0.0, duplicated)

@@ -1,0 +1,85 @@
+"""Part 2's before/after, interleaved: ``screener run`` with and without its journal, A B A B.
+
+``.venv/bin/python -m bench.agentab [--rate 100] [--seconds 5] [--rounds 2]`` starts the floor,
+``screener run`` (journal) and ``screener run`` with ``SCREENER_JOURNAL=off`` (each record's
+commit waited for, as before the journal) one after the other, ``--rounds`` times, against the
+part's generator (``bench/loadgen.py``) on the cached 10 M database, and prints for each the
+request → Redirect p50 / p99 and the CPU time per call (user + system of the client process over
+the step, psutil). Interleaving the runs spreads a loaded machine's noise over both sides. The
+warm-up (8 s at 50/s) outlasts the service's start-up count of the lists (5 s after the start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import psutil
+
+from bench import dataset, loadgen
+
+
+async def _one(label: str, argv: list[str], env: dict[str, str], rate: int, seconds: float,
+               numbers: list[str]) -> dict[str, Any]:  # fmt: skip
+    logs = dataset.CACHE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    async with loadgen.LoadServer() as server:
+        client = loadgen.Client(
+            label, argv, loadgen.client_env(server.port, env), logs / f"ab-{label}.log"
+        )
+        await client.start(server)
+        try:
+            await server.run_step(50, 8.0, numbers)
+            assert client.proc is not None
+            proc = psutil.Process(client.proc.pid)
+            before = proc.cpu_times()
+            step = await server.run_step(rate, seconds, numbers)
+            after = proc.cpu_times()
+        finally:
+            await client.stop()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    report = step.report()
+    report["cpu_ms_per_call"] = cpu / max(1, step.sent) * 1000.0
+    return report
+
+
+async def run(rate: int, seconds: float, rounds: int, entries: int) -> list[dict[str, Any]]:
+    """Every client, ``rounds`` times in turn; one report per run."""
+    db, _ = dataset.ensure_db(entries)
+    numbers = loadgen.shuffled(dataset.callers(entries, 50_000, seed=11))
+    quiet = {"SCREENER_LOG_LEVEL": "warning", "SCREENER_DB": str(db)}
+    plan = [
+        ("floor", loadgen.floor_argv(), {}),
+        ("journal", loadgen.screener_argv(), quiet),
+        ("commit_first", loadgen.screener_argv(), {**quiet, "SCREENER_JOURNAL": "off"}),
+    ]
+    out = []
+    for n in range(rounds):
+        for label, argv, env in plan:
+            if label != "floor":
+                dataset.reset_calls(db)
+            report = await _one(label, argv, env, rate, seconds, numbers)
+            report.update(label=label, round=n)
+            print(
+                f"round {n} {label:>12}: p50 {report['p50_ms']:.3f} ms, p99"
+                f" {report['p99_ms']:.3f} ms, CPU {report['cpu_ms_per_call']:.3f} ms/call,"
+                f" lost {report['lost']}",
+                flush=True,
+            )
+            out.append(report)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.agentab", description=__doc__)
+    p.add_argument("--rate", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--entries", type=int, default=10_000_000)
+    args = p.parse_args()
+    asyncio.run(run(args.rate, args.seconds, args.rounds, args.entries))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,614 @@
+"""The service's write-ahead journal: a call is routed before its record is committed, and lost
+by no crash of the process.
+
+Every write the agent queues (:class:`~screener.writer.Writer`) is first appended as one JSON
+line to ``<database>.screener-journal`` (mode 0600, like the database): one ``os.write`` on an
+``O_APPEND`` descriptor, no fsync. That is the durability of SQLite's WAL with
+``synchronous=NORMAL``, which the store uses: both survive a crash (or a SIGKILL) of the
+screener, since the kernel keeps what was written; neither survives a power cut before the
+kernel writes it out. The writer commits in groups as before, and marks in the journal what
+each commit holds: ``{"b": [[first, last]...]}`` before the transaction, ``{"c": ...}`` once
+it committed. When nothing in the journal is left to commit, it is truncated.
+
+At start-up (:func:`recover`, before any call is screened) the lines that no ``c`` mark covers
+are queued again, in their order, ahead of everything else; so an outcome still lands after
+its call's record. One transaction may have committed without its ``c`` mark (a crash between
+COMMIT and the mark): the last ``b`` mark names it, and the database says whether it holds it
+(:func:`_applied`: the exact row its last write leaves), so nothing is written twice.
+
+The file is locked (``flock``) for the life of the process: a second ``screener run`` on the
+same database is refused. A torn last line (a crash inside the ``write``) is dropped with a
+warning and counted; an append that fails (a full disk) or a journal past ``MAX_BYTES`` (a
+write lock held elsewhere for a long time) turns the journal off until it is empty again, and
+calls go back to waiting for their commit (:meth:`Journal.append` returns None).
+
+Rules that decide inside a transaction (what an outcome teaches, what a feature code does) are
+journaled as their inputs and rebuilt with the configuration at replay (:class:`OutcomeRule`,
+:class:`CalledRule`, :class:`~screener.featurecodes.Timed`); a write with any other rule is
+not journaled, and its commit is waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from screener import learning
+from screener.errors import StoreError
+from screener.featurecodes import Code, Rule, Timed
+from screener.numbers import Caller, Category
+from screener.policy import Entry, ListKind, Outcome, Policy
+from screener.store import (
+    CallRecord,
+    LearnCalled,
+    Learning,
+    RecordCall,
+    RecordFallback,
+    RecordHit,
+    RecordLate,
+    SetLastCaller,
+    SetOutcome,
+    SetRecording,
+    SetStaffChoice,
+    SetVoicemail,
+    StaffFeature,
+    Store,
+    Write,
+    to_ts,
+)
+
+log = structlog.get_logger("screener.journal")
+
+SUFFIX = ".screener-journal"
+# Past this size the journal stops taking writes until it is empty (see the module docstring):
+# about 150,000 call records (420 bytes each), more than the writer carries in memory over a
+# held lock (MAX_CARRIED_WRITES).
+MAX_BYTES = 64 * 1024 * 1024
+
+
+def journal_path(db_path: Path) -> Path:
+    """Where the journal of the database at ``db_path`` lives (beside it)."""
+    return db_path.with_name(db_path.name + SUFFIX)
+
+
+# --- rules that can be journaled -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRule:
+    """:func:`screener.learning.rule` as data: what a challenge outcome teaches."""
+
+    caller: Caller | None
+    outcome: Outcome
+    policy: Policy
+    now: dt.datetime
+
+    def __call__(self, record: CallRecord | None, existing: Entry | None, failures: int) -> Any:
+        return learning.rule(self.caller, self.outcome, self.policy, self.now)(
+            record, existing, failures
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CalledRule:
+    """:func:`screener.learning.called_rule` as data: a number a staff phone called out."""
+
+    caller: Caller
+    endpoint: str
+    policy: Policy
+    now: dt.datetime
+
+    def __call__(self, existing: Entry | None) -> Entry | None:
+        return learning.learn_called(self.caller, self.endpoint, existing, self.policy, self.now)
+
+
+# --- lines -----------------------------------------------------------------------------------
+
+
+def _t(value: dt.datetime) -> float:
+    return to_ts(value)
+
+
+def _opt_t(value: dt.datetime | None) -> float | None:
+    return None if value is None else to_ts(value)
+
+
+def _dt(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def _opt_dt(value: float | None) -> dt.datetime | None:
+    return None if value is None else _dt(value)
+
+
+def _caller(caller: Caller | None) -> list[Any] | None:
+    if caller is None:
+        return None
+    return [caller.raw, caller.e164, caller.category.value, caller.detail]
+
+
+def _uncaller(data: list[Any] | None) -> Caller | None:
+    if data is None:
+        return None
+    return Caller(data[0], data[1], Category(data[2]), data[3])
+
+
+def _record(rec: CallRecord) -> dict[str, Any]:
+    return {
+        "call_id": rec.call_id,
+        "received_at": _t(rec.received_at),
+        "raw_number": rec.raw_number,
+        "raw_name": rec.raw_name,
+        "e164": rec.e164,
+        "category": rec.category,
+        "did": rec.did,
+        "route": rec.route,
+        "rule": rec.rule,
+        "reasons": list(rec.reasons),
+        "latency_ms": rec.latency_ms,
+        "outcome": rec.outcome,
+        "outcome_at": _opt_t(rec.outcome_at),
+        "voicemail": rec.voicemail,
+        "fallback": rec.fallback,
+    }
+
+
+def _unrecord(d: dict[str, Any]) -> CallRecord:
+    return CallRecord(
+        **{
+            **d,
+            "received_at": _dt(d["received_at"]),
+            "reasons": tuple(d["reasons"]),
+            "outcome_at": _opt_dt(d["outcome_at"]),
+        }
+    )
+
+
+_RECORDS: dict[str, type[RecordCall | RecordFallback | RecordLate]] = {
+    "call": RecordCall,
+    "fallback": RecordFallback,
+    "late": RecordLate,
+}
+
+
+def encode(write: Write) -> dict[str, Any] | None:
+    """A write as a journal line's data, or None if it cannot be journaled (an unknown rule)."""
+    if isinstance(write, RecordCall | RecordFallback | RecordLate):
+        kind = {RecordCall: "call", RecordFallback: "fallback", RecordLate: "late"}[type(write)]
+        return {"k": kind, "r": _record(write.record)}
+    if isinstance(write, RecordHit):
+        return {"k": "hit", "id": write.entry_id, "at": _t(write.at)}
+    if isinstance(write, SetOutcome):
+        learn = write.learning
+        taught: dict[str, Any] | None = None
+        if learn is not None:
+            rule = learn.rule
+            if not isinstance(rule, OutcomeRule):
+                return None
+            taught = {"e164": learn.e164, "since": _t(learn.since), "caller": _caller(rule.caller)}
+        return {
+            "k": "outcome",
+            "call": write.call_id,
+            "o": write.outcome,
+            "at": _t(write.at),
+            "learn": taught,
+        }
+    if isinstance(write, SetVoicemail):
+        return {
+            "k": "voicemail",
+            "call": write.call_id,
+            "s": write.status,
+            "at": _t(write.at),
+            "audio": write.audio,
+        }
+    if isinstance(write, SetRecording):
+        return {"k": "recording", "call": write.call_id, "path": write.path, "s": write.seconds}
+    if isinstance(write, SetLastCaller):
+        return {
+            "k": "lastcaller",
+            "ep": write.endpoint,
+            "call": write.call_id,
+            "at": _t(write.at),
+            "e164": write.e164,
+            "raw": write.raw_number,
+            "cat": write.category,
+        }
+    if isinstance(write, StaffFeature):
+        timed = write.rule
+        if not isinstance(timed, Timed):
+            return None
+        return {
+            "k": "feature",
+            "ep": write.endpoint,
+            "code": write.code,
+            "at": _t(write.at),
+            "number": timed.rule.number,
+            "not_after": timed.not_after,
+        }
+    if isinstance(write, LearnCalled):
+        called = write.rule
+        if not isinstance(called, CalledRule):
+            return None
+        return {
+            "k": "called",
+            "e164": write.e164,
+            "at": _t(write.at),
+            "caller": _caller(called.caller),
+            "ep": called.endpoint,
+        }
+    return {
+        "k": "choice",
+        "call": write.call_id,
+        "choice": write.choice,
+        "staff": write.staff,
+        "at": _t(write.at),
+        "kind": write.kind.value if write.kind is not None else None,
+        "e164": write.e164,
+    }
+
+
+def decode(d: dict[str, Any], policy: Policy) -> Write:
+    """The write a journal line holds; its rule rebuilt with today's ``policy``."""
+    kind = d["k"]
+    if kind in _RECORDS:
+        return _RECORDS[kind](_unrecord(d["r"]))
+    if kind == "hit":
+        return RecordHit(int(d["id"]), _dt(d["at"]))
+    if kind == "outcome":
+        at = _dt(d["at"])
+        taught = d["learn"]
+        teach = None
+        if taught is not None:
+            rule = OutcomeRule(_uncaller(taught["caller"]), Outcome(d["o"]), policy, at)
+            teach = Learning(taught["e164"], _dt(taught["since"]), rule)
+        return SetOutcome(d["call"], d["o"], at, teach)
+    if kind == "voicemail":
+        return SetVoicemail(d["call"], d["s"], _dt(d["at"]), d["audio"])
+    if kind == "recording":
+        return SetRecording(d["call"], d["path"], d["s"])
+    if kind == "lastcaller":
+        return SetLastCaller(d["ep"], d["call"], _dt(d["at"]), d["e164"], d["raw"], d["cat"])
+    if kind == "feature":
+        at = _dt(d["at"])
+        feature = Rule(Code(d["code"]), d["ep"], at, d["number"])
+        return StaffFeature(d["ep"], d["code"], at, Timed(feature, d["not_after"]))
+    if kind == "called":
+        at = _dt(d["at"])
+        caller = _uncaller(d["caller"])
+        assert caller is not None
+        return LearnCalled(d["e164"], at, CalledRule(caller, d["ep"], policy, at))
+    if kind == "choice":
+        listed = ListKind(d["kind"]) if d["kind"] is not None else None
+        return SetStaffChoice(d["call"], d["choice"], d["staff"], _dt(d["at"]), listed, d["e164"])
+    raise ValueError(f"unknown journal line kind {kind!r}")
+
+
+def _ranges(seqs: Iterable[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for seq in sorted(seqs):
+        if out and out[-1][1] == seq - 1:
+            out[-1][1] = seq
+        else:
+            out.append([seq, seq])
+    return out
+
+
+def _unranges(ranges: Any) -> set[int]:
+    return {n for first, last in ranges for n in range(int(first), int(last) + 1)}
+
+
+# --- reading a journal -----------------------------------------------------------------------
+
+
+@dataclass
+class Contents:
+    """What a journal file holds: its writes in order, and what its marks say."""
+
+    writes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    committed: set[int] = field(default_factory=set)
+    begun: list[set[int]] = field(default_factory=list)  # each b mark, in order
+    torn: int = 0  # lines that were not whole JSON (a crash inside a write)
+    good_bytes: int = 0  # where the last whole line ends
+
+    @property
+    def last_seq(self) -> int:
+        return max(self.writes, default=0)
+
+    def unsure(self) -> set[int]:
+        """The writes of the last transaction begun whose commit mark is missing."""
+        if not self.begun:
+            return set()
+        return self.begun[-1] - self.committed
+
+    def pending(self, unsure_applied: bool) -> list[tuple[int, dict[str, Any]]]:
+        """The writes no commit holds, in order (``unsure_applied``: the database holds the
+        last transaction begun)."""
+        done = self.committed | (self.unsure() if unsure_applied else set())
+        return [(seq, self.writes[seq]) for seq in sorted(self.writes) if seq not in done]
+
+
+def parse(data: bytes) -> Contents:
+    """The journal's contents; torn or garbled lines are counted and skipped."""
+    contents = Contents()
+    offset = 0
+    for raw in data.splitlines(keepends=True):
+        offset += len(raw)
+        whole = raw.endswith(b"\n")
+        try:
+            item = json.loads(raw) if whole else None
+        except ValueError:
+            item = None
+        if not isinstance(item, dict):
+            contents.torn += 1
+            continue
+        if whole:
+            contents.good_bytes = offset
+        if "n" in item and "w" in item:
+            contents.writes[int(item["n"])] = item["w"]
+        elif "c" in item:
+            contents.committed |= _unranges(item["c"])
+        elif "b" in item:
+            contents.begun.append(_unranges(item["b"]))
+        else:
+            contents.torn += 1
+    return contents
+
+
+# What the last write of a transaction leaves in the database, exactly: (SQL, parameters).
+def _witness(d: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+    kind = d["k"]
+    if kind == "call":
+        r = d["r"]
+        return (
+            "SELECT 1 FROM calls WHERE call_id = ? AND latency_ms = ?"
+            " AND abs(received_at - ?) < 1e-5",
+            (r["call_id"], r["latency_ms"], r["received_at"]),
+        )
+    if kind in ("fallback", "late"):
+        r = d["r"]
+        return (
+            "SELECT 1 FROM calls WHERE call_id = ? AND fallback = 1"
+            " AND json_extract(reasons, '$[#-1]') = ?",
+            (r["call_id"], r["reasons"][-1] if r["reasons"] else ""),
+        )
+    if kind == "outcome":
+        return (
+            "SELECT 1 FROM calls WHERE call_id = ? AND outcome = ? AND abs(outcome_at - ?) < 1e-5",
+            (d["call"], d["o"], d["at"]),
+        )
+    if kind == "voicemail":
+        return ("SELECT 1 FROM outbox WHERE key = ?", (f"voicemail:{d['call']}",))
+    if kind == "lastcaller":
+        return (
+            "SELECT 1 FROM staff_last_caller WHERE endpoint = ? AND call_id = ?"
+            " AND abs(at - ?) < 1e-5",
+            (d["ep"], d["call"], d["at"]),
+        )
+    if kind == "choice":
+        return (
+            "SELECT 1 FROM calls WHERE call_id = ? AND staff_choice_by = ?"
+            " AND abs(staff_choice_at - ?) < 1e-5",
+            (d["call"], d["staff"], d["at"]),
+        )
+    if kind == "feature":
+        return (
+            "SELECT 1 FROM staff_changes WHERE endpoint = ?"
+            " AND (abs(at - ?) < 1e-5 OR abs(undone_at - ?) < 1e-5)",
+            (d["ep"], d["at"], d["at"]),
+        )
+    return None  # hits, recordings, learned numbers: replaying them changes nothing that counts
+
+
+def _applied(db: sqlite3.Connection, writes: Sequence[dict[str, Any]]) -> bool:
+    """Whether the database holds the transaction of ``writes``: the exact row its last
+    checkable write leaves (nothing after it in the same transaction can change that row)."""
+    for d in reversed(writes):
+        witness = _witness(d)
+        if witness is not None:
+            return db.execute(*witness).fetchone() is not None
+    return False  # nothing to tell by: replaying these is harmless (see _witness)
+
+
+# --- the journal -----------------------------------------------------------------------------
+
+
+class Journal:
+    """The open journal of one running service. Use :func:`recover`."""
+
+    def __init__(self, path: Path, fd: int, next_seq: int, size: int, *, enabled: bool) -> None:
+        self.path = path
+        self._fd = fd
+        self._next = next_seq
+        self._size = size
+        self.enabled = enabled  # False: SCREENER_JOURNAL=off; nothing new is journaled
+        self._off = False  # a failed append or MAX_BYTES: off until the journal is empty
+        self.outstanding = 0  # journaled writes not yet committed
+        self.failures = 0  # appends that failed (counted for the status line)
+
+    def append(self, writes: Sequence[Write]) -> list[int] | None:
+        """Journal ``writes`` (one write: they are one line each); their sequence numbers, or
+        None when they were not journaled (then their commit must be waited for)."""
+        if not self.enabled or self._off:
+            return None
+        lines: list[str] = []
+        seqs: list[int] = []
+        for write in writes:
+            data = encode(write)
+            if data is None:
+                return None
+            seq = self._next + len(seqs)
+            seqs.append(seq)
+            lines.append(
+                json.dumps({"n": seq, "w": data}, ensure_ascii=False, separators=(",", ":"))
+            )
+        text = ("\n".join(lines) + "\n").encode()
+        if self._size + len(text) > MAX_BYTES:
+            self._turn_off("the journal is full (a write lock held elsewhere for long)")
+            return None
+        if not self._write(text):
+            return None
+        self._next += len(seqs)
+        self.outstanding += len(seqs)
+        return seqs
+
+    def begin(self, seqs: Sequence[int]) -> None:
+        """A transaction holding ``seqs`` is about to be tried."""
+        if seqs:
+            self._mark("b", seqs)
+
+    def done(self, seqs: Sequence[int]) -> None:
+        """``seqs`` are committed (or failed for good, logged): never to be replayed."""
+        if not seqs:
+            return
+        self.outstanding -= len(seqs)
+        if self.outstanding <= 0:
+            self.reset()
+            return
+        self._mark("c", seqs)
+
+    def reset(self) -> None:
+        """Nothing is left to replay: empty the file (and take writes again if it was off)."""
+        self.outstanding = 0
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            self._turn_off(f"could not empty the journal: {exc}")
+            return
+        self._size = 0
+        if self._off:
+            log.info("the journal takes writes again", journal=str(self.path))
+        self._off = False
+
+    def _mark(self, key: str, seqs: Sequence[int]) -> None:
+        data = json.dumps({key: _ranges(seqs)}, separators=(",", ":")) + "\n"
+        self._write(data.encode())
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            self._turn_off(f"could not append to the journal: {exc}")
+            return False
+        self._size += written
+        if written != len(data):
+            # A short write (the disk filled up): a torn line the next start skips.
+            self._turn_off(os.strerror(errno.ENOSPC))
+            return False
+        return True
+
+    def _turn_off(self, why: str) -> None:
+        self.failures += 1
+        if not self._off:
+            self._off = True
+            log.warning(
+                "journal off: calls wait for their commit until it is empty again",
+                journal=str(self.path),
+                why=why,
+            )
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _open_locked(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the journal {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise StoreError(
+            f"another screener is running on this database (its journal {path} is locked);"
+            " stop it first"
+        ) from exc
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o600)  # one made by an older run with a looser umask
+    return fd
+
+
+@dataclass
+class Recovered:
+    """An open journal, and the writes a crashed run left uncommitted (to queue first)."""
+
+    journal: Journal
+    pending: list[tuple[int, Write]]
+    torn: int
+
+
+async def recover(
+    db_path: Path, store: Store, policy: Policy, *, enabled: bool = True
+) -> Recovered:
+    """Open and lock the journal, and find what a crashed run left uncommitted, in order."""
+    path = journal_path(db_path)
+    fd = _open_locked(path)
+    try:
+        with open(path, "rb") as f:  # noqa: ASYNC230 -- a local file read once at start-up
+            data = f.read()
+        contents = parse(data)
+        unsure = contents.unsure()
+        applied = False
+        if unsure:
+            batch = [contents.writes[n] for n in sorted(unsure) if n in contents.writes]
+            applied = await store.run(
+                "journal: check the last commit", lambda db: _applied(db, batch)
+            )
+        if contents.torn:
+            log.warning(
+                "journal: torn or unreadable lines skipped (a crash while writing them)",
+                journal=str(path),
+                lines=contents.torn,
+            )
+        if contents.good_bytes < len(data):
+            os.ftruncate(fd, contents.good_bytes)  # so that the next line starts on its own
+        pending: list[tuple[int, Write]] = []
+        for seq, item in contents.pending(applied):
+            try:
+                pending.append((seq, decode(item, policy)))
+            except (KeyError, TypeError, ValueError) as exc:
+                contents.torn += 1
+                log.warning("journal: a line that is no write skipped", seq=seq, error=str(exc))
+        journal = Journal(path, fd, contents.last_seq + 1, contents.good_bytes, enabled=enabled)
+        journal.outstanding = len(pending)
+        if applied:
+            journal._mark("c", sorted(unsure))
+        if not pending:
+            journal.reset()
+        else:
+            log.warning(
+                "journal: replaying writes a previous run left uncommitted",
+                journal=str(path),
+                writes=len(pending),
+            )
+        return Recovered(journal, pending, contents.torn)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+__all__ = [
+    "MAX_BYTES",
+    "SUFFIX",
+    "CalledRule",
+    "Journal",
+    "OutcomeRule",
+    "Recovered",
+    "decode",
+    "encode",
+    "journal_path",
+    "parse",
+    "recover",
+]

@@ -1,0 +1,224 @@
+"""screener.journal: the lines, what a journal file says is left to commit, and the file itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from screener import journal as jr
+from screener.errors import StoreError
+from screener.featurecodes import Code, Result, Rule, Timed
+from screener.journal import CalledRule, Journal, OutcomeRule
+from screener.numbers import Caller, Category
+from screener.policy import ListKind, Outcome, Policy
+from screener.service import journal_enabled
+from screener.store import (
+    CallRecord,
+    LearnCalled,
+    Learning,
+    RecordCall,
+    RecordFallback,
+    RecordHit,
+    RecordLate,
+    SetLastCaller,
+    SetOutcome,
+    SetRecording,
+    SetStaffChoice,
+    SetVoicemail,
+    StaffFeature,
+    Store,
+    Write,
+)
+
+NOW = dt.datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=dt.UTC)
+POLICY = Policy()
+CALLER = Caller("0120121852", "+81120121852", Category.TOLL_FREE, "toll-free")
+
+
+def record(call_id: str = "1700000000.1", **kw: object) -> CallRecord:
+    fields: dict[str, object] = {
+        "call_id": call_id,
+        "received_at": NOW,
+        "raw_number": "0120121852",
+        "raw_name": "タナカ",
+        "e164": "+81120121852",
+        "category": "toll_free",
+        "did": "+81355550000",
+        "route": "challenge",
+        "rule": "category",
+        "reasons": ("caller +81120121852: toll-free", "category rule toll_free → challenge"),
+        "latency_ms": 0.123456789,
+    }
+    fields.update(kw)
+    return CallRecord(**fields)  # type: ignore[arg-type]  # the test's own field table
+
+
+WRITES: list[Write] = [
+    RecordCall(record()),
+    RecordFallback(record(fallback=True, reasons=("dialplan fallback",), latency_ms=0.0)),
+    RecordLate(record(fallback=True, reasons=("too late",))),
+    RecordHit(42, NOW),
+    SetOutcome("1700000000.1", "fail", NOW),
+    SetOutcome(
+        "1700000000.1",
+        "pass",
+        NOW,
+        Learning(
+            "+81120121852",
+            NOW - dt.timedelta(days=30),
+            OutcomeRule(CALLER, Outcome.PASS, POLICY, NOW),
+        ),
+    ),
+    SetOutcome(
+        "1700000000.1",
+        "fail",
+        NOW,
+        Learning(None, NOW, OutcomeRule(None, Outcome.FAIL, POLICY, NOW)),
+    ),
+    SetVoicemail("1700000000.1", "SUCCESS", NOW, "/var/spool/asterisk/voicemail/x.wav"),
+    SetRecording("1700000000.1", "/rec/1700000000.1.wav", 12.0),
+    SetLastCaller("staff1", "1700000000.1", NOW, "+81120121852", "0120121852", "toll_free"),
+    SetLastCaller("staff1", "1700000000.1", NOW),
+    StaffFeature(
+        "staff1", "block", NOW, Timed(Rule(Code.BLOCK, "staff1", NOW, "+81312345678"), 1.5e9)
+    ),
+    LearnCalled("+81312345678", NOW, CalledRule(CALLER, "staff1", POLICY, NOW)),
+    SetStaffChoice("1700000000.1", "block", "staff1", NOW, ListKind.BLOCK, "+81120121852"),
+    SetStaffChoice("1700000000.1", "ring", "staff1", NOW),
+]
+
+
+@pytest.mark.parametrize("write", WRITES, ids=lambda w: type(w).__name__)
+def test_every_write_survives_its_line(write: Write) -> None:
+    """Each kind of write comes back from its JSON line equal to what was journaled."""
+    line = json.dumps(jr.encode(write), ensure_ascii=False)
+    assert jr.decode(json.loads(line), POLICY) == write
+
+
+def test_a_write_with_a_rule_of_unknown_shape_is_not_journaled() -> None:
+    """A closure cannot be written down: such a write is not journaled (its commit is waited)."""
+    closure = Learning(None, NOW, lambda record, existing, failures: None)
+    assert jr.encode(SetOutcome("1.1", "pass", NOW, closure)) is None
+    assert jr.encode(StaffFeature("staff1", "undo", NOW, Rule(Code.UNDO, "staff1", NOW))) is None
+
+
+def _line(seq: int, write: Write) -> bytes:
+    return (json.dumps({"n": seq, "w": jr.encode(write)}) + "\n").encode()
+
+
+def _mark(key: str, *ranges: list[int]) -> bytes:
+    return (json.dumps({key: list(ranges)}) + "\n").encode()
+
+
+def test_only_writes_no_commit_holds_are_pending() -> None:
+    """Committed ranges are skipped; the rest comes back in order."""
+    data = b"".join(
+        [
+            _line(1, WRITES[0]),
+            _line(2, WRITES[3]),
+            _mark("b", [1, 2]),
+            _mark("c", [1, 2]),
+            _line(3, WRITES[4]),
+            _line(4, WRITES[7]),
+        ]
+    )
+    contents = jr.parse(data)
+    assert [seq for seq, _ in contents.pending(False)] == [3, 4]
+    assert contents.unsure() == set() and contents.torn == 0
+
+
+def test_the_last_transaction_begun_without_a_commit_mark_is_unsure() -> None:
+    """A crash between COMMIT and its mark: the database decides (here: it holds it)."""
+    data = b"".join([_line(1, WRITES[0]), _mark("b", [1, 1]), _line(2, WRITES[4])])
+    contents = jr.parse(data)
+    assert contents.unsure() == {1}
+    assert [seq for seq, _ in contents.pending(True)] == [2]
+    assert [seq for seq, _ in contents.pending(False)] == [1, 2]
+
+
+def test_a_torn_last_line_is_skipped_and_counted() -> None:
+    """A crash inside the write leaves half a line: skipped, counted, the rest kept."""
+    whole = _line(1, WRITES[0])
+    torn = _line(2, WRITES[4])[:25]
+    contents = jr.parse(whole + torn)
+    assert contents.torn == 1
+    assert [seq for seq, _ in contents.pending(False)] == [1]
+    assert contents.good_bytes == len(whole)
+
+
+def test_a_feature_code_changes_nothing_once_the_phone_stopped_waiting() -> None:
+    """Timed: past its deadline the plan is FAILED and applies nothing; before, the rule's."""
+    rule = Rule(Code.BLOCK, "staff1", NOW, "+81312345678")
+    late = Timed(rule, not_after=100.0, clock=lambda: 101.0)
+    plan = late.plan(None, None, None)
+    assert (plan.result, plan.apply) == (Result.FAILED, False)
+    in_time = Timed(rule, not_after=100.0, clock=lambda: 99.0)
+    assert in_time.plan(None, None, None) == rule.plan(None, None, None)
+
+
+# -- the file ------------------------------------------------------------------------------------
+
+
+async def test_the_journal_is_private_locked_and_emptied(db: Path) -> None:
+    """0600 like the database; a second opener is refused; emptied once all is committed."""
+    async with Store.open(db) as store:
+        recovered = await jr.recover(db, store, POLICY)
+        journal = recovered.journal
+        try:
+            path = jr.journal_path(db)
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            with pytest.raises(StoreError, match="another screener is running"):
+                await jr.recover(db, store, POLICY)
+            seqs = journal.append([WRITES[0], WRITES[3]])
+            assert seqs == [1, 2] and path.stat().st_size > 0
+            journal.begin(seqs)
+            journal.done(seqs)
+            assert path.stat().st_size == 0
+        finally:
+            journal.close()
+
+
+def _journal(tmp_path: Path) -> Journal:
+    path = tmp_path / "j"
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    return Journal(path, fd, 1, 0, enabled=True)
+
+
+def test_a_full_journal_turns_off_until_it_is_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_BYTES (a lock held for long) writes are refused, then taken again once empty."""
+    journal = _journal(tmp_path)
+    try:
+        first = journal.append([WRITES[0]])
+        assert first == [1]
+        monkeypatch.setattr(jr, "MAX_BYTES", journal.path.stat().st_size + 10)
+        assert journal.append([WRITES[4]]) is None
+        assert journal.failures == 1
+        journal.done(first)
+        assert journal.append([WRITES[4]]) == [2]
+    finally:
+        journal.close()
+
+
+def test_a_failed_append_turns_the_journal_off(tmp_path: Path) -> None:
+    """An append the disk refuses (here: a closed descriptor) is reported as not journaled."""
+    journal = _journal(tmp_path)
+    os.close(journal._fd)
+    journal._fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        assert journal.append([WRITES[0]]) is None
+        assert journal.failures == 1 and journal.outstanding == 0
+    finally:
+        journal.close()
+
+
+def test_journal_switch_reads_the_environment() -> None:
+    """SCREENER_JOURNAL=off (or 0/false/no) turns journaling off; anything else keeps it on."""
+    assert journal_enabled({}) and journal_enabled({"SCREENER_JOURNAL": "on"})
+    assert not any(journal_enabled({"SCREENER_JOURNAL": v}) for v in ("off", "0", "False", "no"))
