@@ -4,9 +4,10 @@ killed mid-snapshot leaves the local list as it was. Real PostgreSQL (tests/pgse
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +17,16 @@ from screener.shared import central, engine, local
 from screener.shared.engine import Sync
 from screener.store import Store
 from tests.pgserver import PGServer, bin_dir
-from tests.test_shared_sync import NOW, allow, block, fresh_central, lists, shared_config, site
+from tests.test_shared_sync import (
+    NOW,
+    allow,
+    block,
+    eventually,
+    fresh_central,
+    lists,
+    shared_config,
+    site,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -150,9 +160,11 @@ async def test_postgres_killed_mid_snapshot_leaves_the_local_list_as_it_was(
 ) -> None:
     """PG killed (immediate shutdown) after part of a snapshot was written: B's list, ids and
     sync state are exactly what they were, the half-built table is gone; the next sync takes
-    the whole snapshot."""
+    the whole snapshot. (The snapshot's process is held at its next chunk by a write lock on
+    B's database, so PG dies while it is surely in the middle.)"""
     monkeypatch.setattr(engine, "SNAPSHOT_FETCH", 100)
     monkeypatch.setattr(engine, "SNAPSHOT_CHUNK", 300)
+    monkeypatch.setattr(engine, "SNAPSHOT_INLINE", 0)  # the snapshot's own process
     dsn = await fresh_central(pg_own)
     async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
         sa = Sync(shared_config(pg_own, dsn, "a"), a)
@@ -160,25 +172,28 @@ async def test_postgres_killed_mid_snapshot_leaves_the_local_list_as_it_was(
         await b.add(block("+81399990000", label="b's own"))
         await sb.once()
         await sa.join()
-        await a.import_entries([block(f"+8131{n:07d}") for n in range(3000)])
+        await a.import_entries([block(f"+8131{n:07d}") for n in range(30_000)])
         await sa.once()
         before = [(e.id, e.number, e.kind, e.label) for e in await b.entries()]
         state = await b.run("s", local.state)
         await b.run("s", lambda db: db.execute("UPDATE sync_state SET snapshot_at = NULL"))
-        staged = 0
-        stage = sb._stage
+        watcher = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+        count = f"SELECT count(*) FROM {local.SNAPSHOT_TABLE}"  # noqa: S608  # a fixed name
 
-        async def stage_then_kill(rows: list[tuple[Any, ...]]) -> None:
-            nonlocal staged
-            await stage(rows)
-            staged += 1
-            if staged == 2:
-                pg_own.stop(signal.SIGQUIT)
+        def staged() -> int:
+            try:
+                return int(watcher.execute(count).fetchone()[0])
+            except sqlite3.OperationalError:  # not created yet
+                return 0
 
-        monkeypatch.setattr(sb, "_stage", stage_then_kill)
-        with pytest.raises(SharedError):
-            await sb.once()
-        assert staged == 2
+        syncing = asyncio.create_task(sb.once())
+        await eventually(lambda: staged() >= 300)
+        watcher.execute("BEGIN IMMEDIATE")  # the next chunk waits for this lock
+        pg_own.stop(signal.SIGQUIT)
+        watcher.execute("ROLLBACK")
+        watcher.close()
+        with pytest.raises(SharedError, match="snapshot"):
+            await syncing
         assert [(e.id, e.number, e.kind, e.label) for e in await b.entries()] == before
         after = await b.run("s", local.state)
         assert (after.last_seq, after.snapshot_at) == (state.last_seq, None)
@@ -187,7 +202,6 @@ async def test_postgres_killed_mid_snapshot_leaves_the_local_list_as_it_was(
         )
         assert local.SNAPSHOT_TABLE not in tables
         pg_own.start()
-        monkeypatch.setattr(sb, "_stage", stage)
-        assert (await sb.once()).snapshot == 3001
+        assert (await sb.once()).snapshot == 30_001
         assert await lists(b) == await lists(a)
-        assert len(await lists(b)) == 3001
+        assert len(await lists(b)) == 30_001

@@ -17,6 +17,7 @@ import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from screener.shared.rules import Change, Key, Row, lay
@@ -193,10 +194,25 @@ def snapshot_begin(db: sqlite3.Connection) -> None:
         )
 
 
-def snapshot_stage(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+# Rows per INSERT statement while a snapshot is written: one statement of many rows costs
+# about half the interpreter's time per row of one statement per row.
+_STAGE_ROWS = 100
+_STAGE_ONE = "(?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def snapshot_stage(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
     """Write rows of the snapshot into its table (the column order of ``_ROW_COLUMNS``)."""
-    sql = f"INSERT INTO {SNAPSHOT_TABLE} ({_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608  # fixed
-    db.executemany(sql, rows)
+    head = f"INSERT INTO {SNAPSHOT_TABLE} ({_ROW_COLUMNS}) VALUES "  # noqa: S608  # fixed
+    full = len(rows) - len(rows) % _STAGE_ROWS
+    if full:
+        flat = list(chain.from_iterable(rows[:full]))
+        width = 8 * _STAGE_ROWS
+        db.executemany(
+            head + ", ".join([_STAGE_ONE] * _STAGE_ROWS),
+            [flat[i : i + width] for i in range(0, len(flat), width)],
+        )
+    if full < len(rows):
+        db.executemany(head + _STAGE_ONE, rows[full:])
 
 
 def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
