@@ -297,3 +297,54 @@ async def touch_site(conn: psycopg.AsyncConnection[Any], site: str, last_seq: in
             " SET last_seen = now(), last_seq = excluded.last_seq",
             (site, last_seq),
         )
+
+
+# The console's all-sites call log: a short wait, never the sync's connection, never on a call.
+CALL_LOG_TIMEOUT_S = 2.0
+_CALL_LOG_COLUMNS = (
+    "site, call_id, received_at, raw_number, raw_name, e164, category, did, route, rule,"
+    " reasons, latency_ms, outcome, outcome_at, voicemail, fallback"
+)
+
+
+def call_log(
+    config: SharedConfig,
+    filters: Sequence[tuple[str, Any]],
+    after: tuple[float, str, str] | None,
+    limit: int,
+) -> list[tuple[Any, ...]]:
+    """A page of every site's call records, newest first (synchronous: the console's thread).
+
+    ``filters``: (column, value) pairs from a fixed set (site, route, outcome, e164) and
+    (``received_at >=``/``<``) bounds, as ``"since"``/``"until"``; ``after``: the last row of
+    the previous page (received_at, site, call_id). Connecting and the statement each wait at
+    most ``CALL_LOG_TIMEOUT_S``; any failure is a SharedError (the console falls back).
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in filters:
+        if column == "since":
+            clauses.append("received_at >= %s")
+        elif column == "until":
+            clauses.append("received_at < %s")
+        elif column in ("site", "route", "outcome", "e164"):
+            clauses.append(f"{column} = %s")
+        else:
+            raise ValueError(f"no such call log filter: {column}")
+        params.append(value)
+    if after is not None:
+        clauses.append("(received_at, site, call_id) < (%s, %s, %s)")
+        params += list(after)
+    sql = f"SELECT {_CALL_LOG_COLUMNS} FROM calls"  # noqa: S608  # fixed columns and clauses
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY received_at DESC, site DESC, call_id DESC LIMIT %s"
+    params.append(limit)
+    kwargs = config.connect_kwargs()
+    kwargs["connect_timeout"] = max(2, round(CALL_LOG_TIMEOUT_S))  # libpq's least is 2 s
+    kwargs["options"] = f"-c statement_timeout={int(CALL_LOG_TIMEOUT_S * 1000)}"
+    try:
+        with psycopg.connect(config.dsn, **kwargs) as conn:
+            return list(conn.execute(sql, params).fetchall())
+    except (psycopg.Error, OSError) as exc:
+        raise wrap(exc, config, "read the call log") from exc
