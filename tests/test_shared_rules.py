@@ -135,6 +135,13 @@ def test_shared_from_the_file_with_the_password_from_a_file(tmp_path: Path) -> N
     kwargs = shared.connect_kwargs()
     assert kwargs["password"] == "s3cr3t-pw" and kwargs["sslrootcert"] == "/etc/ca.pem"
     assert "s3cr3t-pw" not in repr(shared) and "db.example" not in repr(shared)
+    assert (shared.retention_days, shared.call_retention_days) == (30.0, 365.0)  # the defaults
+    tuned = write(
+        tmp_path,
+        '[shared]\ndsn = "host=h"\nsite = "a"\nretention_days = 7\ncall_retention_days = 90\n',
+    )
+    got = load_config(tuned, env={}).shared
+    assert got is not None and (got.retention_days, got.call_retention_days) == (7.0, 90.0)
 
 
 def test_shared_from_the_environment_takes_the_password_out_of_the_dsn() -> None:
@@ -161,6 +168,8 @@ def test_shared_from_the_environment_takes_the_password_out_of_the_dsn() -> None
         ('dsn = "host=h"\nsite = "a"\nsslmode = "maybe"', "shared.sslmode: expected one of"),
         ('dsn = "host=h"\nsite = "a"\nurl = "x"', "shared.url: unknown key"),
         ('dsn = "not a dsn ="\nsite = "a"', "shared.dsn: not a PostgreSQL connection string"),
+        ('dsn = "host=h"\nsite = "a"\nretention_days = 0', "shared.retention_days"),
+        ('dsn = "host=h"\nsite = "a"\ncall_retention_days = "long"', "shared.call_retention_days"),
     ],
 )
 def test_shared_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
