@@ -96,6 +96,7 @@ class Sync:
         self._last_prune = -PRUNE_INTERVAL  # the first full round prunes
         self.snapshots = 0  # taken by this engine (a fresh site, a stale or a late one)
         self.snapshot_rows = 0  # in the last one
+        self.snapshot_spent: dict[str, float] = {}  # and where its time went (seconds)
 
     # --- one round -----------------------------------------------------------------------------
 
@@ -212,8 +213,10 @@ class Sync:
         # At most this many live rows (the sequence counts every change ever made).
         inline = await central.top_seq(conn) <= SNAPSHOT_INLINE
         await self.store.run("begin a snapshot", local.snapshot_begin)
+        spent: dict[str, float] = {}
         try:
-            seq, count = await self._build_snapshot(inline=inline)
+            seq, count = await self._build_snapshot(inline=inline, spent=spent)
+            built = time.monotonic()
             cache = await self.store.run("snapshot cache", _import_pragmas)
             try:
                 removed, written = await self.store.run_in_transaction(
@@ -221,8 +224,10 @@ class Sync:
                 )
             finally:
                 await self.store.run("snapshot cache", partial(_restore_pragmas, cache=cache))
+            spent.update(build_s=built - began, swap_s=time.monotonic() - built)
         finally:
             await self.store.run("end a snapshot", local.snapshot_end)
+        self.snapshot_spent = {k: round(v, 3) for k, v in spent.items()}
         log.info(
             "sync.snapshot",
             rows=count,
@@ -230,12 +235,13 @@ class Sync:
             removed=removed,
             written=written,
             seconds=round(time.monotonic() - began, 3),
+            **self.snapshot_spent,
         )
         self.snapshots += 1
         self.snapshot_rows = count
         return count
 
-    async def _build_snapshot(self, *, inline: bool) -> tuple[int, int]:
+    async def _build_snapshot(self, *, inline: bool, spent: dict[str, float]) -> tuple[int, int]:
         """Run the snapshot's process; (sequence, rows). Killed by its PID if cancelled.
 
         ``inline``: a small list, built on a thread of this process instead (the process's
@@ -252,7 +258,7 @@ class Sync:
         }
         if inline:
             try:
-                return await asyncio.to_thread(snapshot_build, orders)
+                return await asyncio.to_thread(snapshot_build, orders, spent)
             except (psycopg.Error, OSError, sqlite3.Error) as exc:
                 raise central.wrap(exc, self.config, "snapshot") from exc
         proc = await asyncio.create_subprocess_exec(
@@ -276,6 +282,7 @@ class Sync:
         except ValueError:
             answer = {}
         if proc.returncode == 0 and "seq" in answer:
+            spent.update({k: float(answer[k]) for k in ("fetch_s", "write_s") if k in answer})
             return int(answer["seq"]), int(answer["rows"])
         reason = answer.get("error") or err.decode(errors="replace").strip()[-500:]
         raise central.wrap(

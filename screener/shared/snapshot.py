@@ -20,6 +20,7 @@ import queue
 import sqlite3
 import sys
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -29,8 +30,13 @@ from screener.shared import central, local
 _DONE = object()
 
 
-def build(orders: dict[str, Any]) -> tuple[int, int]:
-    """Fetch the snapshot and write it into the snapshot table: (its sequence, its rows)."""
+def build(orders: dict[str, Any], spent: dict[str, float] | None = None) -> tuple[int, int]:
+    """Fetch the snapshot and write it into the snapshot table: (its sequence, its rows).
+
+    ``spent``, if given, gets the seconds spent waiting for PostgreSQL (``fetch_s``) and
+    writing (``write_s``, on the other thread): where a slow snapshot's time went.
+    """
+    fetch_s = write_s = 0.0
     db = sqlite3.connect(orders["db"], isolation_level=None, check_same_thread=False)
     try:
         db.execute(f"PRAGMA busy_timeout = {int(orders['busy_timeout_ms'])}")
@@ -39,13 +45,16 @@ def build(orders: dict[str, Any]) -> tuple[int, int]:
         failed: list[BaseException] = []
 
         def write() -> None:
+            nonlocal write_s
             while (rows := chunks.get()) is not _DONE:
                 if failed:
                     continue  # drain: the fetcher stops at its next put
                 try:
+                    began = time.perf_counter()
                     db.execute("BEGIN IMMEDIATE")
                     local.snapshot_stage(db, rows)
                     db.execute("COMMIT")
+                    write_s += time.perf_counter() - began
                 except BaseException as exc:  # handed to the main thread, which raises it
                     failed.append(exc)
                     if db.in_transaction:
@@ -56,9 +65,11 @@ def build(orders: dict[str, Any]) -> tuple[int, int]:
         count = 0
         try:
             with psycopg.connect(orders["dsn"], **orders["connect"]) as conn:
+                began = time.perf_counter()
                 seq, batches = central.snapshot(conn, int(orders["fetch"]))
                 staged: list[Any] = []
                 for rows in batches:
+                    fetch_s += time.perf_counter() - began
                     if failed:
                         break
                     staged.extend(rows)
@@ -66,6 +77,8 @@ def build(orders: dict[str, Any]) -> tuple[int, int]:
                     if len(staged) >= int(orders["chunk"]):
                         chunks.put(staged)
                         staged = []
+                    began = time.perf_counter()
+                fetch_s += time.perf_counter() - began
                 if staged:
                     chunks.put(staged)
         finally:
@@ -73,6 +86,8 @@ def build(orders: dict[str, Any]) -> tuple[int, int]:
             writer.join()
         if failed:
             raise failed[0]
+        if spent is not None:
+            spent.update(fetch_s=fetch_s, write_s=write_s)
         return seq, count
     finally:
         db.close()
@@ -81,12 +96,13 @@ def build(orders: dict[str, Any]) -> tuple[int, int]:
 def main() -> int:
     """Read the orders from stdin, build, print one JSON line; 0 on success."""
     orders = json.loads(sys.stdin.read())
+    spent: dict[str, float] = {}
     try:
-        seq, rows = build(orders)
+        seq, rows = build(orders, spent)
     except (psycopg.Error, OSError, sqlite3.Error) as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
-    print(json.dumps({"seq": seq, "rows": rows}), flush=True)
+    print(json.dumps({"seq": seq, "rows": rows, **spent}), flush=True)
     return 0
 
 
