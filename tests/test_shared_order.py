@@ -205,3 +205,27 @@ async def test_postgres_killed_mid_snapshot_leaves_the_local_list_as_it_was(
         assert (await sb.once()).snapshot == 30_001
         assert await lists(b) == await lists(a)
         assert len(await lists(b)) == 30_001
+
+
+async def test_an_entry_added_while_a_snapshot_is_built_keeps_the_swap_whole(
+    tmp_path: Path,
+) -> None:
+    """An entry made here while the snapshot table is being written (its change in the outbox)
+    can hold an id that a snapshot row holds too: the swap still succeeds, with that change
+    laid over the snapshot and every snapshot row present."""
+    async with site(tmp_path, "b") as b:
+        await b.run_in_transaction("join", lambda db: local.join(db, "b"))
+        await b.run("begin", local.snapshot_begin)  # the local list is empty: ids from 1
+        rows = [
+            ("block", number, 0, "", "manual", 0.0, None, "")
+            for number in ("+81311110001", "+81311110002")
+        ]
+        await b.run_in_transaction("stage", lambda db: local.snapshot_stage(db, rows))
+        await b.add(allow("+81311110002", label="made meanwhile"))  # id 1 in the old list
+        await b.run_in_transaction("swap", lambda db: local.snapshot_apply(db, 7))
+        got = {e.number: (e.kind, e.label) for e in await b.entries()}
+        assert got == {
+            "+81311110001": (ListKind.BLOCK, ""),
+            "+81311110002": (ListKind.ALLOW, "made meanwhile"),
+        }
+        assert (await b.run("s", local.state)).last_seq == 7

@@ -223,12 +223,21 @@ def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
     will lay them when they arrive. Returns (entries removed, entries written).
     """
     table = SNAPSHOT_TABLE
-    db.execute(f"DELETE FROM {table} WHERE number = ?", (_PLACEHOLDER,))  # noqa: S608  # fixed
+    # The ids below the placeholder's are the old list's as it was when the build began; an
+    # entry added since (its change is in the outbox, laid over below) may hold an id that a
+    # snapshot row has, so only the older ones carry their id over.
+    reserved = db.execute(
+        f"DELETE FROM {table} WHERE number = ? RETURNING id",  # noqa: S608  # fixed
+        (_PLACEHOLDER,),
+    ).fetchall()
+    top = int(reserved[0][0]) if reserved else 0
     before = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
     if before:
         db.execute(
             f"UPDATE {table} SET id = o.id, hits = o.hits, last_seen = o.last_seen"  # noqa: S608  # fixed
             f" FROM entries o WHERE o.number = {table}.number AND o.prefix = {table}.prefix"
+            " AND o.id <= ?",
+            (top,),
         )
     written = int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608  # fixed
     kept = (
