@@ -133,6 +133,7 @@ async def _snapshot(server: PGServer, dsn: str, folder: Path, size: int) -> dict
         "central_load_s": load_s,
         "seconds": took,
         "rows_per_s": size / took,
+        "spent": sync.snapshot_spent,  # fetch_s, write_s (overlapped), build_s, swap_s
         "lookup_quiet": _summary(quiet),
         "lookup_during": _summary(busy),
         "p99_ratio": ratio(_pct(busy, 0.99), _pct(quiet, 0.99)),

@@ -869,6 +869,10 @@ class SharedConfig:
     snapshot_after_days: float = 7.0
     # Call records shipped to the central store per batch.
     call_batch: int = 500
+    # Central tombstones and idempotency keys older than this are pruned (days); a site that
+    # has not pulled since then takes a snapshot instead. Central call records: their own.
+    retention_days: float = 30.0
+    call_retention_days: float = 365.0
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.AsyncConnection.connect`` besides the DSN."""
@@ -905,6 +909,8 @@ _SHARED = (
     "push_interval",
     "snapshot_after_days",
     "call_batch",
+    "retention_days",
+    "call_retention_days",
 )
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _SITE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -995,4 +1001,10 @@ def _shared(ctx: _Ctx, value: Any, env: Mapping[str, str]) -> SharedConfig:
             ctx, "shared.snapshot_after_days", table.get("snapshot_after_days", 7.0), 0.001, 3650
         ),
         call_batch=_integer(ctx, "shared.call_batch", table.get("call_batch", 500), 1, 100000),
+        retention_days=_number(
+            ctx, "shared.retention_days", table.get("retention_days", 30.0), 1, 36500
+        ),
+        call_retention_days=_number(
+            ctx, "shared.call_retention_days", table.get("call_retention_days", 365.0), 1, 36500
+        ),
     )

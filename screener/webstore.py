@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from screener.errors import InputError, StoreError
+from screener.config import SharedConfig
+from screener.errors import InputError, SharedError, StoreError
 from screener.policy import SOURCE_CALLED, SOURCE_LEARNED, Entry, ListKind
 from screener.store import (
     ENTRY_COLUMNS,
@@ -52,6 +53,7 @@ class CallRow:
 
     rowid: int
     call: CallRecord
+    site: str | None = None  # set for rows of the all-sites call log ([shared])
 
 
 def _call(row: Sequence[Any]) -> CallRow:
@@ -145,6 +147,8 @@ class WebStore:
 
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         self.path = path
+        # [shared]: the call log can show every site's calls from the central store.
+        self.shared: SharedConfig | None = None
         self._busy = busy_timeout
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -363,6 +367,38 @@ class WebStore:
         sql += " ORDER BY received_at DESC, rowid DESC LIMIT ?"
         params.append(max(1, min(limit, MAX_PAGE)))
         return [_call(r) for r in self._all_rows("list calls", sql, params)]
+
+    def site_calls(
+        self,
+        where: CallFilter,
+        *,
+        site: str | None,
+        after: tuple[float, str, str] | None,
+        limit: int,
+    ) -> list[CallRow]:
+        """A page of every site's call log from the central store ([shared]), newest first.
+
+        Waits at most a couple of seconds; raises SharedError when the central store cannot
+        answer (the page then shows this site's own log, with a notice).
+        """
+        if self.shared is None:
+            raise SharedError("no [shared] store is configured")
+        from screener.shared.central import call_log  # psycopg only with [shared]
+
+        filters: list[tuple[str, Any]] = [
+            (column, value)
+            for column, value in (
+                ("site", site),
+                ("route", where.route),
+                ("outcome", where.outcome),
+                ("e164", where.e164),
+                ("since", to_ts(where.since) if where.since else None),
+                ("until", to_ts(where.until) if where.until else None),
+            )
+            if value is not None
+        ]
+        rows = call_log(self.shared, filters, after, max(1, min(limit, MAX_PAGE)))
+        return [CallRow(0, _call((0, *r[1:])).call, r[0]) for r in rows]
 
     def calls_after(self, rowid: int, limit: int = 100) -> list[CallRow]:
         """Calls written after ``rowid``, oldest first (what the live view has not shown yet)."""

@@ -8,7 +8,7 @@ import pytest
 
 from screener.config import load_config, redact_dsn
 from screener.errors import ConfigError
-from screener.shared.rules import Change, Row, accepts, fold, rank
+from screener.shared.rules import Change, Row, accepts, fold, lay, rank
 
 
 def row(
@@ -135,6 +135,13 @@ def test_shared_from_the_file_with_the_password_from_a_file(tmp_path: Path) -> N
     kwargs = shared.connect_kwargs()
     assert kwargs["password"] == "s3cr3t-pw" and kwargs["sslrootcert"] == "/etc/ca.pem"
     assert "s3cr3t-pw" not in repr(shared) and "db.example" not in repr(shared)
+    assert (shared.retention_days, shared.call_retention_days) == (30.0, 365.0)  # the defaults
+    tuned = write(
+        tmp_path,
+        '[shared]\ndsn = "host=h"\nsite = "a"\nretention_days = 7\ncall_retention_days = 90\n',
+    )
+    got = load_config(tuned, env={}).shared
+    assert got is not None and (got.retention_days, got.call_retention_days) == (7.0, 90.0)
 
 
 def test_shared_from_the_environment_takes_the_password_out_of_the_dsn() -> None:
@@ -161,6 +168,8 @@ def test_shared_from_the_environment_takes_the_password_out_of_the_dsn() -> None
         ('dsn = "host=h"\nsite = "a"\nsslmode = "maybe"', "shared.sslmode: expected one of"),
         ('dsn = "host=h"\nsite = "a"\nurl = "x"', "shared.url: unknown key"),
         ('dsn = "not a dsn ="\nsite = "a"', "shared.dsn: not a PostgreSQL connection string"),
+        ('dsn = "host=h"\nsite = "a"\nretention_days = 0', "shared.retention_days"),
+        ('dsn = "host=h"\nsite = "a"\ncall_retention_days = "long"', "shared.call_retention_days"),
     ],
 )
 def test_shared_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -182,3 +191,36 @@ def test_shared_config_errors_name_the_key(tmp_path: Path, text: str, message: s
 def test_redact_dsn(dsn: str, shown: str) -> None:
     """A DSN shown in a message has its password, in either form, replaced."""
     assert redact_dsn(dsn) == shown
+
+
+@pytest.mark.parametrize(
+    ("current", "pending", "shown"),
+    [
+        (None, [], None),
+        (row("manual", label="central"), [], row("manual", label="central")),
+        # An unpushed change of equal rank is newer than the row pulled before it was pushed.
+        (row("manual", label="central"), [change("k1", "manual", "allow")], row("manual", "allow")),
+        # A learned change loses to a person's central entry, pending or not.
+        (row("manual"), [change("k1", "learned", "allow")], row("manual")),
+        # A person's unpushed change stands over a learned central row.
+        (row("learned", "allow"), [change("k1", "manual")], row("manual")),
+        # An unpushed removal of the entry it saw, over a central row of equal rank.
+        (row("manual"), [change("k1", "manual", op="delete")], row("manual", deleted=True)),
+        # Several unpushed changes, in the order they were made.
+        (
+            None,
+            [change("k1", "manual", label="first"), change("k2", "manual", label="second")],
+            row("manual", label="second"),
+        ),
+        # A tombstone pulled under an unpushed change is no entry: the change stands.
+        (row("manual", deleted=True), [change("k1", "learned", "allow")], row("learned", "allow")),
+    ],
+)
+def test_lay_pending_changes_over_the_central_row(
+    current: Row | None, pending: list[Change], shown: Row | None
+) -> None:
+    """What a site shows for a key with unpushed changes: the outcome their push will have."""
+    assert lay(current, pending) == shown
+    assert lay(current, pending) == fold(
+        {} if current is None else {current.key: current}, pending
+    ).get(("+81312345678", False), current)

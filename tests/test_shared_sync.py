@@ -113,7 +113,7 @@ async def test_init_creates_the_schema_from_empty_and_again_is_a_no_op(pg_shared
     """shared init on an empty database applies every migration; run again, none."""
     dsn = pg_shared.create_database("t_init_empty")
     config = shared_config(pg_shared, dsn, "admin")
-    assert await init_central(config) == (schema.SCHEMA_VERSION, [1, 2])
+    assert await init_central(config) == (schema.SCHEMA_VERSION, [1, 2, 3])
     assert await init_central(config) == (schema.SCHEMA_VERSION, [])
     with pg_shared.connect("t_init_empty") as conn:
         tables = {
@@ -139,7 +139,7 @@ async def test_init_migrates_from_the_previous_version(pg_shared: PGServer) -> N
     with pytest.raises(SharedError, match="run `screener shared init`"):
         async with site(Path(os.environ.get("TMPDIR", "/tmp")), f"prev-{uuid.uuid4().hex}") as s:
             await Sync(config, s).once()
-    assert await init_central(config) == (schema.SCHEMA_VERSION, [2])
+    assert await init_central(config) == (schema.SCHEMA_VERSION, [2, 3])
     assert central_entries(pg_shared, dsn) == {("+81312345678", False): ("block", "manual")}
 
 

@@ -62,6 +62,7 @@ def web(
         )
     # Like `screener run`, never on a database made up by a typo in --db.
     with _webstore(config, create=False) as store:
+        store.shared = config.shared  # the call log shows every site's calls ([shared])
         console = Console(
             store=store,
             policy=config.policy,

@@ -13,8 +13,9 @@ out anything that looks like one all the same).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -27,6 +28,10 @@ from screener.shared.rules import Change, Key, Row, fold
 
 log = structlog.get_logger(__name__)
 
+# A pruned tombstone may have been the latest change: the list's sequence is never below it.
+_TOP_SEQ = (
+    "SELECT greatest(coalesce(max(seq), 0), (SELECT tombstones_upto FROM retention)) FROM entries"
+)
 _ROW = "kind, number, prefix, label, source, created_at, expires_at, note, deleted"
 
 
@@ -146,54 +151,120 @@ async def push(
         return int(top)
 
 
-async def pull(conn: psycopg.AsyncConnection[Any], after: int, limit: int) -> list[tuple[int, Row]]:
-    """The central rows changed after sequence ``after``, oldest first, at most ``limit``."""
-    cur = await conn.execute(
-        f"SELECT seq, {_ROW} FROM entries WHERE seq > %s ORDER BY seq LIMIT %s",  # noqa: S608  # fixed columns
-        (after, limit),
-    )
-    rows = [(int(r[0]), _row(r[1:])) for r in await cur.fetchall()]
-    await conn.rollback()  # end the read's transaction: no snapshot held between pulls
-    return rows
+async def pull(
+    conn: psycopg.AsyncConnection[Any], after: int, limit: int
+) -> list[tuple[int, Row]] | None:
+    """The central rows changed after sequence ``after``, oldest first, at most ``limit``.
+
+    None when a tombstone after ``after`` has been pruned (:func:`prune`): the site may have
+    missed a removal and must take a snapshot. The rows and the pruning horizon are read in one
+    REPEATABLE READ transaction, so a prune in between cannot slip past.
+    """
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur = await conn.execute("SELECT tombstones_upto FROM retention")
+        horizon = await cur.fetchone()
+        if horizon is not None and int(horizon[0]) > after:
+            return None
+        cur = await conn.execute(
+            f"SELECT seq, {_ROW} FROM entries WHERE seq > %s ORDER BY seq LIMIT %s",  # noqa: S608  # fixed columns
+            (after, limit),
+        )
+        return [(int(r[0]), _row(r[1:])) for r in await cur.fetchall()]
 
 
-async def top_seq(conn: psycopg.AsyncConnection[Any]) -> int:
-    """The highest sequence number given out so far (0: an empty list)."""
-    cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM entries")
+async def horizon(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The highest sequence of a pruned tombstone (0: none pruned)."""
+    cur = await conn.execute("SELECT tombstones_upto FROM retention")
     row = await cur.fetchone()
     await conn.rollback()
     return int(row[0]) if row else 0
 
 
-@asynccontextmanager
-async def snapshot(
-    conn: psycopg.AsyncConnection[Any], chunk: int
-) -> AsyncIterator[tuple[int, AsyncIterator[list[tuple[Any, ...]]]]]:
-    """The live central entries as of one moment: (its sequence, chunks of rows).
+@dataclass(frozen=True)
+class Pruned:
+    """What one :func:`prune` removed."""
 
-    One REPEATABLE READ transaction, so the rows and the sequence agree however many sites
-    write meanwhile. Rows come in the local store's column order (kind, number, prefix as 0/1,
-    label, source, created_at, expires_at, note).
+    tombstones: int
+    keys: int
+    calls: int
+    horizon: int
+
+
+async def prune(
+    conn: psycopg.AsyncConnection[Any], retention_s: float, call_retention_s: float
+) -> Pruned:
+    """Remove tombstones and idempotency keys older than ``retention_s``, and call records
+    older than ``call_retention_s``; raise the pruning horizon over the tombstones removed.
+
+    The tombstones go under the write lock, with the horizon, in one transaction: a site that
+    pulls sees either the tombstones or the horizon that tells it to take a snapshot.
     """
     async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM entries")
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.WRITE_LOCK,))
+        cur = await conn.execute(
+            "WITH gone AS (DELETE FROM entries WHERE deleted"
+            " AND changed_at < now() - make_interval(secs => %s) RETURNING seq)"
+            " SELECT count(*), coalesce(max(seq), 0) FROM gone",
+            (retention_s,),
+        )
         row = await cur.fetchone()
-        seq = int(row[0]) if row else 0
+        tombstones, top = (int(row[0]), int(row[1])) if row else (0, 0)
+        cur = await conn.execute(
+            "UPDATE retention SET tombstones_upto = greatest(tombstones_upto, %s),"
+            " pruned_at = now() RETURNING tombstones_upto",
+            (top,),
+        )
+        row = await cur.fetchone()
+        upto = int(row[0]) if row else 0
+        cur = await conn.execute(
+            "DELETE FROM applied WHERE at < now() - make_interval(secs => %s)", (retention_s,)
+        )
+        keys = cur.rowcount
+    async with conn.transaction():
+        cur = await conn.execute(
+            "DELETE FROM calls WHERE received_at < extract(epoch FROM now()) - %s",
+            (call_retention_s,),
+        )
+        calls = cur.rowcount
+    return Pruned(tombstones, keys, calls, upto)
 
-        async def chunks() -> AsyncIterator[list[tuple[Any, ...]]]:
-            async with conn.cursor(name="screener_snapshot") as named:
-                await named.execute(
-                    "SELECT kind, number, prefix::int, label, source, created_at, expires_at,"
-                    " note FROM entries WHERE NOT deleted"
-                )
-                while True:
-                    rows = await named.fetchmany(chunk)
-                    if not rows:
-                        return
-                    yield rows
 
-        yield seq, chunks()
+async def top_seq(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The highest sequence number of a change still visible or pruned (0: an empty list)."""
+    cur = await conn.execute(_TOP_SEQ)
+    row = await cur.fetchone()
+    await conn.rollback()
+    return int(row[0]) if row else 0
+
+
+_SNAPSHOT_SQL = (
+    "SELECT kind, number, prefix::int, label, source, created_at, expires_at, note"
+    " FROM entries WHERE NOT deleted"
+)
+
+
+def snapshot(conn: psycopg.Connection[Any], fetch: int) -> tuple[int, Iterator[list[Any]]]:
+    """The live central entries as of one moment: (its sequence, batches of rows).
+
+    Synchronous: the snapshot runs in a process of its own (screener/shared/snapshot.py). One
+    REPEATABLE READ transaction, so the rows and the sequence agree however many sites write
+    meanwhile (``conn`` must not be in a transaction yet, nor autocommit). Rows come in the
+    local store's column order (kind, number, prefix as 0/1, label, source, created_at,
+    expires_at, note).
+    """
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    row = conn.execute(_TOP_SEQ).fetchone()
+    seq = int(row[0]) if row else 0
+
+    def batches() -> Iterator[list[Any]]:
+        with conn.cursor(name="screener_snapshot") as named:
+            named.execute(_SNAPSHOT_SQL)
+            while rows := named.fetchmany(fetch):
+                yield rows
+
+    return seq, batches()
 
 
 async def ship_calls(
@@ -226,3 +297,54 @@ async def touch_site(conn: psycopg.AsyncConnection[Any], site: str, last_seq: in
             " SET last_seen = now(), last_seq = excluded.last_seq",
             (site, last_seq),
         )
+
+
+# The console's all-sites call log: a short wait, never the sync's connection, never on a call.
+CALL_LOG_TIMEOUT_S = 2.0
+_CALL_LOG_COLUMNS = (
+    "site, call_id, received_at, raw_number, raw_name, e164, category, did, route, rule,"
+    " reasons, latency_ms, outcome, outcome_at, voicemail, fallback"
+)
+
+
+def call_log(
+    config: SharedConfig,
+    filters: Sequence[tuple[str, Any]],
+    after: tuple[float, str, str] | None,
+    limit: int,
+) -> list[tuple[Any, ...]]:
+    """A page of every site's call records, newest first (synchronous: the console's thread).
+
+    ``filters``: (column, value) pairs from a fixed set (site, route, outcome, e164) and
+    (``received_at >=``/``<``) bounds, as ``"since"``/``"until"``; ``after``: the last row of
+    the previous page (received_at, site, call_id). Connecting and the statement each wait at
+    most ``CALL_LOG_TIMEOUT_S``; any failure is a SharedError (the console falls back).
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in filters:
+        if column == "since":
+            clauses.append("received_at >= %s")
+        elif column == "until":
+            clauses.append("received_at < %s")
+        elif column in ("site", "route", "outcome", "e164"):
+            clauses.append(f"{column} = %s")
+        else:
+            raise ValueError(f"no such call log filter: {column}")
+        params.append(value)
+    if after is not None:
+        clauses.append("(received_at, site, call_id) < (%s, %s, %s)")
+        params += list(after)
+    sql = f"SELECT {_CALL_LOG_COLUMNS} FROM calls"  # noqa: S608  # fixed columns and clauses
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY received_at DESC, site DESC, call_id DESC LIMIT %s"
+    params.append(limit)
+    kwargs = config.connect_kwargs()
+    kwargs["connect_timeout"] = max(2, round(CALL_LOG_TIMEOUT_S))  # libpq's least is 2 s
+    kwargs["options"] = f"-c statement_timeout={int(CALL_LOG_TIMEOUT_S * 1000)}"
+    try:
+        with psycopg.connect(config.dsn, **kwargs) as conn:
+            return list(conn.execute(sql, params).fetchall())
+    except (psycopg.Error, OSError) as exc:
+        raise wrap(exc, config, "read the call log") from exc

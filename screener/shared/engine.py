@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,18 +38,39 @@ import structlog
 from screener.config import SharedConfig
 from screener.errors import SharedError, StoreError
 from screener.shared import central, local, schema
+from screener.shared.snapshot import build as snapshot_build
 from screener.store import Store
 
 log = structlog.get_logger("screener.sync")
 
 PUSH_BATCH = 2000
 PULL_BATCH = 5000
-# Rows fetched per trip (decoded on the event loop, so small: the calls share that loop) and
-# staged per trip to the database thread.
-SNAPSHOT_FETCH = 5_000
+# Rows fetched per trip, and written per transaction, by the snapshot's process.
+SNAPSHOT_FETCH = 10_000
 SNAPSHOT_CHUNK = 50_000
+# A central list of at most this many changes is snapshotted on a thread, not a process.
+SNAPSHOT_INLINE = 100_000
 CALLS_INTERVAL = 1.0
+# How often a site prunes the central store by its retention (seconds; the first round does).
+PRUNE_INTERVAL = 3600.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+
+
+# The snapshot's connections (its process's, and the sync's own for the swap, never the
+# service's reader) get a page cache big enough to keep the key index of a 10 M-entry snapshot
+# in memory while it is built and indexed (KiB), and the sync's gives it back afterwards.
+SNAPSHOT_CACHE_KIB = 256 * 1024
+
+
+def _import_pragmas(db: sqlite3.Connection) -> int:
+    before = int(db.execute("PRAGMA cache_size").fetchone()[0])
+    db.execute(f"PRAGMA cache_size = -{SNAPSHOT_CACHE_KIB}")
+    return before
+
+
+def _restore_pragmas(db: sqlite3.Connection, cache: int) -> None:
+    db.execute(f"PRAGMA cache_size = {int(cache)}")
+    db.execute("PRAGMA shrink_memory")
 
 
 @dataclass
@@ -69,6 +93,10 @@ class Sync:
         self._wake = asyncio.Event()
         self._notified = False
         self._last_calls = 0.0
+        self._last_prune = -PRUNE_INTERVAL  # the first full round prunes
+        self.snapshots = 0  # taken by this engine (a fresh site, a stale or a late one)
+        self.snapshot_rows = 0  # in the last one
+        self.snapshot_spent: dict[str, float] = {}  # and where its time went (seconds)
 
     # --- one round -----------------------------------------------------------------------------
 
@@ -101,11 +129,16 @@ class Sync:
         result.pushed = await self.push(conn)
         state = await self.store.run("sync state", local.state)
         top = await central.top_seq(conn)
+        snapshots = self.snapshots
         if self._needs_snapshot(state, top):
-            result.snapshot = await self.snapshot(conn)
-        result.pulled = await self.pull(conn)
+            await self.snapshot(conn)
+        result.pulled = await self.pull(conn)  # may take one too: behind the pruning horizon
+        if self.snapshots > snapshots:
+            result.snapshot = self.snapshot_rows
         if calls:
             result.calls = await self.ship_calls(conn)
+        if time.monotonic() - self._last_prune >= PRUNE_INTERVAL:
+            await self.prune(conn)
         state = await self.store.run("sync state", local.state)
         result.last_seq = state.last_seq
         await central.touch_site(conn, self.config.site, state.last_seq)
@@ -138,11 +171,26 @@ class Sync:
             sent += len(batch)
 
     async def pull(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """Apply every central change after the last one applied; returns how many."""
+        """Apply every central change after the last one applied; returns how many.
+
+        A site that has fallen behind the pruning horizon (a removal it never applied may be
+        gone from the centre) takes a snapshot instead, and pulls on from there.
+        """
         applied = 0
+        caught_up = False
         while True:
             state = await self.store.run("sync state", local.state)
             rows = await central.pull(conn, state.last_seq, PULL_BATCH)
+            if rows is None:
+                if caught_up:  # a snapshot is never behind the horizon: the centre is wrong
+                    raise SharedError(
+                        f"PostgreSQL {self.config.display}: still behind the pruning horizon"
+                        f" after a snapshot (at {state.last_seq})"
+                    )
+                log.warning("sync.behind_retention", last_seq=state.last_seq)
+                await self.snapshot(conn)
+                caught_up = True
+                continue
             if not rows:
                 return applied
             top = rows[-1][0]
@@ -154,32 +202,32 @@ class Sync:
                 return applied
 
     async def snapshot(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """Replace the local list by the central one; returns the number of rows."""
+        """Replace the local list by the central one; returns the number of rows.
+
+        A process of its own (screener/shared/snapshot.py) fetches the rows and writes them
+        into a table of their own, a transaction per ``SNAPSHOT_CHUNK`` rows (so the site's
+        other writers never wait long); one short transaction then swaps that table in (all
+        or nothing). ``conn`` is not used for the rows: the child has its own connection.
+        """
         began = time.monotonic()
-        count = 0
+        # At most this many live rows (the sequence counts every change ever made).
+        inline = await central.top_seq(conn) <= SNAPSHOT_INLINE
         await self.store.run("begin a snapshot", local.snapshot_begin)
+        spent: dict[str, float] = {}
         try:
-            async with central.snapshot(conn, SNAPSHOT_FETCH) as (seq, chunks):
-                # The database thread stages one chunk while the next is fetched.
-                staging: asyncio.Task[None] | None = None
-                staged: list[tuple[Any, ...]] = []
-                async for rows in chunks:
-                    staged.extend(rows)
-                    count += len(rows)
-                    if len(staged) >= SNAPSHOT_CHUNK:
-                        if staging is not None:
-                            await staging
-                        staging = asyncio.create_task(self._stage(staged))
-                        staged = []
-                if staging is not None:
-                    await staging
-                if staged:
-                    await self._stage(staged)
-            removed, written = await self.store.run_in_transaction(
-                "apply a snapshot", lambda db: local.snapshot_apply(db, seq)
-            )
+            seq, count = await self._build_snapshot(inline=inline, spent=spent)
+            built = time.monotonic()
+            cache = await self.store.run("snapshot cache", _import_pragmas)
+            try:
+                removed, written = await self.store.run_in_transaction(
+                    "apply a snapshot", lambda db: local.snapshot_apply(db, seq)
+                )
+            finally:
+                await self.store.run("snapshot cache", partial(_restore_pragmas, cache=cache))
+            spent.update(build_s=built - began, swap_s=time.monotonic() - built)
         finally:
             await self.store.run("end a snapshot", local.snapshot_end)
+        self.snapshot_spent = {k: round(v, 3) for k, v in spent.items()}
         log.info(
             "sync.snapshot",
             rows=count,
@@ -187,11 +235,75 @@ class Sync:
             removed=removed,
             written=written,
             seconds=round(time.monotonic() - began, 3),
+            **self.snapshot_spent,
         )
+        self.snapshots += 1
+        self.snapshot_rows = count
         return count
 
-    async def _stage(self, rows: list[tuple[Any, ...]]) -> None:
-        await self.store.run("stage a snapshot", partial(local.snapshot_stage, rows=rows))
+    async def _build_snapshot(self, *, inline: bool, spent: dict[str, float]) -> tuple[int, int]:
+        """Run the snapshot's process; (sequence, rows). Killed by its PID if cancelled.
+
+        ``inline``: a small list, built on a thread of this process instead (the process's
+        start costs more than the whole snapshot, and a few thousand rows are no stall).
+        """
+        orders = {
+            "dsn": self.config.dsn,
+            "connect": self.config.connect_kwargs(),  # the password: on its stdin only
+            "db": str(self.store.path),
+            "fetch": SNAPSHOT_FETCH,
+            "chunk": SNAPSHOT_CHUNK,
+            "cache_kib": SNAPSHOT_CACHE_KIB,
+            "busy_timeout_ms": 30_000,
+        }
+        if inline:
+            try:
+                return await asyncio.to_thread(snapshot_build, orders, spent)
+            except (psycopg.Error, OSError, sqlite3.Error) as exc:
+                raise central.wrap(exc, self.config, "snapshot") from exc
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "screener.shared.snapshot",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await proc.communicate(json.dumps(orders).encode())
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        lines = out.decode(errors="replace").strip().splitlines()
+        try:
+            answer = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            answer = {}
+        if proc.returncode == 0 and "seq" in answer:
+            spent.update({k: float(answer[k]) for k in ("fetch_s", "write_s") if k in answer})
+            return int(answer["seq"]), int(answer["rows"])
+        reason = answer.get("error") or err.decode(errors="replace").strip()[-500:]
+        raise central.wrap(
+            RuntimeError(reason or f"exit status {proc.returncode}"), self.config, "snapshot"
+        )
+
+    async def prune(self, conn: psycopg.AsyncConnection[Any]) -> central.Pruned:
+        """Prune the central store by this site's retention (any site may; at most hourly)."""
+        self._last_prune = time.monotonic()
+        pruned = await central.prune(
+            conn, self.config.retention_days * 86400, self.config.call_retention_days * 86400
+        )
+        if pruned.tombstones or pruned.keys or pruned.calls:
+            log.info(
+                "sync.pruned",
+                tombstones=pruned.tombstones,
+                keys=pruned.keys,
+                calls=pruned.calls,
+                horizon=pruned.horizon,
+            )
+        return pruned
 
     async def ship_calls(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Ship every call record not yet in the central store; returns how many."""

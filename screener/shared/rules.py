@@ -101,3 +101,18 @@ def fold(current: Mapping[Key, Row], changes: Iterable[Change]) -> dict[Key, Row
         if key in state:
             touched[key] = state[key]
     return touched
+
+
+def lay(current: Row | None, pending: Iterable[Change]) -> Row | None:
+    """What a site shows for one key: the central row with its unpushed changes laid over it.
+
+    ``pending`` are the site's changes to that key not yet pushed, oldest first. They will be
+    applied over the central row when they are pushed (:func:`fold`), so until then the site
+    shows the outcome that push will have: an unpushed change counts as newer than every row
+    pulled before it, unless it loses by rank (a learned change under a person's entry).
+    """
+    state = current
+    for change in pending:
+        if accepts(state, change):
+            state = result_of(change)
+    return state

@@ -11,6 +11,9 @@ the bump of ``screener_schema.version``, under an advisory lock so that two site
   lost acknowledgement is never applied twice.
 - ``sites``: each site, when it was last seen and the last sequence it applied.
 - ``calls``: the call records of every site, keyed by (site, call_id).
+- ``retention``: how far tombstones have been pruned (``[shared] retention_days``); call
+  records older than ``call_retention_days`` and idempotency keys older than
+  ``retention_days`` are pruned with them.
 """
 
 from __future__ import annotations
@@ -89,6 +92,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX calls_received_at ON calls (received_at)",
         "CREATE INDEX calls_e164 ON calls (e164, received_at)",
+    ),
+    # 3: bounded retention (``central.prune``). ``tombstones_upto`` is the highest sequence of
+    # a tombstone pruned so far: a site that has not applied everything up to it may have
+    # missed a removal, and takes a snapshot instead of pulling.
+    (
+        """
+        CREATE TABLE retention (
+            id integer PRIMARY KEY CHECK (id = 1),
+            tombstones_upto bigint NOT NULL DEFAULT 0,
+            pruned_at timestamptz
+        )
+        """,
+        "INSERT INTO retention (id) VALUES (1)",
+        "CREATE INDEX entries_tombstones ON entries (changed_at) WHERE deleted",
+        "CREATE INDEX applied_at ON applied (at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

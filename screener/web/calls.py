@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from screener.config import did_key
-from screener.errors import InputError
+from screener.errors import InputError, SharedError
 from screener.numbers import normalize, parse_list_number
 from screener.policy import Decision, ListKind, Outcome, Route, decide
 from screener.web.core import Console, ConsoleDep, Reader, Writer, authenticate, render
@@ -84,23 +84,45 @@ def calls_page(
     number: Annotated[str, Query(max_length=64)] = "",
     date: Annotated[str, Query(max_length=20)] = "",
     before: Annotated[int | None, Query(ge=0)] = None,
+    site: Annotated[str, Query(max_length=32)] = "",
+    after: Annotated[str, Query(max_length=200)] = "",
     msg: Annotated[str, Query(max_length=300)] = "",
     error: Annotated[str, Query(max_length=300)] = "",
 ) -> Response:
+    """The call log. With ``[shared]``: every site's calls from the central store (a site
+    column, a site filter), or this site's own with a notice when the central store is away."""
     status = 200
+    shared = con.store.shared
+    notice = ""
+    central = False
+    query = {"route": route, "outcome": outcome, "number": number, "date": date}
     try:
         where = call_filter(con, route, outcome, number, date)
-        rows = con.store.calls(where, before=before, limit=PAGE + 1)
+        if shared is not None:
+            try:
+                rows = con.store.site_calls(
+                    where, site=site or None, after=_after(after), limit=PAGE + 1
+                )
+                central = True
+            except SharedError as exc:
+                notice = str(exc)
+        if not central:
+            rows = con.store.calls(where, before=before, limit=PAGE + 1)
     except InputError as exc:
         error, rows, status, where = str(exc), [], 400, CallFilter()
-    # Live only on the first, unfiltered page: that is where new calls belong.
-    live = before is None and where == CallFilter()
-    query = {"route": route, "outcome": outcome, "number": number, "date": date}
-    older = (
-        "/calls?" + urlencode({**query, "before": str(rows[PAGE - 1].rowid)})
-        if len(rows) > PAGE
-        else ""
-    )
+    if shared is not None:
+        query["site"] = site
+    # Live only on the first, unfiltered page of this site's own log: where new calls belong.
+    live = not central and before is None and where == CallFilter() and not site
+    older = ""
+    if len(rows) > PAGE:
+        last = rows[PAGE - 1]
+        cursor = (
+            {"after": f"{last.call.received_at.timestamp()!r}|{last.site}|{last.call.call_id}"}
+            if central
+            else {"before": str(last.rowid)}
+        )
+        older = "/calls?" + urlencode({**query, **cursor})
     return render(
         request,
         "calls.html",
@@ -115,10 +137,26 @@ def calls_page(
             "outcomes": OUTCOMES,
             "msg": msg,
             "error": error,
+            "sites": central,
+            "shared": shared is not None,
+            "notice": notice,
             "back": str(request.url.path) + ("?" + request.url.query if request.url.query else ""),
         },
         status_code=status,
     )
+
+
+def _after(text: str) -> tuple[float, str, str] | None:
+    """The all-sites log's page cursor: ``received_at|site|call_id`` of the last row shown."""
+    if not text:
+        return None
+    parts = text.split("|", 2)
+    try:
+        if len(parts) != 3:
+            raise ValueError(text)
+        return float(parts[0]), parts[1], parts[2]
+    except ValueError as exc:
+        raise InputError(f"after {text!r}: not a page of the call log") from exc
 
 
 @pages.get("/calls/stream")

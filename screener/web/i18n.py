@@ -67,6 +67,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "newest": ("最新へ", "Newest"),
     "live": ("ライブ更新中", "Live"),
     "no_calls": ("着信はありません", "No calls"),
+    "site": ("拠点", "Site"),
+    "all_sites": ("全拠点", "all sites"),
+    "central_down": (
+        "共有データベースに接続できないため、この拠点の着信のみ表示しています",
+        "The shared database is unreachable: showing this site's calls only",
+    ),
     "check": ("判定の説明", "Check: where a call would go"),
     "entries": ("リストのエントリ", "List entries"),
     "no_entries": ("エントリはありません", "No entries"),
