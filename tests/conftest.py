@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -18,7 +19,14 @@ import pytest
 import structlog
 
 from tests.fakeami import FakeAMI
-from tests.probe import Probe, SandboxError, SandboxInfo, probe_client, sandbox_session
+from tests.probe import (
+    SANDBOX,
+    Probe,
+    SandboxError,
+    SandboxInfo,
+    probe_client,
+    sandbox_session,
+)
 from tests.probe import ScreenerProcess as BaseScreenerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,6 +211,48 @@ async def probe(sandbox: SandboxInfo) -> AsyncIterator[Probe]:
         ):
             yield p
             await p.hangup_all()
+
+
+# ---- site B: a second screening PBX (scripts/sandbox up --site-b) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def site_b(sandbox: SandboxInfo) -> Iterator[SandboxInfo]:
+    """Site B's PBX, added to the session's sandbox for one module's tests and stopped after.
+
+    The other e2e modules never see it: without this fixture the sandbox is as before."""
+    up = subprocess.run(
+        [str(SANDBOX), "up", "--with-carrier", "--site-b"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if up.returncode != 0:
+        pytest.fail(f"scripts/sandbox up --site-b failed: {up.stderr.strip()[-2000:]}")
+    info = SandboxInfo(json.loads(up.stdout.strip().splitlines()[-1])).site_b
+    if info is None:
+        pytest.fail(f"scripts/sandbox up --site-b printed no site_b: {up.stdout[-2000:]}")
+    try:
+        yield info
+    finally:
+        subprocess.run(
+            [str(SANDBOX), "down", "--site-b"], capture_output=True, timeout=120, check=False
+        )
+
+
+@pytest.fixture
+async def probe_b(sandbox: SandboxInfo, site_b: SandboxInfo) -> AsyncIterator[Probe]:
+    """Originates calls on site B: the carrier dials B over SIP; watches B's AMI."""
+    carrier_settings = sandbox.carrier
+    assert carrier_settings is not None
+    async with (
+        probe_client(site_b.pbx) as pbx,
+        probe_client(carrier_settings) as carrier,
+        Probe(pbx, carrier, dial=site_b.carrier_dial) as p,
+    ):
+        yield p
+        await p.hangup_all()
 
 
 # ---- PostgreSQL for the shared list (tests/pgserver.py) ---------------------------------------

@@ -11,6 +11,9 @@ Two ways in:
   event of the call can be matched to it.
 - ``call_sip``: the sandbox carrier (a second Asterisk) dials the PBX over real SIP with the
   caller ID in the From header; its ``caller`` context can key in DTMF with ``SendDTMF``.
+
+A probe of site B (``scripts/sandbox up --site-b``, ``SandboxInfo.site_b``) watches B's AMI
+and has the same carrier dial B's address (``carrier_dial``) instead of the first PBX's.
 """
 
 from __future__ import annotations
@@ -206,6 +209,17 @@ class SandboxInfo:
         return self._login(c, "test", "call,user,dialplan") if c else None
 
     @property
+    def site_b(self) -> SandboxInfo | None:
+        """Site B's PBX (the same keys as the first PBX's), when the sandbox runs it."""
+        b = self.raw.get("site_b")
+        return SandboxInfo(b) if b else None
+
+    @property
+    def carrier_dial(self) -> str:
+        """How the carrier's caller dials this PBX (``{did}`` filled in per call)."""
+        return str(self.raw.get("carrier_dial") or "PJSIP/{did}@pbx")
+
+    @property
     def screener(self) -> AMISettings:
         """The PBX's least-privilege screener user (what ``screener run`` logs in as)."""
         return self._login(self.raw, "screener")
@@ -313,9 +327,13 @@ class Call:
 class Probe:
     """Originates calls on the sandbox PBX (and carrier) and reports where they went."""
 
-    def __init__(self, pbx: AMIClient, carrier: AMIClient | None = None) -> None:
+    def __init__(
+        self, pbx: AMIClient, carrier: AMIClient | None = None, dial: str = "PJSIP/{did}@pbx"
+    ) -> None:
         self.pbx = Watcher(pbx)
         self.carrier = Watcher(carrier) if carrier is not None else None
+        # The carrier's dial string to this PBX (SandboxInfo.carrier_dial): site B's differs.
+        self.dial = dial
         self._carrier_ids: dict[str, str] = {}
         self.calls: list[Call] = []
 
@@ -388,7 +406,7 @@ class Probe:
         response = await self.carrier.ami.send(
             {
                 "Action": "Originate",
-                "Channel": f"PJSIP/{did}@pbx",
+                "Channel": self.dial.format(did=did),
                 "CallerID": caller_id,
                 "Context": "caller",
                 "Exten": "s",
