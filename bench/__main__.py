@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import fcntl
 import json
 import math
 import os
@@ -74,10 +75,12 @@ TARGETS = {
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--entries", type=int, default=10_000_000, help="list size (default 10M)")
-    p.add_argument("--callers", type=int, default=20_000, help="decisions timed per method")
+    p.add_argument("--callers", type=int, default=5_000, help="decisions timed per method")
     p.add_argument("--rates", default="50,100,200,500,1000,2000", help="calls/s steps")
-    p.add_argument("--step-seconds", type=float, default=3.0, help="seconds per rate step")
-    p.add_argument("--import-rows", type=int, default=1_000_000, help="CSV rows for part 4")
+    p.add_argument("--step-seconds", type=float, default=2.0, help="seconds per rate step")
+    p.add_argument(
+        "--import-rows", type=int, default=100_000, help="CSV rows for part 4 (part 7 does 1 M)"
+    )
     p.add_argument(
         "--only",
         default=",".join(PARTS),
@@ -108,7 +111,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--asterisk-rate", type=float, default=5.0, help="part 3 calls/s")
     p.add_argument("--astdb", type=int, default=1_000_000, help="part 3 AstDB blacklist size")
     p.add_argument("--sip-rates", default="10,25,50,100,200", help="part 10 calls/s steps")
-    p.add_argument("--sip-step-seconds", type=float, default=15.0, help="part 10 step length")
+    p.add_argument("--sip-step-seconds", type=float, default=10.0, help="part 10 step length")
     p.add_argument(
         "--sip-dialplans",
         default="direct,blacklist,screened",
@@ -588,11 +591,14 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
         verdict.update(_print_sip(sp, t))
     if results.get("db_build_s") is not None:
         t.add_row("setup", "built the list database", f"{results['db_build_s']:.1f} s", "", "")
-    verdict["whole_run"] = results["total_s"] < 900
+    waited = sum(results.get("sandbox_wait_s", {}).values())
+    own = results["total_s"] - waited
+    verdict["whole_run"] = own < 900
     t.add_row(
         "",
-        "whole benchmark",
-        f"{results['total_s']:.0f} s",
+        "whole benchmark" + (", less the waits for the sandbox" if waited >= 1 else ""),
+        f"{own:.0f} s"
+        + (f" ({results['total_s']:.0f} s with {waited:.0f} s waiting)" if waited >= 1 else ""),
         "< 900 s",
         _ok(verdict["whole_run"]),
     )
@@ -729,6 +735,32 @@ def _asterisk_version() -> str:
     return found.stdout.strip() or "not installed in the sandbox"
 
 
+def _sandbox_wait(log: Any) -> float:
+    """Wait until no one holds the sandbox's lock (other users' e2e runs); the seconds waited.
+
+    Only a look (the lock is let go at once): the part then takes it in ``sandbox_session``, so
+    the seconds a part waited for someone else's run can be told apart from its own.
+    """
+    run_dir = Path(os.environ.get("SCREENER_SANDBOX_RUN", "/run/screener-sandbox"))
+    lock_path = run_dir.parent / f"{run_dir.name}.lock"
+    if not lock_path.exists():
+        return 0.0
+    started = time.perf_counter()
+    told = False
+    with lock_path.open("a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not told:
+                    log("bench: the sandbox is in use (another e2e run); waiting for it")
+                    told = True
+                time.sleep(0.5)
+                continue
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return time.perf_counter() - started
+
+
 def _machine() -> dict[str, Any]:
     return {
         "cores": os.cpu_count(),
@@ -751,10 +783,14 @@ def _machine_rows(results: dict[str, Any], t: Table) -> None:
         "",
         "",
     )
+    waits = results.get("sandbox_wait_s", {})
     t.add_row(
         "",
-        "seconds per part",
-        ", ".join(f"{k} {v:.0f}" for k, v in results.get("part_s", {}).items()),
+        "seconds per part (of which waiting for another user of the sandbox)",
+        ", ".join(
+            f"{k} {v:.0f}" + (f" ({waits[k]:.0f})" if waits.get(k, 0) >= 1 else "")
+            for k, v in results.get("part_s", {}).items()
+        ),
         "",
         "",
     )
@@ -779,6 +815,7 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
         "targets": TARGETS,
         "part_s": {},
+        "sandbox_wait_s": {},
     }
     console.log(
         f"bench: parts {', '.join(p for p in PARTS if p in parts)}; load average"
@@ -805,6 +842,7 @@ def main() -> None:
         results["agent"] = asyncio.run(_agent(args, db, console.log))
         took("agent")
     if "asterisk" in parts:
+        results["sandbox_wait_s"]["asterisk"] = _sandbox_wait(console.log)
         console.log(
             f"asterisk: {args.asterisk_calls} calls per dialplan at {args.asterisk_rate:g}/s"
         )
@@ -841,6 +879,7 @@ def main() -> None:
         results["growth"] = asyncio.run(growth.run(ready, skipped, log=console.log))
         took("growth")
     if "sip" in parts:
+        results["sandbox_wait_s"]["sip"] = _sandbox_wait(console.log)
         quick = args.sip_quick
         rates = [10, 25] if quick else [int(r) for r in args.sip_rates.split(",") if r]
         results["sip"] = sip.run(
