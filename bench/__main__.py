@@ -39,16 +39,17 @@ from screener.log import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every part, in the order a whole run takes them (`--only` picks some).
+# The two that take the sandbox (another user's e2e run may hold it) go last, together.
 PARTS = (
     "decision",
     "agent",
-    "asterisk",
     "lists",
     "store",
     "startup",
     "transfer",
     "sync",
     "growth",
+    "asterisk",
     "sip",
 )
 TARGETS = {
@@ -841,13 +842,6 @@ def main() -> None:
     if "agent" in parts:
         results["agent"] = asyncio.run(_agent(args, db, console.log))
         took("agent")
-    if "asterisk" in parts:
-        results["sandbox_wait_s"]["asterisk"] = _sandbox_wait(console.log)
-        console.log(
-            f"asterisk: {args.asterisk_calls} calls per dialplan at {args.asterisk_rate:g}/s"
-        )
-        results["asterisk"] = asterisk.run(args.asterisk_calls, args.asterisk_rate, args.astdb)
-        took("asterisk")
     if "lists" in parts:
         csv_path = dataset.ensure_csv(args.import_rows, log=console.log)
         console.log(f"lists: import and export of {args.import_rows:,} rows")
@@ -878,6 +872,13 @@ def main() -> None:
         ready, skipped = growth.prepare(grow, log=console.log)
         results["growth"] = asyncio.run(growth.run(ready, skipped, log=console.log))
         took("growth")
+    if "asterisk" in parts:
+        results["sandbox_wait_s"]["asterisk"] = _sandbox_wait(console.log)
+        console.log(
+            f"asterisk: {args.asterisk_calls} calls per dialplan at {args.asterisk_rate:g}/s"
+        )
+        results["asterisk"] = asterisk.run(args.asterisk_calls, args.asterisk_rate, args.astdb)
+        took("asterisk")
     if "sip" in parts:
         results["sandbox_wait_s"]["sip"] = _sandbox_wait(console.log)
         quick = args.sip_quick

@@ -1,6 +1,7 @@
 """Part 9: how the cost grows, with the lists and with the calls on hold (``--only growth``).
 
-For each list size (10 K, 1 M, 10 M and, when its database is cached, 100 M entries):
+For each list size (10 K, 1 M, 10 M and, when its database is cached, 100 M entries; build it
+once with ``nice -n 19 python -m bench.growth --build 100000000``):
 
 - one decision in-process, as part 1 times it: ``screen()`` through the service's reader (lookups
   on the loop's thread) against the floor, a bare ``sqlite3`` point lookup, p50 and p99;
@@ -122,8 +123,8 @@ def prepare(
     for size in sizes:
         path = dataset.db_path(size)
         if size > SHARED and not path.exists():
-            # 100 M entries take about 25 minutes and 11 GB to build: only from a cached file
-            # (python -m bench.growth --build SIZE makes it).
+            # 100 M entries take about 16 minutes and 11 GB to build on the shared machine:
+            # only from a cached file (python -m bench.growth --build SIZE makes it).
             skipped.append(size)
             log(f"growth: no cached {path}; skipped (python -m bench.growth --build {size})")
             continue
