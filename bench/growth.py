@@ -110,9 +110,9 @@ async def _agent(
     run = await loadgen.run_client(client, [rate], seconds, numbers, bursts=bursts)
     marker = Path(f"{path}.running")
     if run["exit_code"] not in (0, None) and marker.exists():  # noqa: ASYNC240  # after the run
-        # Killed by the bench (SIGTERM went unanswered for 15 s; at 100 M entries the start-up
-        # count of the lists is still running): its marker would make the next run read all
-        # 11 GB for an integrity check before it logs in. The bench's own child, known dead.
+        # Killed by the bench (SIGTERM went unanswered for 15 s, as at 100 M entries): its
+        # marker would make the next run read all 11 GB for an integrity check before it logs
+        # in. The bench's own child, known dead.
         run["marker_removed"] = True
         marker.unlink()  # noqa: ASYNC240  # after the run, not timed
     dataset.reset_calls(path)
