@@ -232,6 +232,16 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
             "≤ 3×",
             _ok(verdict["decision_vs_floor"]),
         )
+        if "screen_before" in d:
+            b = d["screen_before"]
+            t.add_row(
+                "",
+                "before (phonenumbers, every prefix probed) p50 / p99, ratio",
+                f"{_ms(b['p50_ms'])} / {_ms(b['p99_ms'])} ms:"
+                f" {_x(d['before_ratio_p50'])} / {_x(d['before_ratio_p99'])}",
+                "",
+                "",
+            )
         sc, fc = d["screen_cpu"], d["floor_cpu"]
         t.add_row(
             "",
@@ -250,7 +260,11 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
             ("store_lookup_thread", "Store.lookup alone, on the thread p50 / p99"),
             ("normalize_uncached", "normalize, cache miss p50 / p99"),
             ("normalize_cached", "normalize, cache hit p50 / p99"),
+            ("screen_before_cpu", "CPU time: before p50 / p99"),
+            ("normalize_reference", "normalize by phonenumbers alone p50 / p99"),
         ):
+            if key not in d:
+                continue
             v = d[key]
             t.add_row("", what, f"{_ms(v['p50_ms'])} / {_ms(v['p99_ms'])} ms", "", "")
         t.add_section()

@@ -15,6 +15,8 @@ from typing import Any
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
 
+from screener import fastnumbers
+
 # A caller ID longer than this is not a phone number; we do not hand it to the parser.
 MAX_RAW_LENGTH = 256
 
@@ -103,8 +105,17 @@ def normalize(raw: str, region: str = "JP") -> Caller:
     return _normalize(raw, region.upper())
 
 
+def normalize_reference(raw: str, region: str = "JP") -> Caller:
+    """:func:`normalize` by phonenumbers alone, uncached: the answer the fast path must give."""
+    return _classify(raw, region.upper(), fast=False)
+
+
 @lru_cache(maxsize=65536)
 def _normalize(raw: str, region: str) -> Caller:
+    return _classify(raw, region, fast=True)
+
+
+def _classify(raw: str, region: str, *, fast: bool) -> Caller:
     if len(raw) > MAX_RAW_LENGTH:
         return Caller(raw, None, Category.INVALID, f"too long ({len(raw)} characters)")
     # NFKC folds full-width digits and plus signs (０１２０, ＋８１) into ASCII.
@@ -116,6 +127,14 @@ def _normalize(raw: str, region: str) -> Caller:
     digits = text.translate(_SEPARATORS)
     if not _DIALLABLE.match(digits):
         return Caller(raw, None, Category.INVALID, "not a phone number")
+    parsed = fastnumbers.parse(digits, region) if fast else None
+    if parsed is not None:
+        # phonenumbers' own metadata, precompiled (screener/fastnumbers.py): the same answer.
+        code, national = parsed
+        where, kind = fastnumbers.classify(code, national)
+        if where is None or kind == PhoneNumberType.UNKNOWN:
+            return Caller(raw, None, Category.INVALID, "not a valid number in any numbering plan")
+        return _caller(raw, f"+{code}{national}", code, where, kind, fastnumbers.home_code(region))
     try:
         number = phonenumbers.parse(digits, region)
     except phonenumbers.NumberParseException as exc:
@@ -123,11 +142,18 @@ def _normalize(raw: str, region: str) -> Caller:
     if not phonenumbers.is_valid_number(number):
         return Caller(raw, None, Category.INVALID, "not a valid number in any numbering plan")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    code = int(number.country_code or 0)
     home_code = phonenumbers.country_code_for_region(region)
-    if number.country_code != home_code:
-        where = phonenumbers.region_code_for_number(number) or f"+{number.country_code}"
-        return Caller(raw, e164, Category.INTERNATIONAL, f"international ({where})")
-    category = _TYPE_CATEGORY.get(phonenumbers.number_type(number), Category.OTHER)
+    where = phonenumbers.region_code_for_number(number) if code != home_code else None
+    kind = phonenumbers.number_type(number) if code == home_code else PhoneNumberType.UNKNOWN
+    return _caller(raw, e164, code, where, kind, home_code)
+
+
+def _caller(raw: str, e164: str, code: int, where: str | None, kind: int, home: int) -> Caller:
+    """The Caller of a valid number: foreign (from ``where``), or by its number type."""
+    if code != home:
+        return Caller(raw, e164, Category.INTERNATIONAL, f"international ({where or f'+{code}'})")
+    category = _TYPE_CATEGORY.get(kind, Category.OTHER)
     return Caller(raw, e164, category, category.value.replace("_", " "))
 
 

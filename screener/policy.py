@@ -122,6 +122,8 @@ class Hours:
         return now.astimezone(ZoneInfo(self.timezone))
 
     def _active(self, table: Mapping[int, Sequence[Window]], now: dt.datetime) -> bool:
+        if not table:
+            return False  # no windows: no need for the local time (a time-zone conversion)
         # A window ending before it starts wraps past midnight (sun 22:00-06:00): its early
         # hours belong to the next day (Monday 02:00 is inside Sunday's window).
         local = self._local(now)
@@ -243,6 +245,8 @@ def decide(
         if announce:
             said = "caller says who it is before staff answer"
             decision = replace(decision, reasons=(*decision.reasons, f"{said}: {why}"))
+    if (language, record, announce) == (decision.language, decision.record, decision.announce):
+        return decision  # already so (the usual case): no copy
     return replace(decision, language=language, record=record, announce=announce)
 
 

@@ -80,12 +80,29 @@ def _lookup_sql(count: int) -> str:
 _LOOKUP_SQL = {count: _lookup_sql(count) for count in range(1, 17)}
 
 
-def _lookup(db: sqlite3.Connection, e164: str, candidates: list[str]) -> list[Entry]:
-    # One statement, one index probe per candidate prefix, whatever the size of the table.
-    sql = _LOOKUP_SQL.get(len(candidates)) or _lookup_sql(len(candidates))
+# The number itself, and those of its prefixes that a prefix rule could be (prefix_heads, kept
+# by triggers): read in the same statement, so a rule added by any process counts at once.
+_LOOKUP_BY_HEADS = (
+    f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number IN ("  # noqa: S608  # fixed text
+    " SELECT substr(?1, 1, length) FROM prefix_heads"
+    " WHERE head IN (substr(?1, 1, 2), substr(?1, 1, 3), substr(?1, 1, 4))"
+    " AND length >= 2 AND length < length(?1)"
+    " UNION ALL SELECT ?1)"
+)
+
+
+def _lookup(db: sqlite3.Connection, e164: str, candidates: list[str] | None = None) -> list[Entry]:
+    """The entries for ``e164`` (see :meth:`Store.lookup`). With ``candidates``, every one of
+    them is probed (the lookup before migration 9: the reference its answers are tested on)."""
+    if candidates is None:
+        # One statement: an index probe for the number and for each prefix a rule could be.
+        rows = db.execute(_LOOKUP_BY_HEADS, (e164,)).fetchall()
+    else:
+        sql = _LOOKUP_SQL.get(len(candidates)) or _lookup_sql(len(candidates))
+        rows = db.execute(sql, candidates).fetchall()
     return [
         entry_from_row(row)
-        for row in db.execute(sql, candidates).fetchall()
+        for row in rows
         if row[3] == 1 or row[2] == e164  # exact entries key on the whole number only
     ]
 
@@ -121,18 +138,17 @@ class EntriesStore(StoreBase):
         On the event loop's thread when the store was opened with ``loop_lookups`` (see
         :meth:`open`), else on the database thread.
         """
-        candidates = _prefixes(e164)
-        if not candidates:
+        if len(e164) < 2:
             return []
         loop_db = self._loop_db
         if loop_db is not None:
             try:
                 with self._guard("lookup"):
-                    return _lookup(loop_db, e164, candidates)
+                    return _lookup(loop_db, e164)
             except StoreLockedError:
                 # Busy (never a writer's lock in WAL mode): this one waits on the thread.
                 self.loop_fallbacks += 1
-        return await self._call("lookup", lambda db: _lookup(db, e164, candidates))
+        return await self._call("lookup", lambda db: _lookup(db, e164))
 
     async def get(self, number: str, prefix: bool) -> Entry | None:
         """The entry stored for the key (number, prefix), if any."""

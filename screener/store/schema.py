@@ -236,5 +236,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             for event in ("INSERT", "UPDATE")
         ),
     ),
+    # 9: where prefix rules are, by their first four characters (``+815``) and their length,
+    # so that a lookup probes only the prefixes of a number that a rule could be: one probe
+    # for most Japanese numbers (their exact entry), two or three under a ruled range, where
+    # every prefix from ``+8`` up meant 11 or 12 probes. Triggers keep it whoever writes (the
+    # agent, the CLI, the console, sync). A pair is added with its first rule and kept after
+    # its last, so the table is never short of a rule's pair; a stale pair costs one probe
+    # that finds nothing.
+    (
+        """
+        CREATE TABLE prefix_heads (
+            head TEXT NOT NULL,
+            length INTEGER NOT NULL,
+            PRIMARY KEY (head, length)
+        ) WITHOUT ROWID
+        """,
+        "INSERT OR IGNORE INTO prefix_heads"
+        " SELECT DISTINCT substr(number, 1, 4), length(number) FROM entries WHERE prefix = 1",
+        *(
+            f"""
+            CREATE TRIGGER prefix_heads_{name} AFTER {event} ON entries WHEN NEW.prefix = 1
+            BEGIN
+                INSERT OR IGNORE INTO prefix_heads (head, length)
+                VALUES (substr(NEW.number, 1, 4), length(NEW.number));
+            END
+            """  # noqa: S608  # built from the fixed names below, no values
+            for name, event in (("insert", "INSERT"), ("update", "UPDATE OF number, prefix"))
+        ),
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
