@@ -1,4 +1,4 @@
-"""Part 5: peak memory and speed of ``screener list import`` / ``list export`` at 1 M and 10 M rows.
+"""Part 7: peak memory and speed of ``screener list import`` / ``list export`` at 1 M and 10 M rows.
 
 Each command runs as its own process (``python -m screener``, no ``SCREENER_*`` environment);
 its peak RSS is the kernel's ``ru_maxrss`` for that one child (``os.wait4``), its CPU time the

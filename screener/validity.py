@@ -160,12 +160,7 @@ def _split(head: str) -> tuple[int, int] | None:
     return None
 
 
-def is_valid_e164(text: str) -> bool:
-    """True if phonenumbers finds the E.164 text ``text`` (``+`` and 7 to 15 digits) valid.
-
-    The country code is the first one to three digits that phonenumbers knows as one; if none
-    is, the number is not valid.
-    """
+def _general(text: str) -> bool:
     head = text[1:4]
     try:
         split = _SPLITS[head]
@@ -174,6 +169,50 @@ def is_valid_e164(text: str) -> bool:
     if split is None:
         return False
     return valid_national(split[0], text[1 + split[1] :])
+
+
+# (the first four characters of E.164 text, its length) -> one pattern for the whole text, for a
+# country code of one region only (None: ask _general). The national significant number of
+# "0...0" is not the digits as written (see valid_national): the pattern never matches it.
+_WHOLE: dict[tuple[str, int], re.Pattern[str] | None] = {}
+
+
+def _whole(head: str, length: int) -> re.Pattern[str] | None:
+    try:
+        split = _SPLITS[head[1:4]]
+    except KeyError:
+        split = _SPLITS[head[1:4]] = _split(head[1:4])
+    if split is None:
+        return None
+    code, size = split
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code) or ()
+    if len(regions) != 1 or regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+        return None
+    meta = PhoneMetadata.metadata_for_region(regions[0].upper(), None)
+    if meta is None or meta.country_code != code:
+        return None
+    plan = _plan(meta, length - 1 - size)
+    if plan is None:
+        return None
+    return re.compile(f"\\+{code}(?!0+\\Z){plan.pattern}")
+
+
+def is_valid_e164(text: str) -> bool:
+    """True if phonenumbers finds the E.164 text ``text`` (``+`` and 7 to 15 digits) valid.
+
+    The country code is the first one to three digits that phonenumbers knows as one; if none
+    is, the number is not valid. A number of a country code that only one region has is first
+    tried against one pattern for its whole text (one look-up and one ``fullmatch``); where
+    that does not say yes, the full check answers.
+    """
+    key = (text[:4], len(text))
+    try:
+        whole = _WHOLE[key]
+    except KeyError:
+        whole = _WHOLE[key] = _whole(*key)
+    if whole is not None and whole.fullmatch(text) is not None:
+        return True
+    return _general(text)
 
 
 __all__ = ["is_valid_e164", "valid_national"]

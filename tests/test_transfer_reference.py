@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from screener import transfer
 from screener.errors import InputError
 from screener.policy import Entry, ListKind
-from screener.transfer import MAX_LINE_BYTES, Reject, iter_rows
+from screener.transfer import MAX_LINE_BYTES, Reject, iter_rows, iter_staged
 from tests import transfer_reference
 
 NOW = dt.datetime(2026, 5, 1, 9, 30, tzinfo=dt.UTC)
@@ -136,6 +138,66 @@ def test_edge_files_parse_as_before(data: bytes) -> None:
         assert today == reference
 
 
+# Block sizes that put block ends everywhere: inside quoted fields over several lines, right
+# after a bad line, inside a multi-byte character, at the last line without a newline.
+SMALL_BLOCKS = [1, 2, 7, 33, 64, 301]
+
+
+@pytest.mark.parametrize("block", SMALL_BLOCKS)
+@pytest.mark.parametrize("crlf", [False, True])
+def test_any_block_size_parses_as_before(block: int, crlf: bool) -> None:
+    """The stream is read a block at a time; where the blocks end changes nothing."""
+    data = MIXED + b"\n" + "Ｔａｎａｋａ,allow\n".encode() + b"+81312345699,allow,0,\xff\xfe,,,\n"
+    data += b"+81312345698,allow,0,after the bad bytes,,,\n"
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    with mock.patch.object(transfer, "BLOCK_BYTES", block):
+        reference, today = both(data)
+    assert today == reference
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        HEADER + b"+81312345678,allow,0," + b"y" * (MAX_LINE_BYTES + 10) + b"\n+81312345679,allow",
+        HEADER + b"+81312345678,allow,0,a,,,\n" * 3 + b"x" * (MAX_LINE_BYTES - 1) + b"\n1\n",
+        HEADER + b"+81312345678,allow,0,a,,,\n" + b"x" * MAX_LINE_BYTES + b"\n1\n",
+        b"\xef\xbb\xbf" + HEADER + b"+81312345678,allow,0,\x00,,,\n+81312345679,allow,0,,,,\n",
+    ],
+)
+def test_long_lines_across_blocks_parse_as_before(data: bytes) -> None:
+    """A line of about MAX_LINE_BYTES near a block's end: rejected, or read, as before."""
+    with mock.patch.object(transfer, "BLOCK_BYTES", 64):
+        reference, today = both(data)
+    assert today == reference
+
+
+def test_staged_rows_are_the_entries() -> None:
+    """iter_staged gives each row as iter_rows does, as the store's plain tuple."""
+    data = MIXED + b"\n+81312345697,allow,0,,2030-12-31T09:00:00.123456+09:00,,\n"
+    rows = list(iter_rows(io.BytesIO(data), region="JP", default_kind=None, now=NOW))
+    staged = list(iter_staged(io.BytesIO(data), region="JP", default_kind=None, now=NOW))
+    assert len(rows) == len(staged)
+    for row, tup in zip(rows, staged, strict=True):
+        if isinstance(row, Reject):
+            assert tup == row
+            continue
+        line, entry = row
+        expires = entry.expires_at.timestamp() if entry.expires_at else None
+        assert entry.created_at == NOW
+        assert tup == (
+            line,
+            str(entry.kind),
+            entry.number,
+            int(entry.prefix),
+            entry.label,
+            entry.source,
+            expires,
+            entry.note,
+        )
+    assert sum(1 for t in staged if isinstance(t, tuple) and t[6] is not None) >= 3
+
+
 def test_broad_prefixes_with_force_parse_as_before() -> None:
     """With ``--force`` the broad prefix rules are accepted by both alike."""
     reference, today = both(MIXED, broad=True)
@@ -183,12 +245,19 @@ _ROWS = st.lists(st.lists(_FIELDS, min_size=0, max_size=9).map(",".join), max_si
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(rows=_ROWS, crlf=st.booleans(), kind=st.sampled_from([None, ListKind.ALLOW]))
+@given(
+    rows=_ROWS,
+    crlf=st.booleans(),
+    kind=st.sampled_from([None, ListKind.ALLOW]),
+    block=st.sampled_from([*SMALL_BLOCKS, transfer.BLOCK_BYTES]),
+)
 def test_generated_files_parse_as_before(
-    rows: list[str], crlf: bool, kind: ListKind | None
+    rows: list[str], crlf: bool, kind: ListKind | None, block: int
 ) -> None:
-    """Files made of random good and bad pieces parse exactly as the reference parses them."""
+    """Files made of random good and bad pieces parse exactly as the reference parses them,
+    whatever the size of the blocks the stream is read in."""
     end = "\r\n" if crlf else "\n"
     data = (HEADER.decode() + end.join(rows)).encode("utf-8", "surrogatepass")
-    reference, today = both(data, kind=kind)
+    with mock.patch.object(transfer, "BLOCK_BYTES", block):
+        reference, today = both(data, kind=kind)
     assert today == reference

@@ -51,6 +51,23 @@ def test_table(text: str, valid: bool) -> None:
     assert reference(*_split(text)) is valid
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+810000000000",  # JP: the digits are all zeros (phonenumbers reads one zero more)
+        "+8100000000",
+        "+33000000000",  # FR, one region
+        "+4900000000",
+        "+819000000000",  # JP mobile-shaped, ends in zeros: not all zeros
+        "+81120000000",
+        "+390000000000",  # IT and VA share +39
+    ],
+)
+def test_zeros_agree_with_phonenumbers(text: str) -> None:
+    """The whole-text pattern of a one-region code never answers for a number of zeros."""
+    assert is_valid_e164(text) is reference(*_split(text))
+
+
 def _split(text: str) -> tuple[int, str]:
     for size in (1, 2, 3):
         code = int(text[1 : 1 + size])
@@ -95,8 +112,13 @@ def test_example_numbers_and_their_neighbours() -> None:
 @example(code=39, national="0000")
 @example(code=1, national="8005550123")
 def test_random_digits_agree_with_phonenumbers(code: int, national: str) -> None:
-    """Random digit strings under every country code: the same answer as phonenumbers."""
-    assert valid_national(code, national) == reference(code, national)
+    """Random digit strings under every country code: the same answer as phonenumbers, from
+    the national digits and from the E.164 text (its whole-text pattern first)."""
+    result = reference(code, national)
+    assert valid_national(code, national) == result
+    text = f"+{code}{national}"
+    if 7 <= len(text) - 1 <= 15:
+        assert is_valid_e164(text) == result
 
 
 @pytest.mark.slow
@@ -131,6 +153,9 @@ def test_every_type_of_every_region_and_random_mutations() -> None:
             text = "".join(digits) if attempt else nsn
             result = reference(number.country_code, text)
             assert valid_national(number.country_code, text) == result, (number, text)
+            e164 = f"+{number.country_code}{text}"
+            if 7 <= len(e164) - 1 <= 15:
+                assert is_valid_e164(e164) == result, (number, e164)
             checked += 1
             valid += result
     # Both answers occur often: the test is not passing on one side only.

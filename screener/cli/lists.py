@@ -31,7 +31,13 @@ from screener.errors import InputError
 from screener.numbers import broad_prefix, parse_list_number
 from screener.policy import SOURCE_CALLED, SOURCE_LEARNED, SOURCE_MANUAL, Entry, ListKind
 from screener.store import ImportResult, ImportStage, Store
-from screener.transfer import Reject, Row, duplicate_reason, iter_rows, write_csv_async
+from screener.transfer import (
+    Reject,
+    Staged,
+    duplicate_reason,
+    iter_staged,
+    write_csv_async,
+)
 from screener.when import parse_future
 
 # Progress bars only for files at least this long (bytes); short imports just print the result.
@@ -286,12 +292,13 @@ def list_import(
         raise InputError(f"{file}: cannot read: {exc.strerror}") from exc
     # A progress bar on long files read from disk, when someone is watching (stderr is a tty).
     size = _file_size(file) if str(file) != "-" and sys.stderr.isatty() else 0
-    rows = iter_rows(
+    now = _now()
+    rows = iter_staged(
         stream,
         region=config.region,
         default_kind=ListKind(kind) if kind else None,
         source=source,
-        now=_now(),
+        now=now,
         broad=force,
     )
     bar = Progress(
@@ -326,7 +333,7 @@ def list_import(
             if dry_run:
                 return found
             bar.add_task("importing", total=None)
-            found.result = await stage.apply()
+            found.result = await stage.apply(now)
             return found
 
     with stream, bar:
@@ -372,7 +379,7 @@ class _Imported:
 
 
 async def _stage_rows(
-    rows: Iterable[Row | Reject], stage: ImportStage, progress: Callable[[], None]
+    rows: Iterable[Staged | Reject], stage: ImportStage, progress: Callable[[], None]
 ) -> _Imported:
     """Parse and stage every row, a batch at a time: memory holds two batches, never the file.
 
@@ -380,7 +387,7 @@ async def _stage_rows(
     on two cores: SQLite lets go of the GIL while it works).
     """
     found = _Imported()
-    batch: list[Row] = []
+    batch: list[Staged] = []
     writing: asyncio.Future[None] | None = None
     try:
         for item in rows:
@@ -392,7 +399,7 @@ async def _stage_rows(
             if len(batch) >= IMPORT_BATCH:
                 if writing is not None:
                     await writing
-                writing = asyncio.ensure_future(stage.add(batch))
+                writing = asyncio.ensure_future(stage.add_rows(batch))
                 await asyncio.sleep(0)  # let it hand the batch to SQLite's thread, then go on
                 batch = []
                 progress()
@@ -402,7 +409,7 @@ async def _stage_rows(
             await asyncio.gather(writing, return_exceptions=True)
     if writing is not None:
         await writing
-    await stage.add(batch)
+    await stage.add_rows(batch)
     return found
 
 

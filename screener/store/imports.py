@@ -3,30 +3,40 @@ streamed file is checked before the lists change."""
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from typing import TYPE_CHECKING, Any
 
 from screener.policy import Entry
 from screener.store.base import StoreBase
-from screener.store.common import _rollback
+from screener.store.common import _rollback, to_ts
 from screener.store.entries import UPSERT_ENTRY, entry_params
+
+if TYPE_CHECKING:
+    from screener.transfer import Staged
 
 # Staged import rows, in key order, the line kept so that a repeated key names its first line.
 _STAGE_TABLE = """
     CREATE TEMP TABLE import_rows (
         number TEXT NOT NULL, prefix INTEGER NOT NULL, line INTEGER NOT NULL,
-        kind TEXT NOT NULL, label TEXT NOT NULL, source TEXT NOT NULL, created_at REAL NOT NULL,
-        expires_at REAL, note TEXT NOT NULL, hits INTEGER NOT NULL, last_seen REAL,
+        kind TEXT NOT NULL, label TEXT NOT NULL, source TEXT NOT NULL, expires_at REAL,
+        note TEXT NOT NULL,
         PRIMARY KEY (number, prefix, line)
     ) WITHOUT ROWID
 """
+# One statement stages _STAGE_MANY_ROWS rows: one step of SQLite's, not one per row (per row,
+# executemany costs about as much again as the insert).
+_STAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
 _STAGE_ROW = (
-    "INSERT INTO temp.import_rows (line, kind, number, prefix, label, source, created_at,"
-    " expires_at, note, hits, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO temp.import_rows (line, kind, number, prefix, label, source, expires_at, note)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_STAGE_MANY_ROWS = 500
+_STAGE_MANY = _STAGE_ROW + f", {_STAGE_VALUES}" * (_STAGE_MANY_ROWS - 1)
 _STAGE_REPEATS = """
     CREATE TEMP TABLE import_repeats AS
     SELECT line, first, number, prefix FROM (
@@ -35,14 +45,14 @@ _STAGE_REPEATS = """
         FROM temp.import_rows
     ) WHERE line > first
 """
-# min(line) makes SQLite take the other (bare) columns from the first row of each key.
+# min(line) makes SQLite take the other (bare) columns from the first row of each key. Every
+# entry gets the import's created_at (the one parameter), no hits and no last_seen.
 _APPLY_STAGE = """
     INSERT INTO entries (kind, number, prefix, label, source, created_at, expires_at, note,
                          hits, last_seen)
-    SELECT kind, number, prefix, label, source, created_at, expires_at, note, hits, last_seen
+    SELECT kind, number, prefix, label, source, ?, expires_at, note, 0, NULL
     FROM (
-        SELECT kind, number, prefix, label, source, created_at, expires_at, note, hits,
-               last_seen, min(line)
+        SELECT kind, number, prefix, label, source, expires_at, note, min(line)
         FROM temp.import_rows GROUP BY number, prefix
     ) WHERE true
     ON CONFLICT (number, prefix) DO UPDATE SET
@@ -78,20 +88,25 @@ class ImportStage:
         self._open = False
         self.staged = 0
 
-    async def add(self, rows: Iterable[tuple[int, Entry]]) -> None:
-        """Stage ``(line, entry)`` rows; nothing in the lists changes."""
-        params = [(line, *entry_params(entry)) for line, entry in rows]
+    async def add_rows(self, rows: Sequence[Staged]) -> None:
+        """Stage good rows as :func:`screener.transfer.iter_staged` yields them (``(line, kind,
+        number, prefix, label, source, expires_at, note)``); nothing in the lists changes."""
         begin = not self._open
+        many = _STAGE_MANY_ROWS
+        full = len(rows) - len(rows) % many
+        flat = chain.from_iterable
 
         def stage(db: sqlite3.Connection) -> None:
             if begin:
                 db.execute("BEGIN")
-            db.executemany(_STAGE_ROW, params)
+            for start in range(0, full, many):
+                db.execute(_STAGE_MANY, list(flat(rows[start : start + many])))
+            db.executemany(_STAGE_ROW, rows[full:])
 
         with self._store._guard("import"):
             self._open = True
             await self._run(stage)
-        self.staged += len(params)
+        self.staged += len(rows)
 
     async def _settle(self) -> None:
         if self._open:
@@ -140,14 +155,16 @@ class ImportStage:
             count, rows = await self._run(find)
         return count, [(int(r[0]), int(r[1]), str(r[2]), bool(r[3])) for r in rows]
 
-    async def apply(self) -> ImportResult:
-        """Upsert the staged rows (the first of each key) in ONE transaction, in key order."""
+    async def apply(self, created_at: dt.datetime) -> ImportResult:
+        """Upsert the staged rows (the first of each key) in ONE transaction, in key order,
+        each created at ``created_at``."""
+        created = to_ts(created_at)
 
         def upsert(db: sqlite3.Connection) -> tuple[int, int, int]:
             db.execute("BEGIN IMMEDIATE")
             try:
                 before = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
-                done = db.execute(_APPLY_STAGE).rowcount
+                done = db.execute(_APPLY_STAGE, (created,)).rowcount
                 after = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
                 db.execute("COMMIT")
             except BaseException:
