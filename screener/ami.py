@@ -462,7 +462,18 @@ class AMIClient:
             raise AMINotConnected(f"not connected to AMI at {self.settings.address}")
         seconds = self.settings.action_timeout if timeout is None else timeout
         # Every action is written before any response is awaited (protocol.send does not wait).
-        sent = [(h["Action"], *self._start(protocol, h)) for h in headers]
+        sent: list[tuple[str, Any, asyncio.Future[Any]]] = []
+        try:
+            for h in headers:
+                sent.append((h["Action"], *self._start(protocol, h)))
+        except BaseException:
+            # The link closed between two writes: the ones already written will never be
+            # awaited, so their futures must not fail later unseen ("Future exception was
+            # never retrieved" in the log, tests/test_ami.py).
+            for _, action, future in sent:
+                forget(protocol, action)
+                future.cancel()
+            raise
         results = await asyncio.gather(
             *(self._wait(protocol, name, action, future, seconds) for name, action, future in sent),
             return_exceptions=True,

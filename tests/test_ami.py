@@ -579,6 +579,35 @@ async def test_send_in_order_writes_every_action_before_any_answer() -> None:
         assert client.pending_actions == 0
 
 
+async def test_send_in_order_cut_between_two_writes_leaves_no_failed_future_unseen() -> None:
+    """The link closing after the first of two writes: send_in_order raises, and the first
+    action's future is cancelled and forgotten, so the drop's close() cannot fail it later with
+    nobody to see it (asyncio's "Future exception was never retrieved" error in the log)."""
+    setvar = {"Action": "Setvar", "Channel": "1700.1", "Variable": "V", "Value": "ja-no"}
+    redirect = {"Action": "Redirect", "Channel": "1700.1", "Context": "screen-staff", "Exten": "s"}
+    async with FakeAMI(secret=SECRET) as fake, AMIClient(make_settings(fake)) as client:
+        protocol = client._protocol
+        assert protocol is not None
+        fake.replies["setvar"] = None  # never answered
+        written: list[asyncio.Future[Any]] = []
+        send = protocol.send
+
+        def send_then_close(data: Any, as_list: bool | None = None) -> asyncio.Future[Any]:
+            if written:
+                raise AMINotConnected("AMI connection is closing")
+            future = send(data, as_list)
+            written.append(future)
+            return future
+
+        protocol.send = send_then_close  # type: ignore[method-assign]  # the cut, between writes
+        with pytest.raises(AMINotConnected):
+            await client.send_in_order([setvar, redirect])
+        protocol.close()  # what the drop does next
+        (first,) = written
+        assert first.cancelled()
+        assert protocol.responses == {}
+
+
 async def test_client_leaves_no_tasks_behind() -> None:
     """After __aexit__ no task the client started is still pending."""
     before = asyncio.all_tasks()
