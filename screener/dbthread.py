@@ -94,6 +94,12 @@ class DBThread:
             error: BaseException | None = None
             try:
                 result = job.fn(self._connection)
+                if isinstance(result, sqlite3.Cursor):
+                    # A cursor must not leave its thread open: freed on the loop's thread, it
+                    # resets its statement there while this thread may be running the same
+                    # cached statement for the next job (an import's executemany failed with
+                    # "bad parameter or other API misuse"). Closed here, it holds nothing.
+                    result.close()
             except BaseException as exc:  # handed back to the caller, whatever it is
                 error = exc
             # RuntimeError: the loop is closed, so nobody is waiting any more.

@@ -97,3 +97,19 @@ async def test_a_cancelled_caller_does_not_stop_the_function(tmp_path: Path) -> 
     finally:
         release.set()
         await thread.close()
+
+
+async def test_a_cursor_comes_back_closed(tmp_path: Path) -> None:
+    """A cursor a function returns is closed on the thread before it is handed back: freed open
+    on the loop's thread, it would reset its statement there while the thread may be running
+    that same cached statement for the next function."""
+    thread = await DBThread.start(
+        lambda: sqlite3.connect(tmp_path / "x.db", check_same_thread=False)
+    )
+    try:
+        cursor = await thread.run(lambda db: db.execute("SELECT 1"))
+        with pytest.raises(sqlite3.ProgrammingError, match="closed cursor"):
+            cursor.fetchone()
+        assert await thread.run(lambda db: db.execute("SELECT 2").fetchone()) == (2,)
+    finally:
+        await thread.close()
