@@ -229,6 +229,12 @@ def _fill(path: Path, layout: Layout, log: Any) -> None:
         for kind, name, sql in later:
             log(f"  {kind} {name}")
             db.execute(sql)
+        # What the dropped prefix_heads triggers (migration 9) would have written: without it
+        # the lookup would never probe the prefix rules built here.
+        db.execute(
+            "INSERT OR IGNORE INTO prefix_heads (head, length)"
+            " SELECT DISTINCT substr(number, 1, 4), length(number) FROM entries WHERE prefix = 1"
+        )
         db.execute("COMMIT")
         db.execute("PRAGMA analysis_limit = 1000")  # index statistics from a sample: seconds
         db.execute("ANALYZE")

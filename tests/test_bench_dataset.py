@@ -46,3 +46,8 @@ def test_sql_build_writes_the_reference_rows(tmp_path: Path, layout: Layout) -> 
     # The indexes and triggers dropped for the build are all back, as the migrations made them.
     asyncio.run(dataset._create_schema(tmp_path / "plain.db"))
     assert _schema(db) == _schema(sqlite3.connect(tmp_path / "plain.db"))
+    # The lookup's prefix_heads (migration 9) knows every prefix rule, as its triggers would.
+    heads = "SELECT DISTINCT substr(number, 1, 4), length(number) FROM entries WHERE prefix = 1"
+    assert set(db.execute("SELECT head, length FROM prefix_heads").fetchall()) == set(
+        db.execute(heads).fetchall()
+    )

@@ -156,6 +156,23 @@ async def test_a_snapshot_keeps_an_unpushed_local_change(
         assert await shown(a) == ("allow", "manual", "b, by hand")
 
 
+async def test_a_prefix_rule_that_comes_by_snapshot_is_found_by_the_lookup(
+    pg_shared: PGServer, tmp_path: Path
+) -> None:
+    """A prefix rule B first learns from a snapshot covers B's next lookup: the snapshot's rows
+    go in with no trigger of entries' firing, so the swap must tell the lookup's prefix_heads
+    (migration 9) about them itself."""
+    dsn = await fresh_central(pg_shared)
+    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
+        sa = Sync(shared_config(pg_shared, dsn, "a"), a)
+        sb = Sync(shared_config(pg_shared, dsn, "b"), b)
+        await a.add(block("+8150", prefix=True, label="a range"))
+        await sa.once()
+        async with central.connect(sb.config) as conn:
+            assert await sb.snapshot(conn) == 1
+        assert [(e.number, e.prefix) for e in await b.lookup("+815012345678")] == [("+8150", True)]
+
+
 async def test_postgres_killed_mid_snapshot_leaves_the_local_list_as_it_was(
     pg_own: PGServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -251,6 +251,13 @@ def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
         else 0
     )
     _lay_pending(db, table)
+    # The rows went in with no trigger of entries' firing: the lookup's prefix_heads (migration
+    # 9, kept by those triggers) must learn the snapshot's prefix rules here, or a rule that
+    # first came by snapshot would never be probed.
+    db.execute(
+        "INSERT OR IGNORE INTO prefix_heads (head, length) SELECT DISTINCT"  # noqa: S608  # fixed
+        f" substr(number, 1, 4), length(number) FROM {table} WHERE prefix = 1"
+    )
     # The schema of entries that lives on: its indexes and triggers, rebuilt on the new table.
     dependents = db.execute(
         "SELECT sql FROM sqlite_master WHERE tbl_name = 'entries'"
