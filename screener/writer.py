@@ -313,7 +313,12 @@ class Writer:
             return True
         except Exception as exc:
             if batch.size == 1:
-                self._lost(exc, batch)
+                # Failed for good (bad data), as in the one-by-one path below: never replayed,
+                # and out of the journal, which can then empty again.
+                if journal is not None:
+                    journal.done(batch.journaled)
+                self._failed(str(exc), batch.writes)
+                _settle(batch.results[0], None)
                 return False
             log.warning(
                 "batch write failed; writing its records one by one",

@@ -240,7 +240,7 @@ async def test_journaled_calls_share_a_commit_and_a_waited_write_does_not_linger
 ) -> None:
     """Records nobody waits for linger so that a burst shares one commit; a write whose result
     is awaited (a challenge outcome) ends the linger at once."""
-    monkeypatch.setattr(service, "COMMIT_LINGER", 3.0)
+    monkeypatch.setattr(service, "COMMIT_LINGER", 60.0)
     async with serving(make_config(fake, db), fake) as svc:
         stats = svc.screener.stats
         calls = [new_call_id() for _ in range(10)]
@@ -251,9 +251,38 @@ async def test_journaled_calls_share_a_commit_and_a_waited_write_does_not_linger
         await fake.emit(request(challenged, TOLL_FREE))
         await svc.redirects(11)
         await fake.emit(challenge_event(challenged, TOLL_FREE, "pass"))
-        # Well before the 3 s linger: the outcome's result is waited for, so it commits now.
-        await fake.wait_until(lambda: stats.outcomes == 1 and stats.write_batches >= 1, 1.5)
-        record = await svc.call(challenged, within=1.5)
+        # Long before the 60 s linger: the outcome's result is waited for, so it commits now.
+        await fake.wait_until(lambda: stats.outcomes == 1 and stats.write_batches >= 1, 20)
+        record = await svc.call(challenged, within=20)
         assert stats.write_batches == 1  # the calls, the challenged call and its outcome: one
     assert record.outcome == "pass"
     assert all([await read_call(db, c) is not None for c in calls])
+
+
+@pytest.mark.slow  # a start of the service
+async def test_a_lone_write_that_fails_for_good_leaves_the_journal_free_to_empty(
+    fake: FakeAMI, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of one write that fails with a bad-data error (not a lock) is given up for good,
+    as in the one-by-one path: out of the journal too, so that the journal empties again and is
+    not replayed at the next start."""
+    failures = [StoreError("database: bad data")]
+    apply = Store.apply
+
+    async def failing_once(self: Store, writes: list[object]) -> object:
+        if failures:
+            raise failures.pop()
+        return await apply(self, writes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "apply", failing_once)
+    async with serving(make_config(fake, db), fake) as svc:
+        bad, good = new_call_id(), new_call_id()
+        await fake.emit(request(bad, MOBILE))
+        await svc.redirects(1)
+        await eventually(lambda: _true_if(not failures), 10)
+        await fake.emit(request(good, MOBILE))
+        await svc.redirects(2)
+        await svc.call(good, within=10)
+        await eventually(lambda: _true_if(jr.journal_path(db).stat().st_size == 0), 10)
+    assert await read_call(db, bad) is None
+    assert svc.task.result().record_errors == 1
