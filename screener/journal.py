@@ -247,6 +247,8 @@ def encode(write: Write) -> dict[str, Any] | None:
             "caller": _caller(called.caller),
             "ep": called.endpoint,
         }
+    if not isinstance(write, SetStaffChoice):
+        return None  # a kind of write the journal does not know: its commit is waited for
     return {
         "k": "choice",
         "call": write.call_id,

@@ -197,9 +197,13 @@ class StaffPhones:
                 number = keyed.e164
         now = self._now()
         # Made only while the phone still waits for the answer (less a margin for the Redirect
-        # to reach it): a change made later would contradict the "failed" the phone heard.
-        pressed = _asterisk_time(event)
-        not_after = (pressed if pressed is not None else self.clock()) + _wait_of(event)
+        # to reach it): a change made later would contradict the "failed" the phone heard. The
+        # wait is counted from the event's arrival on our own clock, not from Asterisk's
+        # Timestamp: on another host a clock a few seconds off would make every code fail (or
+        # change the list after the phone said "failed"); the event's way here is milliseconds,
+        # well inside the margin.
+        not_after = self.clock() + _wait_of(event)
+        pressed = _asterisk_time(event)  # only for the key-to-change figure logged below
         rule = Timed(Rule(code, endpoint, now, number), not_after - FEATURE_MARGIN)
         done = await self.writer.submit(StaffFeature(endpoint, code.value, now, rule))
         changed_at = self.clock()

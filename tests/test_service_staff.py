@@ -5,6 +5,7 @@ Redirect, forged events ignored, and a feature code that waits out a held databa
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,23 @@ async def test_a_feature_code_held_past_the_phones_wait_changes_nothing(
     assert await read_entry(db, TOLL_FREE_E164) is None
     async with Store.open(db, readonly=True) as store:
         assert await store.staff_changes() == []
+
+
+@slow
+async def test_a_feature_code_from_an_asterisk_whose_clock_is_behind_still_counts(
+    fake: FakeAMI, db: Path
+) -> None:
+    """Asterisk on another host, its clock 30 s behind ours: the phone's wait is counted from
+    the event's arrival here, so *30 still blocks (counted from its Timestamp, every code would
+    be planned "failed")."""
+    async with serving(make_config(fake, db), fake) as svc:
+        pressed = staff_event("StaffFeature", Code="block", Number="0120121852")
+        pressed["Timestamp"] = f"{time.time() - 30:.6f}"
+        await fake.emit(pressed)
+        (told,) = await svc.redirects(1, within=5)
+    assert told.get("Exten") == "blocked"
+    entry = await read_entry(db, TOLL_FREE_E164)
+    assert entry is not None and entry.kind is ListKind.BLOCK
 
 
 def event(lines: list[str]) -> Event:

@@ -263,6 +263,7 @@ class Sync:
                 raise central.wrap(exc, self.config, "snapshot") from exc
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # not the working directory first on sys.path: it gets the password
             "-m",
             "screener.shared.snapshot",
             stdin=asyncio.subprocess.PIPE,
