@@ -72,6 +72,8 @@ async def test_the_call_log_shows_every_site_and_falls_back_when_postgres_is_dow
             assert 'id="central-notice"' in down.text
             assert "0311110001" in down.text and "0322220001" not in down.text
             assert pg_own.password not in down.text
+            # Nor where the central store is: any reader sees the page, the log has the reason.
+            assert "127.0.0.1" not in down.text
 
 
 async def test_the_all_sites_log_pages_by_its_cursor(pg_shared: PGServer, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import urlencode
 
+import structlog
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,8 @@ from screener.web.core import Console, ConsoleDep, Reader, Writer, authenticate,
 from screener.web.lists import make_entry
 from screener.web.models import CallOut, CallPage, CheckOut, EntryOut, Problem
 from screener.webstore import CallFilter, CallRow
+
+log = structlog.get_logger(__name__)
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api", tags=["calls"])
@@ -105,7 +108,10 @@ def calls_page(
                 )
                 central = True
             except SharedError as exc:
-                notice = str(exc)
+                # The reason (it names the central host, database and user) goes to the log,
+                # for the administrator; the page, which any reader sees, only says it is away.
+                log.warning("console: the central call log is unavailable", error=str(exc))
+                notice = "unavailable"
         if not central:
             rows = con.store.calls(where, before=before, limit=PAGE + 1)
     except InputError as exc:
