@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
 
+from screener.validity import _allows
+
 # phonenumbers' limits on a national significant number, and on a country code.
 _MIN_NSN = 2
 _MAX_NSN = 17
@@ -55,15 +57,10 @@ _Pattern = re.Pattern[str]
 
 
 def _matcher(desc: object, length: int) -> _Pattern | None:
-    """``desc``'s pattern if a national number of ``length`` digits may match it (phonenumbers'
-    ``_is_number_matching_desc``: no description, a length it excludes, or no pattern: never)."""
-    if desc is None:
-        return None
-    lengths = getattr(desc, "possible_length", ()) or ()
-    if lengths and length not in lengths:
-        return None
-    pattern = getattr(desc, "national_number_pattern", None)
-    return re.compile(pattern) if pattern else None
+    """``desc``'s pattern, compiled, if a national number of ``length`` digits may match it
+    (the same test as the import's validity check, :func:`screener.validity._allows`)."""
+    pattern = _allows(desc, length)
+    return re.compile(pattern) if pattern is not None else None
 
 
 @dataclass(frozen=True, slots=True)
