@@ -20,7 +20,12 @@ The file is locked (``flock``) for the life of the process: a second ``screener 
 same database is refused. A torn last line (a crash inside the ``write``) is dropped with a
 warning and counted; an append that fails (a full disk) or a journal past ``MAX_BYTES`` (a
 write lock held elsewhere for a long time) turns the journal off until it is empty again, and
-calls go back to waiting for their commit (:meth:`Journal.append` returns None).
+calls go back to waiting for their commit (:meth:`Journal.append` returns None). A failed or
+short write is cut back to the last whole line, so that no later line is glued to its fragment;
+if even that fails, the next line starts after a newline of its own and marks the failed
+append's writes committed (never replayed: the writer was told they were not journaled). Marks
+go on while the journal is off (what it already holds must still be marked), and a commit mark
+the disk refused is written with the next one.
 
 Rules that decide inside a transaction (what an outcome teaches, what a feature code does) are
 journaled as their inputs and rebuilt with the configuration at replay (:class:`OutcomeRule`,
@@ -347,6 +352,9 @@ def parse(data: bytes) -> Contents:
     for raw in data.splitlines(keepends=True):
         offset += len(raw)
         whole = raw.endswith(b"\n")
+        if whole and not raw.strip():
+            contents.good_bytes = offset  # an empty line: one begun after a torn fragment
+            continue
         try:
             item = json.loads(raw) if whole else None
         except ValueError:
@@ -432,11 +440,18 @@ class Journal:
         self.path = path
         self._fd = fd
         self._next = next_seq
-        self._size = size
+        self._size = size  # where the last whole line ends: the next record starts there
         self.enabled = enabled  # False: SCREENER_JOURNAL=off; nothing new is journaled
         self._off = False  # a failed append or MAX_BYTES: off until the journal is empty
         self.outstanding = 0  # journaled writes not yet committed
         self.failures = 0  # appends that failed (counted for the status line)
+        # A failed or short write may have left a fragment past _size that could not be cut
+        # off: the next record then starts on a line of its own, and the writes of the failed
+        # append (whose fragment may hold whole lines) are marked never to be replayed.
+        self._ragged = False
+        self._void: set[int] = set()
+        # Commit marks that could not be written (a full disk): written with the next mark.
+        self._unmarked: set[int] = set()
 
     def append(self, writes: Sequence[Write]) -> list[int] | None:
         """Journal ``writes`` (one write: they are one line each); their sequence numbers, or
@@ -458,9 +473,12 @@ class Journal:
         if self._size + len(text) > MAX_BYTES:
             self._turn_off("the journal is full (a write lock held elsewhere for long)")
             return None
-        if not self._write(text):
-            return None
+        # Never reused, even if the append fails: a fragment of it may hold these numbers.
         self._next += len(seqs)
+        if not self._write(text):
+            if self._ragged:
+                self._void.update(seqs)
+            return None
         self.outstanding += len(seqs)
         return seqs
 
@@ -470,14 +488,15 @@ class Journal:
             self._mark("b", seqs)
 
     def done(self, seqs: Sequence[int]) -> None:
-        """``seqs`` are committed (or failed for good, logged): never to be replayed."""
+        """``seqs`` are committed (or given up for good, logged): never to be replayed."""
         if not seqs:
             return
         self.outstanding -= len(seqs)
         if self.outstanding <= 0:
             self.reset()
             return
-        self._mark("c", seqs)
+        self._unmarked.update(seqs)
+        self._mark("c", sorted(self._unmarked))
 
     def reset(self) -> None:
         """Nothing is left to replay: empty the file (and take writes again if it was off)."""
@@ -488,25 +507,63 @@ class Journal:
             self._turn_off(f"could not empty the journal: {exc}")
             return
         self._size = 0
+        self._ragged = False
+        self._void.clear()
+        self._unmarked.clear()
         if self._off:
             log.info("the journal takes writes again", journal=str(self.path))
         self._off = False
 
     def _mark(self, key: str, seqs: Sequence[int]) -> None:
         data = json.dumps({key: _ranges(seqs)}, separators=(",", ":")) + "\n"
-        self._write(data.encode())
+        if self._write(data.encode()) and key == "c":
+            self._unmarked.clear()
 
     def _write(self, data: bytes) -> bool:
+        """Append whole lines. A failed or short write is cut back to the last whole line, so
+        that the next record is never glued to a fragment (both would be one unreadable line at
+        the next start: a commit mark lost, a write applied twice)."""
+        ragged = self._ragged and not self._cut()
+        if ragged:
+            prefix = b"\n"  # the fragment that could not be cut becomes a torn line of its own
+            if self._void:
+                void = json.dumps({"c": _ranges(self._void)}, separators=(",", ":"))
+                prefix += void.encode() + b"\n"
+            data = prefix + data
         try:
             written = os.write(self._fd, data)
         except OSError as exc:
-            self._turn_off(f"could not append to the journal: {exc}")
+            self._failed(f"could not append to the journal: {exc}")
             return False
-        self._size += written
         if written != len(data):
-            # A short write (the disk filled up): a torn line the next start skips.
-            self._turn_off(os.strerror(errno.ENOSPC))
+            self._failed(os.strerror(errno.ENOSPC))  # a short write: the disk filled up
             return False
+        if ragged:
+            # The file ends on a whole line again, past a fragment of unknown length.
+            try:
+                self._size = os.lseek(self._fd, 0, os.SEEK_END)
+            except OSError:
+                self._size += written
+            self._ragged = False
+            self._void.clear()
+        else:
+            self._size += written
+        return True
+
+    def _failed(self, why: str) -> None:
+        self._ragged = True  # whatever the write left past the last whole line
+        self._cut()
+        self._turn_off(why)
+
+    def _cut(self) -> bool:
+        """Cut off what a failed write left past the last whole line; False if that failed."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as exc:
+            log.warning("journal: could not cut off a torn line", error=str(exc))
+            return False
+        self._ragged = False
+        self._void.clear()
         return True
 
     def _turn_off(self, why: str) -> None:

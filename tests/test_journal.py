@@ -222,3 +222,98 @@ def test_journal_switch_reads_the_environment() -> None:
     """SCREENER_JOURNAL=off (or 0/false/no) turns journaling off; anything else keeps it on."""
     assert journal_enabled({}) and journal_enabled({"SCREENER_JOURNAL": "on"})
     assert not any(journal_enabled({"SCREENER_JOURNAL": v}) for v in ("off", "0", "False", "no"))
+
+
+class _FailingDisk:
+    """os.write and os.ftruncate on one descriptor, failing as a full disk does when told."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fd: int) -> None:
+        self.fd = fd
+        self.short: int | None = None  # the next write stops after this many bytes
+        self.refuse = False  # every write fails (ENOSPC)
+        self.no_truncate = False
+        real_write, real_truncate = os.write, os.ftruncate
+
+        def write(fd: int, data: bytes) -> int:
+            if fd == self.fd and self.refuse:
+                raise OSError(28, "No space left on device")
+            if fd == self.fd and self.short is not None:
+                part, self.short = data[: self.short], None
+                return real_write(fd, part)
+            return real_write(fd, data)
+
+        def ftruncate(fd: int, length: int) -> None:
+            if fd == self.fd and self.no_truncate:
+                raise OSError(5, "Input/output error")
+            real_truncate(fd, length)
+
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+
+def test_a_short_append_is_cut_off_so_the_next_mark_reads_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append the disk cuts short leaves no fragment for the next commit mark to be glued
+    to: the mark is read at the next start, and the committed write is not replayed."""
+    journal = _journal(tmp_path)
+    disk = _FailingDisk(monkeypatch, journal._fd)
+    try:
+        assert journal.append([WRITES[0]]) == [1]
+        assert journal.append([WRITES[4]]) == [2]
+        journal.begin([1])
+        disk.short = 25
+        assert journal.append([WRITES[7]]) is None  # not journaled: its commit is waited for
+        journal.done([1])  # marks go on while the journal is off
+        contents = jr.parse(journal.path.read_bytes())
+        assert contents.torn == 0
+        assert contents.committed == {1}
+        assert [seq for seq, _ in contents.pending(False)] == [2]
+    finally:
+        journal.close()
+
+
+def test_a_fragment_that_cannot_be_cut_is_a_line_of_its_own_and_never_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short append that cannot be cut off either (it may hold whole lines of writes the
+    writer was told were not journaled): the next line starts on a line of its own, and those
+    writes are marked never to be replayed."""
+    journal = _journal(tmp_path)
+    disk = _FailingDisk(monkeypatch, journal._fd)
+    try:
+        assert journal.append([WRITES[0], WRITES[4]]) == [1, 2]
+        journal.begin([1])
+        disk.no_truncate = True
+        line = json.dumps({"n": 3, "w": jr.encode(WRITES[7])}, separators=(",", ":"))
+        disk.short = len(line) + 1 + 10  # line 3 whole, line 4 torn
+        assert journal.append([WRITES[7], WRITES[8]]) is None
+        journal.done([1])
+        contents = jr.parse(journal.path.read_bytes())
+        assert contents.torn == 1  # the fragment of line 4, on its own
+        assert contents.committed >= {1, 3, 4}
+        assert [seq for seq, _ in contents.pending(False)] == [2]
+    finally:
+        journal.close()
+
+
+def test_a_commit_mark_the_disk_refused_goes_out_with_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit mark that could not be written is written with the next one: a write whose
+    mark was refused is not replayed once the disk takes writes again."""
+    journal = _journal(tmp_path)
+    disk = _FailingDisk(monkeypatch, journal._fd)
+    try:
+        assert journal.append([WRITES[0], WRITES[4], WRITES[7]]) == [1, 2, 3]
+        journal.begin([1])
+        disk.refuse = True
+        journal.done([1])
+        disk.refuse = False
+        journal.begin([2])
+        journal.done([2])
+        contents = jr.parse(journal.path.read_bytes())
+        assert contents.committed == {1, 2} and contents.torn == 0
+        assert [seq for seq, _ in contents.pending(False)] == [3]
+    finally:
+        journal.close()
