@@ -29,10 +29,15 @@ before and after, and what a crashed run left is queued first again (:meth:`Writ
 *Lock survival*: when another process holds the write lock past ``busy_timeout`` (a long
 ``list import``), the whole batch is carried, in order, ahead of the next one and retried on the
 next turn (each turn waits ``busy_timeout`` again: that is the backoff). :meth:`Writer.stalled`
-tells how long the commit under way has been waiting, so that a call need not wait too. Writes
-are given up only at shutdown or when more than ``max_carried`` are waiting (memory is then at
-stake); each loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed`
-(a journaled write given up stays in the journal: the next start commits it).
+tells how long the commit under way has been waiting, so that a call need not wait too. A
+batch that fails for a reason other than the lock is written one by one (a bad write costs the
+others nothing); a lock met there carries that write and the rest in the same way. Writes are
+given up only at shutdown or when more than ``max_carried`` are waiting, and never so that a
+later write commits before them: at shutdown a journaled write is left in the journal (the next
+start commits it first) and this run commits nothing more; past ``max_carried`` (memory is then
+at stake) the oldest are given up for good, marked done in the journal as well, never replayed.
+Each loss is logged, counted, and published as :class:`~screener.events.DBWriteFailed` (the
+``screener_db_write_errors_total`` metric).
 """
 
 from __future__ import annotations
@@ -150,6 +155,8 @@ class Writer:
         self._wake = asyncio.Event()
         self._open = False
         self._closing = False
+        # A write was left in the journal at shutdown: nothing after it commits in this run.
+        self._left = False
         # When the commit under way began (its first try, if a held lock carried it), or None.
         self._since: float | None = None
 
@@ -249,7 +256,7 @@ class Writer:
 
     async def run(self) -> None:
         """The writer task: commit all that was queued meanwhile, one transaction per turn."""
-        self._open, self._closing = True, False
+        self._open, self._closing, self._left = True, False, False
         try:
             while True:
                 batch = self._batch
@@ -293,24 +300,17 @@ class Writer:
         """
         self.counters.write_batches += 1
         journal = self.journal
+        if self._left:
+            # An earlier write was left in the journal for the next start: committing this
+            # one now would put it before that one.
+            self._leave(batch)
+            return False
         if journal is not None:
             journal.begin(batch.journaled)
         try:
             results = await self.store.apply(batch.writes)
         except StoreLockedError as exc:
-            carried = batch.size + (self._batch.size if self._batch is not None else 0)
-            if self._closing or carried > self.max_carried:
-                self._lost(exc, batch)
-                return False
-            self.counters.write_retries += 1
-            log.warning("database locked; keeping the writes for the next commit", writes=carried)
-            # Ahead of whatever was queued meanwhile: the order stays the order of the calls.
-            nxt = self._open_batch()
-            nxt.writes[:0], nxt.results[:0] = batch.writes, batch.results
-            nxt.seqs[:0] = batch.seqs
-            # Whoever waits on this batch's future now waits for the next commit.
-            nxt.done.add_done_callback(lambda _: _release(batch.done))
-            return True
+            return self._held(exc, batch, 0)
         except Exception as exc:
             if batch.size == 1:
                 # Failed for good (bad data), as in the one-by-one path below: never replayed,
@@ -332,16 +332,17 @@ class Writer:
                 _settle(future, result)
             return False
         # One bad write must not cost the others of its batch theirs.
-        for write, future, seq in zip(batch.writes, batch.results, batch.seqs, strict=True):
+        for n, (write, future, seq) in enumerate(
+            zip(batch.writes, batch.results, batch.seqs, strict=True)
+        ):
             one = [seq] if seq is not None else []
             if journal is not None:
                 journal.begin(one)
             try:
                 (result,) = await self.store.apply([write])
             except StoreLockedError as exc:
-                # Kept in the journal (if it is there): the next start commits it.
-                self._failed(str(exc), [write])
-                _settle(future, None)
+                # This write and those after it wait for the lock, in order, as a batch does.
+                return self._held(exc, batch, n)
             except Exception as exc:
                 # Failed for good (bad data): never replayed.
                 if journal is not None:
@@ -354,14 +355,67 @@ class Writer:
                 _settle(future, result)
         return False
 
-    def _lost(self, exc: Exception, batch: _Batch) -> None:
-        self._failed(str(exc), batch.writes)
+    def _held(self, exc: StoreLockedError, batch: _Batch, start: int) -> bool:
+        """A lock held elsewhere stopped ``batch`` at its write ``start``: carry that write and
+        those after it, in order, ahead of what was queued meanwhile; True if they were.
+
+        At shutdown they are left in the journal for the next start; past ``max_carried``
+        they are given up for good. Either way nothing queued after them commits before them.
+        """
+        rest = _Batch(
+            batch.done,
+            batch.writes[start:],
+            batch.results[start:],
+            batch.seqs[start:],
+            batch.urgent,
+        )
+        carried = rest.size + (self._batch.size if self._batch is not None else 0)
+        if self._closing:
+            self._leave(rest, str(exc))
+            return False
+        if carried > self.max_carried:
+            self._give_up(rest, str(exc))
+            return False
+        self.counters.write_retries += 1
+        log.warning("database locked; keeping the writes for the next commit", writes=carried)
+        # Ahead of whatever was queued meanwhile: the order stays the order of the calls.
+        nxt = self._open_batch()
+        nxt.writes[:0], nxt.results[:0], nxt.seqs[:0] = rest.writes, rest.results, rest.seqs
+        if rest.urgent:
+            self._hurry(nxt)
+        # Whoever waits on this batch's future now waits for the next commit.
+        nxt.done.add_done_callback(lambda _: _release(batch.done))
+        return True
+
+    def _leave(self, batch: _Batch, error: str = "") -> None:
+        """Shutdown under a held lock: the journaled writes stay in the journal, which the next
+        start commits first, and from now on nothing else is committed by this run (it would
+        come before them). The writes that are not journaled are lost."""
         kept = batch.journaled
         if kept:
+            self._left = True
             log.warning(
-                "the writes given up are kept in the journal: the next start commits them",
+                "stopping under a held lock: writes left in the journal for the next start",
                 writes=len(kept),
+                **({"error": error} if error else {}),
             )
+        lost = [w for w, seq in zip(batch.writes, batch.seqs, strict=True) if seq is None]
+        self._failed(error or "an earlier write was left in the journal", lost)
+        for future in batch.results:
+            _settle(future, None)
+
+    def _give_up(self, batch: _Batch, error: str) -> None:
+        """More than ``max_carried`` writes wait for a held lock: the oldest are given up for
+        good (memory is at stake), out of the journal too, so that the next start never
+        applies them after the writes that came later."""
+        log.error(
+            "database locked for too long: writes given up for good",
+            writes=batch.size,
+            max_carried=self.max_carried,
+        )
+        if self.journal is not None:
+            self.journal.done(batch.journaled)
+        self._failed(error, batch.writes)
         for future in batch.results:
             _settle(future, None)
 
