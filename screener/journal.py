@@ -375,58 +375,89 @@ def parse(data: bytes) -> Contents:
     return contents
 
 
-# What the last write of a transaction leaves in the database, exactly: (SQL, parameters).
-def _witness(d: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+@dataclass(frozen=True, slots=True)
+class _Witness:
+    """How to tell whether a write is in the database: ``sql`` reads the row it leaves (by its
+    key) and says whether that row holds the write. No row: the write was not applied if it
+    inserts that row (``inserts``); if it only updates one that may not exist, it tells
+    nothing, and the write before it in the transaction is asked instead."""
+
+    sql: str
+    params: tuple[Any, ...]
+    inserts: bool = True
+
+
+def _witness(d: dict[str, Any]) -> _Witness | None:
     kind = d["k"]
     if kind == "call":
+        # A second decision for a call keeps the first one's received_at (and, after a
+        # fallback, its route and reasons but for the last): only the latency and the last
+        # reason are always this decision's.
         r = d["r"]
-        return (
-            "SELECT 1 FROM calls WHERE call_id = ? AND latency_ms = ?"
-            " AND abs(received_at - ?) < 1e-5",
-            (r["call_id"], r["latency_ms"], r["received_at"]),
+        return _Witness(
+            "SELECT latency_ms IS ? AND json_extract(reasons, '$[#-1]') IS ?"
+            " FROM calls WHERE call_id = ?",
+            (r["latency_ms"], r["reasons"][-1] if r["reasons"] else None, r["call_id"]),
         )
     if kind in ("fallback", "late"):
+        # A call not yet in the log gets the record's reasons; one that is gets them appended
+        # as one reason, joined.
         r = d["r"]
-        return (
-            "SELECT 1 FROM calls WHERE call_id = ? AND fallback = 1"
-            " AND json_extract(reasons, '$[#-1]') = ?",
-            (r["call_id"], r["reasons"][-1] if r["reasons"] else ""),
+        reasons = r["reasons"]
+        return _Witness(
+            "SELECT fallback = 1 AND json_extract(reasons, '$[#-1]') IN (?, ?)"
+            " FROM calls WHERE call_id = ?",
+            (reasons[-1] if reasons else "", "; ".join(reasons), r["call_id"]),
+        )
+    if kind == "hit":
+        # A transaction's hits are its last statements, in their order.
+        return _Witness(
+            "SELECT abs(last_seen - ?) < 1e-5 FROM entries WHERE id = ?",
+            (d["at"], int(d["id"])),
+            inserts=False,
         )
     if kind == "outcome":
-        return (
-            "SELECT 1 FROM calls WHERE call_id = ? AND outcome = ? AND abs(outcome_at - ?) < 1e-5",
-            (d["call"], d["o"], d["at"]),
+        return _Witness(
+            "SELECT outcome IS ? AND abs(outcome_at - ?) < 1e-5 FROM calls WHERE call_id = ?",
+            (d["o"], d["at"], d["call"]),
+            inserts=False,
         )
     if kind == "voicemail":
-        return ("SELECT 1 FROM outbox WHERE key = ?", (f"voicemail:{d['call']}",))
+        return _Witness("SELECT 1 FROM outbox WHERE key = ?", (f"voicemail:{d['call']}",))
     if kind == "lastcaller":
-        return (
+        return _Witness(
             "SELECT 1 FROM staff_last_caller WHERE endpoint = ? AND call_id = ?"
             " AND abs(at - ?) < 1e-5",
             (d["ep"], d["call"], d["at"]),
         )
     if kind == "choice":
-        return (
-            "SELECT 1 FROM calls WHERE call_id = ? AND staff_choice_by = ?"
-            " AND abs(staff_choice_at - ?) < 1e-5",
-            (d["call"], d["staff"], d["at"]),
+        return _Witness(
+            "SELECT staff_choice_by IS ? AND abs(staff_choice_at - ?) < 1e-5"
+            " FROM calls WHERE call_id = ?",
+            (d["staff"], d["at"], d["call"]),
+            inserts=False,
         )
     if kind == "feature":
-        return (
+        return _Witness(
             "SELECT 1 FROM staff_changes WHERE endpoint = ?"
             " AND (abs(at - ?) < 1e-5 OR abs(undone_at - ?) < 1e-5)",
             (d["ep"], d["at"], d["at"]),
         )
-    return None  # hits, recordings, learned numbers: replaying them changes nothing that counts
+    return None  # recordings, learned numbers: replaying them changes nothing that counts
 
 
 def _applied(db: sqlite3.Connection, writes: Sequence[dict[str, Any]]) -> bool:
-    """Whether the database holds the transaction of ``writes``: the exact row its last
-    checkable write leaves (nothing after it in the same transaction can change that row)."""
+    """Whether the database holds the transaction of ``writes``: the row its last write that
+    can tell leaves (nothing after it in the same transaction changes that row)."""
     for d in reversed(writes):
         witness = _witness(d)
-        if witness is not None:
-            return db.execute(*witness).fetchone() is not None
+        if witness is None:
+            continue
+        row = db.execute(witness.sql, witness.params).fetchone()
+        if row is not None:
+            return bool(row[0])
+        if witness.inserts:
+            return False
     return False  # nothing to tell by: replaying these is harmless (see _witness)
 
 

@@ -15,7 +15,7 @@ from screener.errors import StoreError
 from screener.featurecodes import Code, Result, Rule, Timed
 from screener.journal import CalledRule, Journal, OutcomeRule
 from screener.numbers import Caller, Category
-from screener.policy import ListKind, Outcome, Policy
+from screener.policy import Entry, ListKind, Outcome, Policy
 from screener.service import journal_enabled
 from screener.store import (
     CallRecord,
@@ -317,3 +317,73 @@ def test_a_commit_mark_the_disk_refused_goes_out_with_the_next(
         assert [seq for seq, _ in contents.pending(False)] == [3]
     finally:
         journal.close()
+
+
+# -- a commit whose mark was lost: does the database hold it? ----------------------------------
+
+
+def _compact(seq: int, write: Write) -> bytes:
+    line = json.dumps({"n": seq, "w": jr.encode(write)}, ensure_ascii=False, separators=(",", ":"))
+    return (line + "\n").encode()
+
+
+async def _replayed(db: Path, committed: list[list[Write]], unsure: list[Write]) -> list[int]:
+    """Commit ``committed`` (one transaction each), then leave a journal whose last
+    transaction begun is ``unsure`` with no commit mark; what recover() would replay."""
+    async with Store.open(db) as store:
+        for writes in committed:
+            await store.apply(writes)
+        journal = b"".join(_compact(n, w) for n, w in enumerate(unsure, start=1))
+        journal += _mark("b", [1, len(unsure)])
+        jr.journal_path(db).write_bytes(journal)
+        recovered = await jr.recover(db, store, POLICY)
+        recovered.journal.close()
+    return [seq for seq, _ in recovered.pending]
+
+
+async def _entry_id(db: Path) -> int:
+    async with Store.open(db) as store:
+        entry, _ = await store.add(Entry(ListKind.BLOCK, "+81312345678", created_at=NOW))
+    assert entry.id is not None
+    return entry.id
+
+
+LATER = NOW + dt.timedelta(seconds=3)
+
+
+async def test_a_second_decision_for_a_call_is_recognised_as_committed(db: Path) -> None:
+    """A call decided twice keeps its first received_at: the second decision, committed
+    before a crash lost its mark, is still recognised and not applied again."""
+    first = RecordCall(record("9.1"))
+    second = RecordCall(record("9.1", received_at=LATER, latency_ms=0.5, route="staff"))
+    assert await _replayed(db, [[first], [second]], [second]) == []
+
+
+async def test_a_second_decision_that_did_not_commit_is_replayed(db: Path) -> None:
+    """The other way round: the first decision is in, the second was not: it is replayed."""
+    first = RecordCall(record("9.2"))
+    second = RecordCall(record("9.2", received_at=LATER, latency_ms=0.5, route="staff"))
+    assert await _replayed(db, [[first]], [second]) == [1]
+
+
+async def test_a_committed_list_hit_is_not_counted_twice(db: Path) -> None:
+    """A transaction of list hits alone (a batch written one by one) is recognised by the
+    entry's last_seen; one that did not commit is replayed."""
+    entry_id = await _entry_id(db)
+    hit = RecordHit(entry_id, LATER)
+    assert await _replayed(db, [[hit]], [hit]) == []
+    assert await _replayed(db, [], [RecordHit(entry_id, LATER + dt.timedelta(seconds=1))]) == [1]
+
+
+async def test_a_hit_on_an_entry_gone_asks_the_record_before_it(db: Path) -> None:
+    """A hit whose entry is no longer there tells nothing: the call record before it decides."""
+    call = RecordCall(record("9.3"))
+    assert await _replayed(db, [[call]], [call, RecordHit(999, LATER)]) == []
+
+
+async def test_a_fallback_appended_to_a_logged_call_is_recognised(db: Path) -> None:
+    """A fallback with several reasons on a call already logged appends them as one reason:
+    that is what is looked for."""
+    call = RecordCall(record("9.4"))
+    fell = RecordFallback(record("9.4", fallback=True, reasons=("dialplan fallback", "no answer")))
+    assert await _replayed(db, [[call], [fell]], [fell]) == []
