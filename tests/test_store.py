@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -486,31 +485,32 @@ async def test_import_is_all_or_nothing(store: Store) -> None:
     await store.add(block("+81312345678"))
 
 
-@pytest.mark.slow  # seconds of waiting: the full suite runs it, the fast path skips it
 async def test_reader_keeps_answering_during_import(db_path: Path) -> None:
-    """While one store imports, another on the same file answers lookups at once (WAL)."""
-    async with Store.open(db_path) as writer, Store.open(db_path, busy_timeout=1.0) as reader:
-        await writer.add(allow("+81312345678", label="old"))
+    """While one store's import holds the write lock, another on the same file answers lookups
+    with the old lists (WAL): they do not wait for the lock, which stays held until they are
+    done (a lookup that waited for it would fail after the reader's busy timeout)."""
+    async with Store.open(db_path) as writer, Store.open(db_path, busy_timeout=0.2) as reader:
         target = "+819000000150"  # the import replaces this entry
         await writer.add(allow(target, label="old"))
-        rows = (block(f"+8190{i:08d}", label="new") for i in range(200_000))
-        task = asyncio.create_task(writer.import_entries(rows, batch=5000))
-        seen: set[str] = set()
-        slowest = 0.0
-        lookups = 0
-        while not task.done():
-            lookups += 1
-            started = time.perf_counter()
-            found = await reader.lookup(target)
-            slowest = max(slowest, time.perf_counter() - started)
-            assert len(found) == 1
-            seen.add(found[0].label)
-            await asyncio.sleep(0.005)
+        in_transaction, lookups_done = asyncio.Event(), asyncio.Event()
+
+        async def rows() -> AsyncIterator[Entry]:
+            for i in range(300):
+                yield block(f"+8190{i:08d}", label="new")
+            in_transaction.set()  # the first batch is written, its transaction open
+            await lookups_done.wait()
+            for i in range(300, 400):
+                yield block(f"+8190{i:08d}", label="new")
+
+        task = asyncio.create_task(writer.import_entries(rows(), batch=100))
+        await in_transaction.wait()
+        for _ in range(5):
+            (found,) = await reader.lookup(target)
+            assert found.label == "old"  # the import's rows are not committed yet
+            assert not task.done()
+        lookups_done.set()
         result = await task
-        assert result.added == 199_999
-        assert seen <= {"old", "new"} and "old" in seen
-        assert lookups > 10
-        assert slowest < 1.0
+        assert result.added == 399
         assert (await reader.lookup(target))[0].label == "new"
 
 
@@ -523,10 +523,9 @@ async def test_locked_database_raises_store_locked(db_path: Path) -> None:
         other.execute("BEGIN EXCLUSIVE")
         async with Store.open(db_path, busy_timeout=0.2) as store:
             assert await store.lookup("+81312345678") == []  # readers are not blocked (WAL)
-            started = time.monotonic()
+            # The lock is held until ROLLBACK below: raising at all is giving up on it.
             with pytest.raises(StoreLockedError, match="locked"):
                 await store.add(block("+81312345678"))
-            assert time.monotonic() - started < 2.0
             with pytest.raises(StoreLockedError):
                 await store.record_call(call("c1", NOW))
             other.execute("ROLLBACK")
