@@ -12,8 +12,11 @@ to the event loop that asked::
 A whole transaction is one function, so it costs one trip to the thread however many statements
 it holds. Only the standard library's public API is used (a ``SimpleQueue`` in, the loop's
 ``call_soon_threadsafe`` out). A caller cancelled while its function runs does not stop the
-function: it finishes (SQLite has no safe way to abandon a statement half-way) and its result is
-dropped.
+function: it finishes and its result is dropped (a write half-way is not to be abandoned). A
+read can be: ``run(fn, interruptible=True)`` (a count of millions of entries) is interrupted
+(``Connection.interrupt()``) when its caller is cancelled, or skipped if it has not begun, so
+that a service stopping does not wait for it; :meth:`DBThread.close` interrupts such a read
+again in case the first interrupt came just before its statement began.
 """
 
 from __future__ import annotations
@@ -43,17 +46,20 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
 
 
 class _Job:
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("abandoned", "fn", "future", "interruptible", "loop")
 
     def __init__(
         self,
         fn: Callable[[Any], Any],
         future: asyncio.Future[Any],
         loop: asyncio.AbstractEventLoop,
+        interruptible: bool = False,
     ) -> None:
         self.fn = fn
         self.future = future
         self.loop = loop
+        self.interruptible = interruptible
+        self.abandoned = False  # an interruptible job whose caller was cancelled
 
 
 class DBThread:
@@ -63,6 +69,10 @@ class DBThread:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._connection: sqlite3.Connection | None = None
         self._closed = False
+        # The job running on the thread, set and read under _switch, so that an interrupt
+        # never reaches the job after the one it was meant for.
+        self._running: _Job | None = None
+        self._switch = threading.Lock()
         # A daemon thread: a loop that dies without close() must not hang the interpreter's exit.
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
@@ -78,7 +88,7 @@ class DBThread:
             thread._connection = connect()
 
         try:
-            await thread._submit(opened)
+            await thread._submit(opened).future
         except BaseException:
             thread._jobs.put(None)
             thread._closed = True
@@ -90,6 +100,10 @@ class DBThread:
             job = self._jobs.get()
             if job is None:
                 return
+            with self._switch:
+                if job.abandoned:
+                    continue  # its caller was cancelled before it began: nobody wants it
+                self._running = job
             result: Any = None
             error: BaseException | None = None
             try:
@@ -102,34 +116,59 @@ class DBThread:
                     result.close()
             except BaseException as exc:  # handed back to the caller, whatever it is
                 error = exc
+            with self._switch:
+                self._running = None
             # RuntimeError: the loop is closed, so nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
             del job, result, error
 
-    def _submit(self, fn: Callable[[Any], _T]) -> asyncio.Future[_T]:
+    def _submit(self, fn: Callable[[Any], _T], interruptible: bool = False) -> _Job:
         if self._closed:
             raise DBThreadClosedError("the database thread is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put(_Job(fn, future, loop))
-        return future
+        job = _Job(fn, future, loop, interruptible)
+        self._jobs.put(job)
+        return job
 
-    async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(connection)`` on the thread after everything submitted before it."""
-        return await self._submit(fn)
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], _T], *, interruptible: bool = False
+    ) -> _T:
+        """Run ``fn(connection)`` on the thread after everything submitted before it.
+
+        ``interruptible`` (reads only): if the caller is cancelled, ``fn`` is not begun, or its
+        statement is interrupted, instead of finishing for nobody.
+        """
+        job = self._submit(fn, interruptible)
+        try:
+            result: _T = await job.future
+        except asyncio.CancelledError:
+            if interruptible:
+                job.abandoned = True
+                self._interrupt(job)
+            raise
+        return result
+
+    def _interrupt(self, job: _Job) -> None:
+        with self._switch:
+            if self._running is job and self._connection is not None:
+                self._connection.interrupt()  # the one sqlite3 call meant for another thread
 
     async def close(self) -> None:
         """Close the connection on its thread (if it has ``close()``), then end the thread."""
         if self._closed:
             return
+        running = self._running
+        if running is not None and running.abandoned:
+            self._interrupt(running)
 
         def closing(connection: sqlite3.Connection | None) -> None:
             if connection is not None:
                 connection.close()
 
         try:
-            await self._submit(closing)
+            await self._submit(closing).future
         finally:
             self._closed = True
             self._jobs.put(None)

@@ -113,3 +113,64 @@ async def test_a_cursor_comes_back_closed(tmp_path: Path) -> None:
         assert await thread.run(lambda db: db.execute("SELECT 2").fetchone()) == (2,)
     finally:
         await thread.close()
+
+
+# A statement that would run for minutes; mark(x) says it is under way.
+_ENDLESS = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000000)"
+    " SELECT count(mark(x)) FROM c"
+)
+
+
+async def test_a_cancelled_interruptible_read_is_interrupted(tmp_path: Path) -> None:
+    """A read run with interruptible=True whose caller is cancelled is interrupted mid-way
+    (a long count must not keep a stopping service waiting); the thread goes on."""
+    thread = await DBThread.start(lambda: sqlite3.connect(tmp_path / "x.db"))
+    running = threading.Event()
+    outcome: list[str] = []
+
+    def endless(db: sqlite3.Connection) -> None:
+        db.create_function("mark", 1, lambda x: running.set() or x)
+        try:
+            db.execute(_ENDLESS).fetchone()
+            outcome.append("finished")
+        except sqlite3.OperationalError as exc:
+            outcome.append(str(exc))
+
+    try:
+        task = asyncio.create_task(thread.run(endless, interruptible=True))
+        await asyncio.to_thread(running.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await thread.run(lambda db: db.execute("SELECT 1").fetchone()[0]) == 1
+    finally:
+        await thread.close()
+    assert outcome == ["interrupted"]
+
+
+async def test_an_interruptible_read_cancelled_before_it_began_is_skipped(tmp_path: Path) -> None:
+    """Cancelled while it waits behind another function: it never runs."""
+    thread = await DBThread.start(lambda: sqlite3.connect(tmp_path / "x.db"))
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def busy(db: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+
+    try:
+        first = asyncio.create_task(thread.run(busy))
+        await asyncio.to_thread(started.wait, 5)
+        queued = asyncio.create_task(thread.run(lambda db: ran.append("x"), interruptible=True))
+        await asyncio.sleep(0)  # submitted
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        release.set()
+        await first
+        assert await thread.run(lambda db: db.execute("SELECT 1").fetchone()[0]) == 1
+    finally:
+        release.set()
+        await thread.close()
+    assert ran == []

@@ -10,6 +10,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -350,6 +352,34 @@ async def test_add_replaces_and_returns_previous(store: Store) -> None:
     assert previous == first
     assert second.id == first.id and second.kind is ListKind.ALLOW and second.label == "client"
     assert await store.count_entries() == 1
+
+
+async def test_a_cancelled_count_is_interrupted(store: Store) -> None:
+    """The lists' count (seconds on a hundred million entries) stops when its caller is
+    cancelled, so that a service that stops does not wait for it to finish for nobody."""
+    await store.import_entries(block(f"+8190{i:08d}") for i in range(3000))
+    steps = [0]
+    counting = threading.Event()
+    slow = [False]
+
+    def progress() -> int:
+        steps[0] += 1
+        counting.set()
+        if slow[0]:
+            time.sleep(0.001)  # so that the cancel comes long before the end
+        return 0
+
+    await store.run("test", lambda db: db.set_progress_handler(progress, 10))
+    assert await store.count_entries_by() == {("block", "manual"): 3000}
+    whole, steps[0], slow[0] = steps[0], 0, True
+    counting.clear()
+    task = asyncio.create_task(store.count_entries_by())
+    await asyncio.to_thread(counting.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.run("test", lambda db: db.set_progress_handler(None, 0))
+    assert 0 < steps[0] < whole  # stopped part way
 
 
 async def test_entry_round_trips_all_fields(store: Store) -> None:

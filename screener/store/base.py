@@ -50,11 +50,21 @@ class StoreBase:
             # A str with a lone surrogate cannot be stored as UTF-8 text.
             raise StoreError(f"database {self.path}: {action}: text is not valid Unicode") from exc
 
-    async def _call(self, action: str, function: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``function(connection)`` on the database thread, in one trip, under the lock."""
+    async def _call(
+        self,
+        action: str,
+        function: Callable[[sqlite3.Connection], _T],
+        *,
+        interruptible: bool = False,
+    ) -> _T:
+        """Run ``function(connection)`` on the database thread, in one trip, under the lock.
+
+        ``interruptible`` (reads only): a cancelled caller interrupts it (a long count must not
+        hold up a service that stops; see :class:`~screener.dbthread.DBThread`).
+        """
         async with self._lock:
             with self._guard(action):
-                return await self._thread.run(function)
+                return await self._thread.run(function, interruptible=interruptible)
 
     async def _in_transaction(
         self, action: str, function: Callable[[sqlite3.Connection], _T]
@@ -99,8 +109,12 @@ class StoreBase:
         """``function(connection)`` inside one BEGIN IMMEDIATE ... COMMIT, or rolled back."""
         return await self._in_transaction(action, function)
 
-    async def _fetchall(self, action: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return await self._call(action, lambda db: db.execute(sql, params).fetchall())
+    async def _fetchall(
+        self, action: str, sql: str, params: Sequence[Any] = (), *, interruptible: bool = False
+    ) -> list[Any]:
+        return await self._call(
+            action, lambda db: db.execute(sql, params).fetchall(), interruptible=interruptible
+        )
 
     async def _write(self, action: str, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement in autocommit mode; returns the number of rows it changed."""

@@ -260,14 +260,19 @@ class EntriesStore(StoreBase):
         return await self._write("forget learned entries", sql, params)
 
     async def count_entries(self) -> int:
-        """How many entries the lists hold, expired ones included."""
-        rows = await self._fetchall("count entries", "SELECT count(*) FROM entries")
+        """How many entries the lists hold, expired ones included (seconds on a hundred million:
+        a cancelled caller interrupts it)."""
+        rows = await self._fetchall(
+            "count entries", "SELECT count(*) FROM entries", interruptible=True
+        )
         return int(rows[0][0])
 
     async def count_entries_by(self) -> dict[tuple[str, str], int]:
-        """How many entries each (kind, source) holds, from the (kind, source) index."""
+        """How many entries each (kind, source) holds, from the (kind, source) index (a
+        cancelled caller interrupts it)."""
         rows = await self._fetchall(
             "count entries",
             "SELECT kind, source, count(*) FROM entries GROUP BY kind, source",
+            interruptible=True,
         )
         return {(r[0], r[1]): int(r[2]) for r in rows}
