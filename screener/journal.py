@@ -185,13 +185,13 @@ _RECORDS: dict[str, type[RecordCall | RecordFallback | RecordLate]] = {
     "fallback": RecordFallback,
     "late": RecordLate,
 }
+_RECORD_KINDS = {write: kind for kind, write in _RECORDS.items()}
 
 
 def encode(write: Write) -> dict[str, Any] | None:
     """A write as a journal line's data, or None if it cannot be journaled (an unknown rule)."""
     if isinstance(write, RecordCall | RecordFallback | RecordLate):
-        kind = {RecordCall: "call", RecordFallback: "fallback", RecordLate: "late"}[type(write)]
-        return {"k": kind, "r": _record(write.record)}
+        return {"k": _RECORD_KINDS[type(write)], "r": _record(write.record)}
     if isinstance(write, RecordHit):
         return {"k": "hit", "id": write.entry_id, "at": _t(write.at)}
     if isinstance(write, SetOutcome):

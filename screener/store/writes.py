@@ -449,6 +449,18 @@ def _learn_called(db: sqlite3.Connection, write: LearnCalled) -> Entry | None:
     return _upsert(db, entry)
 
 
+# The writes applied one at a time, each by its own function (the rest go in runs, _BULK).
+_ONE: dict[type, Callable[[sqlite3.Connection, Any], WriteResult]] = {
+    SetOutcome: _set_outcome,
+    SetVoicemail: _set_voicemail,
+    SetRecording: _set_recording,
+    SetLastCaller: _set_last_caller,
+    StaffFeature: _staff_feature,
+    LearnCalled: _learn_called,
+    SetStaffChoice: _set_staff_choice,
+}
+
+
 def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[WriteResult]:
     """The body of :meth:`Store.apply`, on the database thread inside its transaction.
 
@@ -461,26 +473,9 @@ def _apply(db: sqlite3.Connection, writes: Sequence[Write]) -> list[WriteResult]
     i = 0
     while i < len(others):
         n, write = others[i]
-        if isinstance(write, SetOutcome):
-            results[n] = _set_outcome(db, write)
-            i += 1
-        elif isinstance(write, SetVoicemail):
-            results[n] = _set_voicemail(db, write)
-            i += 1
-        elif isinstance(write, SetRecording):
-            results[n] = _set_recording(db, write)
-            i += 1
-        elif isinstance(write, SetLastCaller):
-            results[n] = _set_last_caller(db, write)
-            i += 1
-        elif isinstance(write, StaffFeature):
-            results[n] = _staff_feature(db, write)
-            i += 1
-        elif isinstance(write, LearnCalled):
-            results[n] = _learn_called(db, write)
-            i += 1
-        elif isinstance(write, SetStaffChoice):
-            results[n] = _set_staff_choice(db, write)
+        one = _ONE.get(type(write))
+        if one is not None:
+            results[n] = one(db, write)
             i += 1
         else:
             kind = type(write)
