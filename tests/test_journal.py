@@ -387,3 +387,32 @@ async def test_a_fallback_appended_to_a_logged_call_is_recognised(db: Path) -> N
     call = RecordCall(record("9.4"))
     fell = RecordFallback(record("9.4", fallback=True, reasons=("dialplan fallback", "no answer")))
     assert await _replayed(db, [[call], [fell]], [fell]) == []
+
+
+# Written by the journal of the previous release (f40bd3f): two writes committed, then an
+# outcome whose transaction began and did not commit.
+PREVIOUS_RELEASE = (
+    b'{"n":1,"w":{"k":"call","r":{"call_id":"1.1","received_at":1796173323.456789,'
+    b'"raw_number":"0312345678","raw_name":"","e164":"+81312345678","category":"fixed",'
+    b'"did":"+81355550000","route":"staff","rule":"default","reasons":["default"],'
+    b'"latency_ms":0.25,"outcome":null,"outcome_at":null,"voicemail":null,"fallback":false}}}\n'
+    b'{"n":2,"w":{"k":"hit","id":7,"at":1796173323.456789}}\n'
+    b'{"b":[[1,2]]}\n'
+    b'{"c":[[1,2]]}\n'
+    b'{"n":3,"w":{"k":"outcome","call":"1.1","o":"pass","at":1796173323.456789,"learn":null}}\n'
+    b'{"b":[[3,3]]}\n'
+)
+
+
+async def test_a_journal_left_by_the_previous_release_replays(db: Path) -> None:
+    """The lines and marks are read as the previous release wrote them: what it committed is
+    skipped, what it did not is replayed, and new lines follow on."""
+    async with Store.open(db) as store:
+        jr.journal_path(db).write_bytes(PREVIOUS_RELEASE)
+        recovered = await jr.recover(db, store, POLICY)
+        try:
+            assert recovered.pending == [(3, SetOutcome("1.1", "pass", NOW))]
+            assert recovered.torn == 0
+            assert recovered.journal.append([WRITES[0]]) == [4]
+        finally:
+            recovered.journal.close()
