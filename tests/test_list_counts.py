@@ -59,7 +59,7 @@ _writes = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(writes=_writes)
 def test_the_kept_counts_are_a_real_count_after_any_writes(
     writes: list[tuple[str, str, str, str]],
