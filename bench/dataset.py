@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from screener.store import SCHEMA_VERSION, Store
+from screener.store.schema import COUNT_LISTS
 
 CACHE = Path(os.environ.get("SCREENER_BENCH_CACHE", "/var/tmp/screener-bench"))  # noqa: S108  # a cache, by design
 BLOCK_PREFIXES = (
@@ -235,6 +236,9 @@ def _fill(path: Path, layout: Layout, log: Any) -> None:
             "INSERT OR IGNORE INTO prefix_heads (head, length)"
             " SELECT DISTINCT substr(number, 1, 4), length(number) FROM entries WHERE prefix = 1"
         )
+        # And list_counts' (migration 10): the lists' sizes, counted once.
+        db.execute("DELETE FROM list_counts")
+        db.execute(COUNT_LISTS)
         db.execute("COMMIT")
         db.execute("PRAGMA analysis_limit = 1000")  # index statistics from a sample: seconds
         db.execute("ANALYZE")

@@ -165,13 +165,31 @@ def caller_mix(entries: int, astdb: int, count: int, seed: int) -> list[tuple[st
     return out
 
 
-def write_csv(path: Path, callers: Sequence[tuple[str, str]]) -> None:
-    """SIPp's injection file: field0 the number, field1 the kind (for the reader)."""
+def write_csv(path: Path, callers: Sequence[tuple[str, str]], dids: Sequence[str]) -> None:
+    """SIPp's injection file: field0 the number, field1 the kind (for the reader), field2 the
+    number dialled (the dialplan), row by row."""
     with path.open("w", newline="") as f:
         f.write("SEQUENTIAL\n")
         w = csv.writer(f, delimiter=";", lineterminator="\n")
-        for kind, number in callers:
-            w.writerow((number, kind))
+        for (kind, number), did in zip(callers, dids, strict=True):
+            w.writerow((number, kind, did))
+
+
+# The kinds the screener sends to staff: the side-by-side step compares set-up on them alone.
+STAFF_KINDS = frozenset(k for k, route in SCREENED_ROUTE.items() if route == "staff")
+
+
+def paired_callers(
+    entries: int, astdb: int, count: int, seed: int
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """``count`` staff-bound callers of the mix, and their dialled numbers: direct and
+    screened in turn, so that both halves share the same seconds of the machine."""
+    callers: list[tuple[str, str]] = []
+    while len(callers) < count:
+        more = caller_mix(entries, astdb, 2 * count, seed + len(callers))
+        callers += [c for c in more if c[0] in STAFF_KINDS][: count - len(callers)]
+    dids = [DID["direct"] if i % 2 == 0 else DID["screened"] for i in range(count)]
+    return callers, dids
 
 
 def carrier_scenario(hold_s: float) -> str:
@@ -332,6 +350,7 @@ class Step:
     tag: str
     callers: list[tuple[str, str]]
     tmp: Path
+    dids: list[str] = field(default_factory=list)  # per caller; empty: DID[dialplan] for all
 
     @property
     def log(self) -> Path:
@@ -345,10 +364,10 @@ class Step:
         """SIPp's command line; it gives up ``hold_s`` + 20 s after the last call is placed
         (an overloaded PBX would otherwise keep a step going for minutes)."""
         csv_path = self.tmp / f"{self.tag}callers.csv"
-        write_csv(csv_path, self.callers)
+        write_csv(csv_path, self.callers, self.dids or [DID[self.dialplan]] * len(self.callers))
         return [
             "sipp", f"{HOST}:5060", "-sf", str(scenario), "-inf", str(csv_path),
-            "-key", "did", DID[self.dialplan], "-key", "tag", self.tag,
+            "-key", "tag", self.tag,
             "-r", str(self.rate), "-m", str(len(self.callers)), "-l", "100000",
             "-i", HOST, "-bind_local", "-ci", HOST, "-mi", HOST, "-mp", str(free_udp_port()),
             "-nostdin", "-trace_logs", "-log_file", str(self.log),
@@ -419,6 +438,33 @@ def analyse(
         "setup_to_answer": summary(answer_ms),
         "peak_in_flight": step.peak_in_flight(),
     }
+
+
+def analyse_paired(
+    step: Step, arrivals: dict[str, float], routed: dict[str, tuple[str, bool]]
+) -> dict[str, Any]:
+    """The side-by-side step: set-up to staff of its direct and its screened calls apart, and
+    the difference of their medians and p99s (the screener's added delay, both halves under
+    the same load at the same moments)."""
+    figures = analyse(step, arrivals, routed)
+    invite = {p[1]: _stamp(p) for p in _log_lines(step.log) if len(p) == 4 and p[0] == "I"}
+    setup: dict[str, list[float]] = {"direct": [], "screened": []}
+    for n, did in enumerate(step.dids, start=1):
+        name = f"{step.tag}{n}"
+        if name in invite and name in arrivals:
+            half = "direct" if did == DID["direct"] else "screened"
+            setup[half].append((arrivals[name] - invite[name]) * 1000.0)
+    direct, screened = summary(setup["direct"]), summary(setup["screened"])
+    figures["paired"] = {
+        "direct": direct,
+        "screened": screened,
+        "added": {
+            "p50_ms": screened["p50_ms"] - direct["p50_ms"],
+            "p99_ms": screened["p99_ms"] - direct["p99_ms"],
+        },
+        "screened_calls": sum(1 for did in step.dids if did == DID["screened"]),
+    }
+    return figures
 
 
 def screener_times(lines: Sequence[dict[str, Any]], tag: str) -> dict[str, Any]:
@@ -642,6 +688,7 @@ async def measure(
     tmp: Path,
     log: Log,
     profile: bool = False,
+    paired_rate: int = 0,
 ) -> dict[str, Any]:
     """Everything between the sandbox being up and it going down."""
     settings = AMISettings(
@@ -697,6 +744,24 @@ async def measure(
                         live.remove(dialplan)
                 if not live:
                     break
+            if paired_rate and {"direct", "screened"} <= set(dialplans):
+                # The screener's added set-up measured side by side: one step whose calls
+                # alternate between the direct and the screened dialplan (staff-bound callers
+                # only), so that a difference of medians is not two moments' noise.
+                callers, dids = paired_callers(
+                    entries, astdb, max(2, round(paired_rate * step_seconds)), seed=9001
+                )
+                step = Step("paired", paired_rate, "p-", callers, tmp, dids)
+                log(f"sip: direct and screened in turn at {paired_rate}/s for {step_seconds:g}s")
+                pid = agent.ensure("screener")
+                sampler = Sampler({"asterisk": asterisk, "screener": pid})
+                done = await run_step(step, scenario, step_seconds, hold_s, sampler)
+                await asyncio.sleep(0.5)
+                figures = analyse_paired(step, staff.arrivals(), routed)
+                figures["sipp_exit"] = done.returncode
+                figures["screener"] = screener_times(agent.lines(), "p-")
+                figures["processes"] = sampler.result()
+                result["paired"] = figures
         finally:
             agent.stop()
             staff.stop()
@@ -745,6 +810,7 @@ def run_on(
     dialplans: Sequence[str] = DIALPLANS,
     workdir: Path | None = None,
     profile: bool = False,
+    paired_rate: int = 0,
     log: Log = print,
 ) -> dict[str, Any]:
     """The SIP part on a sandbox that is already up (the e2e test's session).
@@ -762,6 +828,7 @@ def run_on(
             measure(
                 info, entries=entries, db=db, rates=rates, step_seconds=step_seconds,
                 hold_s=hold_s, astdb=astdb, dialplans=dialplans, tmp=tmp, log=log, profile=profile,
+                paired_rate=paired_rate,
             )
         )  # fmt: skip
     finally:

@@ -51,3 +51,8 @@ def test_sql_build_writes_the_reference_rows(tmp_path: Path, layout: Layout) -> 
     assert set(db.execute("SELECT head, length FROM prefix_heads").fetchall()) == set(
         db.execute(heads).fetchall()
     )
+    # And list_counts (migration 10) the lists' sizes, as its triggers would.
+    counted = "SELECT kind, source, count(*) FROM entries GROUP BY kind, source"
+    assert set(db.execute("SELECT kind, source, n FROM list_counts").fetchall()) == set(
+        db.execute(counted).fetchall()
+    )

@@ -355,8 +355,8 @@ async def test_add_replaces_and_returns_previous(store: Store) -> None:
 
 
 async def test_a_cancelled_count_is_interrupted(store: Store) -> None:
-    """The lists' count (seconds on a hundred million entries) stops when its caller is
-    cancelled, so that a service that stops does not wait for it to finish for nobody."""
+    """The lists' recount (a scan: seconds on a hundred million entries; ``screener doctor``)
+    stops when its caller is cancelled, so that nobody waits for it to finish for nobody."""
     await store.import_entries(block(f"+8190{i:08d}") for i in range(3000))
     steps = [0]
     counting = threading.Event()
@@ -370,10 +370,10 @@ async def test_a_cancelled_count_is_interrupted(store: Store) -> None:
         return 0
 
     await store.run("test", lambda db: db.set_progress_handler(progress, 10))
-    assert await store.count_entries_by() == {("block", "manual"): 3000}
+    assert await store.recount_entries_by() == {("block", "manual"): 3000}
     whole, steps[0], slow[0] = steps[0], 0, True
     counting.clear()
-    task = asyncio.create_task(store.count_entries_by())
+    task = asyncio.create_task(store.recount_entries_by())
     await asyncio.to_thread(counting.wait, 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

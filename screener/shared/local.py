@@ -21,6 +21,7 @@ from itertools import chain
 from typing import Any
 
 from screener.shared.rules import Change, Key, Row, lay
+from screener.store.schema import COUNT_LISTS
 
 _ROW_COLUMNS = "kind, number, prefix, label, source, created_at, expires_at, note"
 _CALL_COLUMNS = (
@@ -267,6 +268,9 @@ def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
     db.execute(f"ALTER TABLE {table} RENAME TO entries")
     for (sql,) in dependents:
         db.execute(sql)
+    # Nor did list_counts' (migration 10): one count of the new table.
+    db.execute("DELETE FROM list_counts")
+    db.execute(COUNT_LISTS)
     now = "(julianday('now') - 2440587.5) * 86400.0"
     db.execute(
         f"UPDATE sync_state SET applying = 0, last_seq = ?, central_seq = max(central_seq, ?),"  # noqa: S608  # fixed

@@ -12,6 +12,7 @@ from screener.errors import StoreLockedError
 from screener.policy import SOURCE_CALLED, SOURCE_LEARNED, Entry, ListKind
 from screener.store.base import StoreBase
 from screener.store.common import from_ts, to_opt_ts, to_ts
+from screener.store.schema import COUNT_LISTS
 
 # The entries table: its columns, its upsert and its row mapping, here only (the console's
 # synchronous connection, screener/webstore.py, uses them too).
@@ -260,19 +261,33 @@ class EntriesStore(StoreBase):
         return await self._write("forget learned entries", sql, params)
 
     async def count_entries(self) -> int:
-        """How many entries the lists hold, expired ones included (seconds on a hundred million:
-        a cancelled caller interrupts it)."""
-        rows = await self._fetchall(
-            "count entries", "SELECT count(*) FROM entries", interruptible=True
-        )
+        """How many entries the lists hold, expired ones included (from ``list_counts``)."""
+        rows = await self._fetchall("count entries", "SELECT coalesce(sum(n), 0) FROM list_counts")
         return int(rows[0][0])
 
     async def count_entries_by(self) -> dict[tuple[str, str], int]:
-        """How many entries each (kind, source) holds, from the (kind, source) index (a
-        cancelled caller interrupts it)."""
+        """How many entries each (kind, source) holds, from ``list_counts`` (a few rows, kept
+        by triggers: migration 10), never a scan of the entries."""
+        rows = await self._fetchall(
+            "count entries", "SELECT kind, source, n FROM list_counts WHERE n > 0"
+        )
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def recount_entries_by(self) -> dict[tuple[str, str], int]:
+        """The same, counted from the entries themselves (a scan: ``screener doctor``'s check
+        of ``list_counts``; seconds on a hundred million, so a cancelled caller interrupts it)."""
         rows = await self._fetchall(
             "count entries",
             "SELECT kind, source, count(*) FROM entries GROUP BY kind, source",
             interruptible=True,
         )
         return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def recount_lists(self) -> None:
+        """Count ``list_counts`` again from the entries (``screener doctor --recount``)."""
+
+        def recount(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM list_counts")
+            db.execute(COUNT_LISTS)
+
+        await self._in_transaction("recount list entries", recount)
