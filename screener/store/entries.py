@@ -162,7 +162,9 @@ class EntriesStore(StoreBase):
                 # Busy (never a writer's lock in WAL mode): this one waits on the thread.
                 self.loop_fallbacks += 1
             except UnicodeEncodeError as exc:
-                raise StoreError(f"database {self.path}: lookup: text is not valid Unicode") from exc
+                raise StoreError(
+                    f"database {self.path}: lookup: text is not valid Unicode"
+                ) from exc
         return await self._call("lookup", lambda db: _lookup(db, e164))
 
     async def get(self, number: str, prefix: bool) -> Entry | None:
