@@ -38,8 +38,8 @@ from screener.store import (
     SetStaffChoice,
     SetVoicemail,
     Store,
-    entry_from_row,
     Write,
+    entry_from_row,
 )
 
 NOW = dt.datetime(2026, 5, 1, 9, 30, tzinfo=dt.UTC)

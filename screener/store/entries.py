@@ -48,8 +48,8 @@ def entry_params(entry: Entry) -> tuple[Any, ...]:
     )
 
 
-# ListKind(text) goes through the enum's lookup machinery; a dict takes an eighth of the time (on the call
-# path, for every row a lookup finds). An unknown kind still raises ValueError.
+# ListKind(text) goes through the enum's lookup machinery; a dict takes an eighth of the time
+# (on the call path, for every row a lookup finds). An unknown kind still raises ValueError.
 _KINDS = {str(kind): kind for kind in ListKind}
 
 
