@@ -254,10 +254,7 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
         for key, what in (
             ("screen_thread_cpu", "CPU time: screen(), lookup on the thread p50 / p99"),
             ("screen_thread", "screen(), lookup on the database thread p50 / p99"),
-            ("screen_smallcache", "screen(), loop lookups, 2 MB page cache p50 / p99"),
-            ("screen_smallcache_cpu", "CPU time: screen(), 2 MB page cache p50 / p99"),
             ("screen_mmap", "screen(), loop lookups with mmap p50 / p99"),
-            ("screen_mmap_cpu", "CPU time: screen(), loop lookups with mmap p50 / p99"),
             ("sync_screen", "sync path (bare sqlite3) p50 / p99"),
             ("store_lookup", "Store.lookup alone, on the loop p50 / p99"),
             ("store_lookup_thread", "Store.lookup alone, on the thread p50 / p99"),

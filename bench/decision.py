@@ -36,7 +36,6 @@ REGION = "JP"
 DID = "0355550100"
 NOW = dt.datetime(2026, 11, 25, 1, 30, tzinfo=dt.UTC)  # a Wednesday, 10:30 in Tokyo
 MMAP_SIZE = 1 << 30
-SQLITE_DEFAULT_CACHE_KIB = 2000  # PRAGMA cache_size's default (-2000)
 BLOCK = 500  # callers per turn when before and after take turns
 EXACT_SQL = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE number = ?"
 
@@ -111,12 +110,10 @@ async def run(path: Path, size: int, count: int) -> dict[str, Any]:
         db.close()
 
     # The service's reader (lookups on the loop's thread), then the database thread's path
-    # it replaced, then the loop's connection with SQLite's default page cache (as it was
-    # before issue 16's LOOP_CACHE_KIB), then with mmap on as well as the bigger cache.
+    # it replaced, then the loop's connection with mmap on.
     for key, options in (
         ("", {"loop_lookups": True}),
         ("_thread", {}),
-        ("_smallcache", {"loop_lookups": True, "loop_cache_kib": SQLITE_DEFAULT_CACHE_KIB}),
         ("_mmap", {"loop_lookups": True, "mmap_size": MMAP_SIZE}),
     ):
         async with Store.open(path, readonly=True, **options) as store:

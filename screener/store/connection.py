@@ -33,22 +33,12 @@ log = structlog.get_logger("screener.store")  # the name it had as one module
 CREATE_HINT = "create it with `screener init` (or check the path)"
 
 
-# The loop's connection's page cache, in KiB (SQLite's default is 2,000). A lookup walks the
-# entries index and table from their roots, then reads the prefix rules' pages and
-# prefix_heads: at 10 M entries the pages it keeps coming back to are more than 2 MB, and every
-# one evicted is a read and a copy on the next call (a quarter of a decision's CPU time). 8 MB was
-# enough there; 16 MB leaves room for bigger lists, and bounds what it adds to the RSS (the
-# cache grows only as pages are read). PRAGMA mmap_size gave no more and maps up to its size.
-LOOP_CACHE_KIB = 16384
-
-
-def _connect_loop_db(target: str, mmap_size: int, cache_kib: int) -> sqlite3.Connection:
+def _connect_loop_db(target: str, mmap_size: int) -> sqlite3.Connection:
     """The read-only connection for lookups on the event loop's thread: it never waits."""
     uri = target if target.startswith("file:") else f"{Path(target).absolute().as_uri()}?mode=ro"
     db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0, check_same_thread=False)
     try:
         db.execute("PRAGMA busy_timeout = 0")
-        db.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
         if mmap_size:
             db.execute(f"PRAGMA mmap_size = {int(mmap_size)}")
         db.execute("SELECT 1 FROM entries WHERE number = '' LIMIT 1").fetchall()
@@ -125,7 +115,6 @@ class Store(EntriesStore, CallLogStore, WritesStore, StaffStore, OutboxStore, Im
         readonly: bool = False,
         loop_lookups: bool = False,
         mmap_size: int = 0,
-        loop_cache_kib: int = LOOP_CACHE_KIB,
     ) -> AsyncIterator[Store]:
         """Open (and if need be create and migrate) the database at ``path``; always closes.
 
@@ -143,7 +132,6 @@ class Store(EntriesStore, CallLogStore, WritesStore, StaffStore, OutboxStore, Im
         database thread instead (counted in :attr:`loop_fallbacks`). What it can cost the loop
         is the disk reads of a cold page cache: a few page reads per probe.
         ``mmap_size``: SQLite's ``PRAGMA mmap_size`` for the read connections (0: off).
-        ``loop_cache_kib``: the loop's connection's page cache (see :data:`LOOP_CACHE_KIB`).
         """
         name = os.fspath(path)
         target, exists = _check_path(name, create=create, readonly=readonly)
@@ -172,9 +160,7 @@ class Store(EntriesStore, CallLogStore, WritesStore, StaffStore, OutboxStore, Im
                 # Opened on the database thread (its file I/O off the loop), used on the loop's
                 # thread only from then on.
                 with store._guard("open"):
-                    loop_db = await thread.run(
-                        lambda _: _connect_loop_db(target, mmap_size, loop_cache_kib)
-                    )
+                    loop_db = await thread.run(lambda _: _connect_loop_db(target, mmap_size))
                 store._loop_db = loop_db
             yield store
         finally:
