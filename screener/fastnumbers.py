@@ -65,34 +65,12 @@ def _matcher(desc: object, length: int) -> _Pattern | None:
 
 @dataclass(frozen=True, slots=True)
 class _Length:
-    """One region's type patterns for national numbers of one length, in phonenumbers' order,
-    all in one pattern (``first``): the general description as a lookahead, then each type's
-    pattern as a named alternative, so that one ``fullmatch`` says which type phonenumbers'
-    helper would find first (``lastgroup`` names it: ``t0``... for ``types``, ``fixed``,
-    ``mobile``); None where the general description allows no number this long. A regex call
-    per type, as the helper makes, cost more than the match itself."""
+    """One region's type patterns for national numbers of one length, in phonenumbers' order."""
 
+    general: _Pattern | None
     types: tuple[tuple[int, _Pattern], ...]
+    fixed: _Pattern | None
     mobile: _Pattern | None
-    first: _Pattern | None
-
-
-def _first(
-    general: _Pattern | None,
-    types: tuple[tuple[int, _Pattern], ...],
-    fixed: _Pattern | None,
-    mobile: _Pattern | None,
-) -> _Pattern | None:
-    if general is None:
-        return None
-    options = [f"(?P<t{i}>{pattern.pattern})" for i, (_, pattern) in enumerate(types)]
-    if fixed is not None:
-        options.append(f"(?P<fixed>{fixed.pattern})")
-    if mobile is not None:
-        options.append(f"(?P<mobile>{mobile.pattern})")
-    if not options:
-        return None
-    return re.compile(f"(?=(?:{general.pattern})\\Z)(?:{'|'.join(options)})")
 
 
 class _Plan:
@@ -167,34 +145,29 @@ class _Plan:
                 for name, kind in _TYPES
                 if (pattern := _matcher(getattr(meta, name), length)) is not None
             )
-            general = _matcher(meta.general_desc, length)
-            fixed = _matcher(meta.fixed_line, length)
-            # Where fixed-line and mobile share a pattern, a number is never only mobile.
-            mobile = _matcher(meta.mobile, length)
-            only_mobile = None if self.same_mobile else mobile
             plan = self._lengths[length] = _Length(
-                types, mobile, _first(general, types, fixed, only_mobile)
+                _matcher(meta.general_desc, length),
+                types,
+                _matcher(meta.fixed_line, length),
+                _matcher(meta.mobile, length),
             )
         return plan
 
     def number_type(self, nsn: str) -> int:
-        """phonenumbers' ``_number_type_helper(nsn, metadata)``, in one pattern match (and a
-        second for a fixed-line number that may be mobile too)."""
+        """phonenumbers' ``_number_type_helper(nsn, metadata)``."""
         plan = self._for_length(len(nsn))
-        if plan.first is None:
+        if plan.general is None or plan.general.fullmatch(nsn) is None:
             return PhoneNumberType.UNKNOWN
-        match = plan.first.fullmatch(nsn)
-        if match is None:
-            return PhoneNumberType.UNKNOWN
-        name = match.lastgroup
-        if name == "fixed":
+        for kind, pattern in plan.types:
+            if pattern.fullmatch(nsn) is not None:
+                return kind
+        if plan.fixed is not None and plan.fixed.fullmatch(nsn) is not None:
             if self.same_mobile or (plan.mobile is not None and plan.mobile.fullmatch(nsn)):
                 return PhoneNumberType.FIXED_LINE_OR_MOBILE
             return PhoneNumberType.FIXED_LINE
-        if name == "mobile":
+        if not self.same_mobile and plan.mobile is not None and plan.mobile.fullmatch(nsn):
             return PhoneNumberType.MOBILE
-        assert name is not None and name[0] == "t"
-        return plan.types[int(name[1:])][0]
+        return PhoneNumberType.UNKNOWN
 
 
 _PLANS: dict[tuple[str, int], _Plan | None] = {}
