@@ -279,8 +279,14 @@ def classify(code: int, nsn: str) -> tuple[str | None, int]:
 
 def home_code(region: str) -> int:
     """``phonenumbers.country_code_for_region(region)``: 0 for a region it does not know."""
-    plan = _plan(region) if region in phonenumbers.SUPPORTED_REGIONS else None
-    return plan.code if plan is not None else 0
+    code = _HOME_CODES.get(region)
+    if code is None:
+        plan = _plan(region) if region in phonenumbers.SUPPORTED_REGIONS else None
+        code = _HOME_CODES[region] = plan.code if plan is not None else 0
+    return code
+
+
+_HOME_CODES: dict[str, int] = {}
 
 
 __all__ = ["classify", "home_code", "parse"]

@@ -89,6 +89,8 @@ _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 def _unwrap(text: str) -> str:
     """Take the user part out of a SIP/tel URI, with or without a display name and brackets."""
+    if ":" not in text and ">" not in text:
+        return text  # neither a URI nor an address in brackets: most caller IDs
     # The address is the last <...>: a quoted display name may hold brackets of its own.
     end = text.rfind(">")
     start = text.rfind("<", 0, end) if end != -1 else -1
@@ -124,7 +126,8 @@ def _classify(raw: str, region: str, *, fast: bool) -> Caller:
     reason = NO_NUMBER_REASONS.get(text.lower())
     if reason is not None:
         return Caller(raw, None, Category.WITHHELD, reason)
-    digits = text.translate(_SEPARATORS)
+    # Most caller IDs are digits already (str.translate looks up every character).
+    digits = text if text.isdigit() else text.translate(_SEPARATORS)
     if not _DIALLABLE.match(digits):
         return Caller(raw, None, Category.INVALID, "not a phone number")
     parsed = fastnumbers.parse(digits, region) if fast else None
@@ -154,7 +157,12 @@ def _caller(raw: str, e164: str, code: int, where: str | None, kind: int, home: 
     if code != home:
         return Caller(raw, e164, Category.INTERNATIONAL, f"international ({where or f'+{code}'})")
     category = _TYPE_CATEGORY.get(kind, Category.OTHER)
-    return Caller(raw, e164, category, category.value.replace("_", " "))
+    return Caller(raw, e164, category, _DETAIL[category])
+
+
+# A category's detail for a valid number ("fixed line"), made once: an enum's value is a
+# descriptor, slow to read on every call.
+_DETAIL = {category: category.value.replace("_", " ") for category in Category}
 
 
 def is_valid_region(region: str) -> bool:

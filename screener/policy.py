@@ -222,14 +222,18 @@ def decide(
     language = policy.language
     if did_policy is not None and did_policy.language is not None:
         language = did_policy.language
+    # The reasons' text is made only for what applies (most calls are neither recorded nor
+    # announced).
     record = False
     if decision.route in RECORDED_ROUTES:
         if did_policy is not None and did_policy.record is not None:
             record = did_policy.record
-            why = f"DID {did} record = {'on' if record else 'off'}"
+            if record:
+                why = f"DID {did} record = on"
         else:
             record = caller.category in policy.record
-            why = f"record {caller.category.value} calls"
+            if record:
+                why = f"record {caller.category} calls"
         if record:
             decision = replace(decision, reasons=(*decision.reasons, f"recorded: {why}"))
     announce = False
@@ -238,10 +242,12 @@ def decide(
     if decision.route in ANNOUNCED_ROUTES and not allowed:
         if did_policy is not None and did_policy.announce is not None:
             announce = did_policy.announce
-            why = f"DID {did} announce = {'on' if announce else 'off'}"
+            if announce:
+                why = f"DID {did} announce = on"
         else:
             announce = caller.category in policy.announce
-            why = f"announce {caller.category.value} calls"
+            if announce:
+                why = f"announce {caller.category} calls"
         if announce:
             said = "caller says who it is before staff answer"
             decision = replace(decision, reasons=(*decision.reasons, f"{said}: {why}"))
@@ -257,7 +263,7 @@ def _route_decision(
     now: dt.datetime,
     did: str | None = None,
 ) -> Decision:
-    reasons: list[str] = [f"caller {caller.display}: {caller.category.value} ({caller.detail})"]
+    reasons: list[str] = [f"caller {caller.display}: {caller.category} ({caller.detail})"]
     exact: dict[ListKind, Entry] = {}
     prefixes: list[Entry] = []
     for entry in matches:
@@ -310,7 +316,7 @@ def _route_decision(
     if did_policy is not None:
         did_route = did_policy.categories.get(caller.category)
         if did_route is not None:
-            reasons.append(f"DID {did} rule for {caller.category.value} → {did_route}")
+            reasons.append(f"DID {did} rule for {caller.category} → {did_route}")
             return _announce(caller, Decision(did_route, "did-category", tuple(reasons)), policy)
         if did_policy.default is not None:
             reasons.append(f"DID {did} default → {did_policy.default}")
@@ -318,7 +324,7 @@ def _route_decision(
 
     category_route = policy.categories.get(caller.category)
     if category_route is not None:
-        reasons.append(f"category rule {caller.category.value} → {category_route}")
+        reasons.append(f"category rule {caller.category} → {category_route}")
         return _announce(caller, Decision(category_route, "category", tuple(reasons)), policy)
 
     reasons.append(f"default → {policy.default_route}")

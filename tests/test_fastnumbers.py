@@ -132,3 +132,29 @@ def test_fast_and_reference_agree_in_every_region() -> None:
                 raw,
                 region,
             )
+
+
+@pytest.mark.slow
+def test_number_types_are_phonenumbers_in_every_region() -> None:
+    """Every example number phonenumbers has, of every type in every region, and the same with
+    its last digit changed: the same region and number type as phonenumbers gives (random
+    digits, above, are rarely valid numbers of a type)."""
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in range(phonenumbers.PhoneNumberType.UNKNOWN):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            nsn = phonenumbers.national_significant_number(example)
+            for variant in {nsn, nsn[:-1] + str((int(nsn[-1]) + 1) % 10)}:
+                number = phonenumbers.parse(f"+{example.country_code}{variant}")
+                want = (
+                    phonenumbers.region_code_for_number(number),
+                    phonenumbers.number_type(number),
+                )
+                assert fastnumbers.classify(example.country_code, variant) == want, (
+                    region,
+                    variant,
+                )
+                checked += 1
+    assert checked > 2000

@@ -40,6 +40,7 @@ from screener.store import (
     SetVoicemail,
     Store,
     Write,
+    entry_from_row,
 )
 
 NOW = dt.datetime(2026, 5, 1, 9, 30, tzinfo=dt.UTC)
@@ -1017,3 +1018,22 @@ async def test_staff_choice_keeps_the_numbers_hits(db_path: Path) -> None:
         assert done.entry is not None and done.entry.kind == ListKind.BLOCK
         stored = await store.get("+81120000009", False)
         assert stored is not None and (stored.hits, stored.last_seen) == (7, seen)
+
+
+def test_every_column_of_a_row_lands_in_its_field() -> None:
+    """entry_from_row builds the Entry by position: each column, all distinct, in its field."""
+    row = (7, "block", "+81312345678", 1, "label", "source", 1.0e9, 2.0e9, "note", 3, 1.5e9)
+    assert entry_from_row(row) == Entry(
+        id=7,
+        kind=ListKind.BLOCK,
+        number="+81312345678",
+        prefix=True,
+        label="label",
+        source="source",
+        created_at=dt.datetime.fromtimestamp(1.0e9, dt.UTC),
+        expires_at=dt.datetime.fromtimestamp(2.0e9, dt.UTC),
+        note="note",
+        hits=3,
+        last_seen=dt.datetime.fromtimestamp(1.5e9, dt.UTC),
+    )
+    assert entry_from_row((*row[:7], None, *row[8:10], None)).expires_at is None
