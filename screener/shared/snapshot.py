@@ -3,9 +3,10 @@
 ``python -m screener.shared.snapshot`` reads its orders as JSON on stdin (the DSN, the
 connection's keyword arguments with the password, the database file, the batch sizes: never on
 its command line or in its environment, which ``ps`` shows), fetches the central rows
-(central.snapshot) on one thread while another writes them into the snapshot table
-(local.snapshot_stage, a transaction per chunk), and prints ``{"seq": n, "rows": n}`` or
-``{"error": "..."}`` as its one line of output. The engine swaps the table in afterwards.
+(central.snapshot) on one thread while another writes them into the snapshot table the engine
+made for it (``table``; local.snapshot_stage, a transaction per chunk), and prints
+``{"seq": n, "rows": n}`` or ``{"error": "..."}`` as its one line of output. The engine
+swaps the table in afterwards.
 
 Why a process: decoding millions of rows and binding them to SQLite statements is Python work
 that holds the interpreter lock; in the service's process it would take turns with the calls'
@@ -30,13 +31,25 @@ from screener.shared import central, local
 _DONE = object()
 
 
-def build(orders: dict[str, Any], spent: dict[str, float] | None = None) -> tuple[int, int]:
+class Cancelled(Exception):
+    """The snapshot was called off (``cancel`` set) before it was built."""
+
+
+def build(
+    orders: dict[str, Any],
+    spent: dict[str, float] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[int, int]:
     """Fetch the snapshot and write it into the snapshot table: (its sequence, its rows).
 
     ``spent``, if given, gets the seconds spent waiting for PostgreSQL (``fetch_s``) and
-    writing (``write_s``, on the other thread): where a slow snapshot's time went.
+    writing (``write_s``, on the other thread): where a slow snapshot's time went. ``cancel``
+    (the engine's thread, when the snapshot is built in its process): once set, both threads
+    stop at their next batch and :class:`Cancelled` is raised, nothing more written.
     """
     fetch_s = write_s = 0.0
+    table = local.snapshot_table(orders["table"])
+    stopped = cancel if cancel is not None else threading.Event()
     db = sqlite3.connect(orders["db"], isolation_level=None, check_same_thread=False)
     try:
         db.execute(f"PRAGMA busy_timeout = {int(orders['busy_timeout_ms'])}")
@@ -47,12 +60,12 @@ def build(orders: dict[str, Any], spent: dict[str, float] | None = None) -> tupl
         def write() -> None:
             nonlocal write_s
             while (rows := chunks.get()) is not _DONE:
-                if failed:
+                if failed or stopped.is_set():
                     continue  # drain: the fetcher stops at its next put
                 try:
                     began = time.perf_counter()
                     db.execute("BEGIN IMMEDIATE")
-                    local.snapshot_stage(db, rows)
+                    local.snapshot_stage(db, table, rows)
                     db.execute("COMMIT")
                     write_s += time.perf_counter() - began
                 except BaseException as exc:  # handed to the main thread, which raises it
@@ -70,7 +83,7 @@ def build(orders: dict[str, Any], spent: dict[str, float] | None = None) -> tupl
                 staged: list[Any] = []
                 for rows in batches:
                     fetch_s += time.perf_counter() - began
-                    if failed:
+                    if failed or stopped.is_set():
                         break
                     staged.extend(rows)
                     count += len(rows)
@@ -86,6 +99,8 @@ def build(orders: dict[str, Any], spent: dict[str, float] | None = None) -> tupl
             writer.join()
         if failed:
             raise failed[0]
+        if stopped.is_set():
+            raise Cancelled("the snapshot was cancelled")
         if spent is not None:
             spent.update(fetch_s=fetch_s, write_s=write_s)
         return seq, count
