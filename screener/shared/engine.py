@@ -216,12 +216,13 @@ class Sync:
         table = await self.store.run("begin a snapshot", local.snapshot_begin)
         spent: dict[str, float] = {}
         try:
-            seq, count = await self._build_snapshot(table, inline=inline, spent=spent)
+            seq, count, heads = await self._build_snapshot(table, inline=inline, spent=spent)
             built = time.monotonic()
             cache = await self.store.run("snapshot cache", _import_pragmas)
             try:
                 removed, written = await self.store.run_in_transaction(
-                    "apply a snapshot", lambda db: local.snapshot_apply(db, table, seq)
+                    "apply a snapshot",
+                    lambda db: local.snapshot_apply(db, table, seq, rows=count, heads=heads),
                 )
             finally:
                 await self.store.run("snapshot cache", partial(_restore_pragmas, cache=cache))
@@ -244,8 +245,9 @@ class Sync:
 
     async def _build_snapshot(
         self, table: str, *, inline: bool, spent: dict[str, float]
-    ) -> tuple[int, int]:
-        """Run the snapshot's process; (sequence, rows). Killed by its PID if cancelled.
+    ) -> tuple[int, int, list[tuple[str, int]]]:
+        """Run the snapshot's process; (sequence, rows, prefix heads). Killed by its PID if
+        cancelled.
 
         ``inline``: a small list, built on a thread of this process instead (the process's
         start costs more than the whole snapshot, and a few thousand rows are no stall); if
@@ -297,7 +299,8 @@ class Sync:
             answer = {}
         if proc.returncode == 0 and "seq" in answer:
             spent.update({k: float(answer[k]) for k in ("fetch_s", "write_s") if k in answer})
-            return int(answer["seq"]), int(answer["rows"])
+            heads = [(str(h), int(n)) for h, n in answer.get("heads", [])]
+            return int(answer["seq"]), int(answer["rows"]), heads
         reason = answer.get("error") or err.decode(errors="replace").strip()[-500:]
         raise central.wrap(
             RuntimeError(reason or f"exit status {proc.returncode}"), self.config, "snapshot"

@@ -5,8 +5,8 @@ connection's keyword arguments with the password, the database file, the batch s
 its command line or in its environment, which ``ps`` shows), fetches the central rows
 (central.snapshot) on one thread while another writes them into the snapshot table the engine
 made for it (``table``; local.snapshot_stage, a transaction per chunk), and prints
-``{"seq": n, "rows": n}`` or ``{"error": "..."}`` as its one line of output. The engine
-swaps the table in afterwards.
+``{"seq": n, "rows": n, "heads": [...]}`` or ``{"error": "..."}`` as its one line of output.
+The engine swaps the table in afterwards.
 
 Why a process: decoding millions of rows and binding them to SQLite statements is Python work
 that holds the interpreter lock; in the service's process it would take turns with the calls'
@@ -39,8 +39,10 @@ def build(
     orders: dict[str, Any],
     spent: dict[str, float] | None = None,
     cancel: threading.Event | None = None,
-) -> tuple[int, int]:
-    """Fetch the snapshot and write it into the snapshot table: (its sequence, its rows).
+) -> tuple[int, int, list[tuple[str, int]]]:
+    """Fetch the snapshot and write it into the snapshot table: (its sequence, its rows, the
+    heads of its prefix rules for the lookup's ``prefix_heads``: found here, so that the swap
+    need not read the whole table for them).
 
     ``spent``, if given, gets the seconds spent waiting for PostgreSQL (``fetch_s``) and
     writing (``write_s``, on the other thread): where a slow snapshot's time went. ``cancel``
@@ -56,6 +58,7 @@ def build(
         db.execute(f"PRAGMA cache_size = -{int(orders['cache_kib'])}")
         chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
         failed: list[BaseException] = []
+        heads: set[tuple[str, int]] = set()
 
         def write() -> None:
             nonlocal write_s
@@ -66,6 +69,7 @@ def build(
                     began = time.perf_counter()
                     db.execute("BEGIN IMMEDIATE")
                     local.snapshot_stage(db, table, rows)
+                    heads.update((r[1][:4], len(r[1])) for r in rows if r[2])
                     db.execute("COMMIT")
                     write_s += time.perf_counter() - began
                 except BaseException as exc:  # handed to the main thread, which raises it
@@ -103,7 +107,7 @@ def build(
             raise Cancelled("the snapshot was cancelled")
         if spent is not None:
             spent.update(fetch_s=fetch_s, write_s=write_s)
-        return seq, count
+        return seq, count, sorted(heads)
     finally:
         db.close()
 
@@ -113,11 +117,11 @@ def main() -> int:
     orders = json.loads(sys.stdin.read())
     spent: dict[str, float] = {}
     try:
-        seq, rows = build(orders, spent)
+        seq, rows, heads = build(orders, spent)
     except (psycopg.Error, OSError, sqlite3.Error) as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
-    print(json.dumps({"seq": seq, "rows": rows, **spent}), flush=True)
+    print(json.dumps({"seq": seq, "rows": rows, "heads": heads, **spent}), flush=True)
     return 0
 
 
