@@ -392,6 +392,7 @@ async def test_a_partition_where_both_sites_change_one_number_heals_to_the_rules
             ).fetchall()
         )
     later = "a" if last["a"] > last["b"] else "b"
+    print(f"healed: site {later}'s push reached the centre last (X is its change)")
     assert final[(e164(x), False)] == (("block" if later == "a" else "allow"), "manual")
     assert final[(e164(y), False)] == ("block", "manual")
     assert final[(e164(z), False)] == ("block", "manual")
