@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import random
+import resource
 import shutil
 import tempfile
 import time
@@ -62,7 +63,7 @@ def _config(server: PGServer, dsn: str, site: str, **kw: Any) -> SharedConfig:
 async def _lookups(path: Path, stop: asyncio.Event, numbers: list[str]) -> list[float]:
     """Lookups one after another on a read-only connection until ``stop``: each in ms."""
     out: list[float] = []
-    async with Store.open(path, readonly=True) as reader:
+    async with Store.open(path, readonly=True, loop_lookups=True) as reader:
         i = 0
         while not stop.is_set():
             t = time.perf_counter()
@@ -71,6 +72,15 @@ async def _lookups(path: Path, stop: asyncio.Event, numbers: list[str]) -> list[
             i += 1
             await asyncio.sleep(0.001)  # calls come one by one, not back to back
     return out
+
+
+def _cpu() -> dict[str, float]:
+    """CPU seconds so far: this process's, and its finished children's (the snapshot's)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return {"self": me.ru_utime + me.ru_stime, "children": kids.ru_utime + kids.ru_stime}
 
 
 async def _latency(server: PGServer, dsn: str, folder: Path, changes: int) -> dict[str, Any]:
@@ -119,9 +129,11 @@ async def _snapshot(server: PGServer, dsn: str, folder: Path, size: int) -> dict
         during_stop = asyncio.Event()
         during = asyncio.create_task(_lookups(path, during_stop, numbers))
         sync = Sync(_config(server, dsn, f"snap{size}"), store)
+        cpu = _cpu()
         began = time.perf_counter()
         result = await sync.once()
         took = time.perf_counter() - began
+        cpu = {k: round(v - cpu[k], 2) for k, v in _cpu().items()}
         during_stop.set()
         busy = await during
         assert result.snapshot == size, result
@@ -134,6 +146,7 @@ async def _snapshot(server: PGServer, dsn: str, folder: Path, size: int) -> dict
         "seconds": took,
         "rows_per_s": size / took,
         "spent": sync.snapshot_spent,  # fetch_s, write_s (overlapped), build_s, swap_s
+        "cpu_s": cpu,  # this process (lookups included) and the snapshot's own process
         "lookup_quiet": _summary(quiet),
         "lookup_during": _summary(busy),
         "p99_ratio": ratio(_pct(busy, 0.99), _pct(quiet, 0.99)),
@@ -162,9 +175,11 @@ async def _replay(server: PGServer, dsn: str, folder: Path, count: int) -> dict[
         during_stop = asyncio.Event()
         during = asyncio.create_task(_lookups(path, during_stop, numbers))
         async with central.connect(sync.config) as conn:
+            cpu = _cpu()["self"]
             began = time.perf_counter()
             sent = await sync.push(conn)
             took = time.perf_counter() - began
+            cpu = _cpu()["self"] - cpu
         during_stop.set()
         busy = await during
         assert sent == queued == count, (sent, queued, count)
@@ -172,6 +187,7 @@ async def _replay(server: PGServer, dsn: str, folder: Path, count: int) -> dict[
         "changes": count,
         "seconds": took,
         "changes_per_s": count / took,
+        "cpu_s": round(cpu, 2),  # this process: the push's work and the lookups' own
         "lookup_quiet": _summary(quiet),
         "lookup_during": _summary(busy),
         "p99_ratio": ratio(_pct(busy, 0.99), _pct(quiet, 0.99)),

@@ -8,6 +8,7 @@ the server runs as ``nobody``, and the folders are given to it, then removed.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -63,6 +64,14 @@ def _as_owner(owner: tuple[int, int] | None) -> dict[str, Any]:
     if owner is None:
         return {}
     return {"user": owner[0], "group": owner[1], "extra_groups": []}
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process still running (a zombie is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @dataclass
@@ -190,6 +199,32 @@ class PGServer:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server by its PIDs (the postmaster, then each of its processes), as a
+        crash would leave it: no shutdown, no checkpoint; the next start recovers."""
+        if self.proc is None:
+            return
+        pid = self.proc.pid
+        children = []
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == pid:  # its parent is the postmaster
+                children.append(int(stat.split("/")[2]))
+        os.kill(pid, signal.SIGKILL)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        self.proc.wait(30)
+        self.proc = None
+        deadline = time.monotonic() + 30
+        while any(_running(c) for c in children):  # no process of it left
+            if time.monotonic() > deadline:
+                raise RuntimeError("postgres's processes outlived SIGKILL")
+            time.sleep(0.02)
 
     def create_database(self, name: str) -> str:
         """A new empty database; returns its DSN (no password)."""

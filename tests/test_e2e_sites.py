@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from screener.policy import SOURCE_LEARNED, Entry
+from screener.policy import SOURCE_LEARNED, Entry, ListKind
+from screener.shared import local
 from screener.store import CallRecord, Store
 from tests.conftest import ScreenerProcess
 from tests.probe import Probe, SandboxInfo, user_event
@@ -239,3 +240,168 @@ async def test_without_postgresql_both_sites_screen_on_and_catch_up_when_it_retu
     assert (status_a["outbox"], status_b["outbox"]) == (0, 0)
     assert (status_a["last_seq"], status_a["last_error"]) == (status_b["last_seq"], None)
     assert status_b["last_error"] is None
+
+
+# ---- PostgreSQL killed mid-sync, and a partition ---------------------------------------------
+
+Listed = dict[tuple[str, bool], tuple[str, str]]
+
+
+async def site_list(site: ScreenerProcess) -> Listed:
+    """The site's whole list, (number, prefix) → (kind, source), from its SQLite."""
+    async with Store.open(site.db, readonly=True, create=False) as store:
+        return {(e.number, e.prefix): (e.kind.value, e.source) for e in await store.entries()}
+
+
+def central_list(server: Any, dbname: str) -> Listed:
+    """The central list's live entries, the same way."""
+    with server.connect(dbname) as conn:
+        rows = conn.execute(
+            "SELECT number, prefix, kind, source FROM entries WHERE NOT deleted"
+        ).fetchall()
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
+async def converged(sites: Sites, server: Any, within: float = 120) -> Listed:
+    """Wait until both sites' outboxes are empty and both lists equal the central one."""
+    deadline = time.monotonic() + within
+    while True:
+        central = central_list(server, sites.dbname)
+        a, b = await asyncio.gather(site_list(sites.a), site_list(sites.b))
+        if a == b == central:
+            states = await asyncio.gather(sync_status(sites.a), sync_status(sites.b))
+            if all(s["outbox"] == 0 for s in states):
+                return central
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"no convergence within {within}s: central {len(central)}, a {len(a)},"
+                f" b {len(b)} entries; at a only: {sorted(a.items() - central.items())[:5]},"
+                f" at b only: {sorted(b.items() - central.items())[:5]}"
+            )
+        await asyncio.sleep(0.5)
+
+
+IMPORTED = 12_000
+
+
+async def test_postgresql_killed_mid_sync_leaves_no_site_with_a_half_applied_batch(
+    make_sites: MakeSites, pg_own: Any, probe: Probe, probe_b: Probe, tmp_path: Path
+) -> None:
+    """A list import at A (12,000 entries) is being pushed in batches while B pulls them, and
+    PostgreSQL is SIGKILLed by PID in the middle: B then holds exactly the central changes up
+    to the sequence it applied (whole batches, nothing of one half-applied); after the restart
+    every change of the import is applied centrally once, both sites' lists equal the central
+    one, and a call at each site from an imported number goes to voicemail."""
+    sites = make_sites(pg_own)
+    a, b = sites.a, sites.b
+    numbers = [f"+816{10_000_000 + i:08d}" for i in range(IMPORTED)]
+    csv = tmp_path / "import.csv"
+    csv.write_text("number,kind\n" + "".join(f"0{n[3:]},block\n" for n in numbers))
+    importing = asyncio.create_task(cli(a, "list", "import", str(csv)))
+
+    def central_count() -> int:
+        with pg_own.connect(sites.dbname) as conn:
+            row = conn.execute("SELECT count(*) FROM entries WHERE number LIKE '+816%'").fetchone()
+        return int(row[0]) if row else 0
+
+    deadline = time.monotonic() + 120
+    while not 0 < (pushed := central_count()) < IMPORTED:
+        if pushed >= IMPORTED or time.monotonic() > deadline:
+            pytest.fail(f"never caught the push in the middle: {pushed} of {IMPORTED} central")
+        await asyncio.sleep(0.02)
+    pg_own.kill()
+    killed = time.monotonic()
+    await importing  # done: its entries were reaching the centre
+    print(f"PostgreSQL killed with {pushed} of {IMPORTED} imported entries central")
+    b.wait_log("sync.unavailable", 60)
+    a.wait_log("sync.unavailable", 60)
+    async with Store.open(b.db, readonly=True, create=False) as store:
+        held_b = {e.number for e in await store.entries() if e.number.startswith("+816")}
+        last_b = (await store.run("sync state", local.state)).last_seq
+
+    pg_own.start()
+    restarted = time.monotonic()
+    with pg_own.connect(sites.dbname) as conn:
+        upto_b = {
+            r[0]
+            for r in conn.execute(
+                "SELECT number FROM entries WHERE number LIKE '+816%%' AND seq <= %s", (last_b,)
+            )
+        }
+    # A pull is one local transaction with the sequence it reaches: all of a batch or none.
+    assert held_b == upto_b, (len(held_b), len(upto_b), last_b)
+    final = await converged(sites, pg_own)
+    print(
+        f"down {restarted - killed:.1f} s; restart → both sites equal to the central list:"
+        f" {time.monotonic() - restarted:.1f} s"
+    )
+    assert {n for n, _ in final} >= set(numbers)
+    with pg_own.connect(sites.dbname) as conn:
+        keys = conn.execute("SELECT count(*) FROM applied WHERE site = 'a'").fetchone()
+    assert keys == (IMPORTED,)  # each change of the import applied once, replayed or not
+    routes = await asyncio.gather(
+        route_of(probe, f"0{numbers[-1][3:]}"), route_of(probe_b, f"0{numbers[-2][3:]}")
+    )
+    assert [r for r, _ in routes] == ["voicemail", "voicemail"]
+
+
+async def test_a_partition_where_both_sites_change_one_number_heals_to_the_rules_entry(
+    make_sites: MakeSites, pg_own: Any, probe: Probe, probe_b: Probe
+) -> None:
+    """PostgreSQL unreachable to both sites; meanwhile X gets a manual block at A and a manual
+    allow at B (equals: the later central sequence wins), Y a manual block at A and a learned
+    allow at B, Z a learned allow at A and a manual block at B (manual wins, whichever site
+    reaches the centre last). After healing both sites hold the rule's entry for each, the
+    central one, and real calls at each site are routed by it."""
+    sites = make_sites(pg_own)
+    a, b = sites.a, sites.b
+    x, y, z = "0312349201", "0312349202", "0312349203"
+
+    def e164(national: str) -> str:
+        return "+81" + national[1:]
+
+    async def learned_allow(site: ScreenerProcess, number: str) -> None:
+        # As a challenge passed at that site records it: a learned allow in its store (the
+        # store's triggers put it in the outbox, in the same transaction).
+        async with Store.open(site.db, create=False) as store:
+            await store.add(Entry(ListKind.ALLOW, e164(number), source=SOURCE_LEARNED))
+
+    pg_own.stop()
+    a.wait_log("sync.unavailable", 60)
+    b.wait_log("sync.unavailable", 60)
+    await asyncio.gather(
+        cli(a, "list", "add", x, "--block"),
+        cli(b, "list", "add", x, "--allow"),
+        cli(a, "list", "add", y, "--block"),
+        learned_allow(b, y),
+        learned_allow(a, z),
+        cli(b, "list", "add", z, "--block"),
+    )
+    # Each site screens by its own change meanwhile.
+    assert (await wait_entry(a, e164(x), "block", within=5)).source == "manual"
+    assert (await wait_entry(b, e164(x), "allow", within=5)).source == "manual"
+
+    pg_own.start()
+    final = await converged(sites, pg_own)
+    with pg_own.connect(sites.dbname) as conn:
+        # Each site's outbox went in one push (three changes); the later push's transaction
+        # took its id later, under the write lock.
+        last = dict(
+            conn.execute(
+                "SELECT site, max(xmin::text::bigint) FROM applied GROUP BY site"
+            ).fetchall()
+        )
+    later = "a" if last["a"] > last["b"] else "b"
+    print(f"healed: site {later}'s push reached the centre last (X is its change)")
+    assert final[(e164(x), False)] == (("block" if later == "a" else "allow"), "manual")
+    assert final[(e164(y), False)] == ("block", "manual")
+    assert final[(e164(z), False)] == ("block", "manual")
+    expected_x = "voicemail" if later == "a" else "staff"
+    at_a, at_b = await asyncio.gather(_routes(probe, [x, z]), _routes(probe_b, [x, y]))
+    assert at_a == [expected_x, "voicemail"]
+    assert at_b == [expected_x, "voicemail"]
+
+
+async def _routes(probe: Probe, numbers: list[str]) -> list[str]:
+    """Calls from ``numbers`` one after another at the probe's PBX: their routes."""
+    return [(await route_of(probe, n))[0] for n in numbers]

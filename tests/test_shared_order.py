@@ -17,16 +17,7 @@ from screener.shared import central, engine, local
 from screener.shared.engine import Sync
 from screener.store import Store
 from tests.pgserver import PGServer, bin_dir
-from tests.test_shared_sync import (
-    NOW,
-    allow,
-    block,
-    eventually,
-    fresh_central,
-    lists,
-    shared_config,
-    site,
-)
+from tests.sharedsites import NOW, allow, block, eventually, lists, site, two_sites
 
 pytestmark = [
     pytest.mark.slow,
@@ -54,10 +45,8 @@ async def test_a_pulled_change_does_not_replace_an_unpushed_equal_one(
     """B's manual allow waits in its outbox; A's manual block of the same number is pulled by B:
     B keeps showing its own (it reaches the centre later, so it wins), and after B's push both
     sites hold B's allow."""
-    dsn = await fresh_central(pg_shared)
-    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
-        sa = Sync(shared_config(pg_shared, dsn, "a"), a)
-        sb = Sync(shared_config(pg_shared, dsn, "b"), b)
+    async with two_sites(pg_shared, tmp_path) as s:
+        a, b, sa, sb = s.a, s.b, s.sa, s.sb
         await sa.once()
         await sb.once()
         await b.add(allow(X, label="b, by hand"))
@@ -77,10 +66,8 @@ async def test_a_change_pulled_after_the_local_one_was_made_does_not_replace_it(
     """The other order: B pulled A's block, then changed the number by hand (not pushed); a
     later central row for that number (A's learned allow, which lost, sent out again) is pulled:
     B still shows its own change, and both sites converge on it."""
-    dsn = await fresh_central(pg_shared)
-    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
-        sa = Sync(shared_config(pg_shared, dsn, "a"), a)
-        sb = Sync(shared_config(pg_shared, dsn, "b"), b)
+    async with two_sites(pg_shared, tmp_path) as s:
+        a, b, sa, sb = s.a, s.b, s.sa, s.sb
         await a.add(block(X, label="a, by hand"))
         await sa.once()
         await sb.once()
@@ -103,11 +90,9 @@ async def test_the_rule_still_decides_a_pending_learned_change_against_a_pulled_
 ) -> None:
     """Unless the rule says otherwise: B's unpushed learned allow gives way at once to A's
     manual block when B pulls it; B's unpushed manual block is kept against A's learned allow."""
-    dsn = await fresh_central(pg_shared)
     y = "+81398765432"
-    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
-        sa = Sync(shared_config(pg_shared, dsn, "a"), a)
-        sb = Sync(shared_config(pg_shared, dsn, "b"), b)
+    async with two_sites(pg_shared, tmp_path) as s:
+        a, b, sa, sb = s.a, s.b, s.sa, s.sb
         await sa.once()
         await sb.once()
         assert await b.learn(allow(X, source=SOURCE_LEARNED), NOW)
@@ -131,11 +116,9 @@ async def test_a_snapshot_keeps_an_unpushed_local_change(
 ) -> None:
     """A snapshot taken while B's change waits in the outbox lays that change over the snapshot;
     a number only B has (not pushed yet) is kept too, and hits of the entries that stay too."""
-    dsn = await fresh_central(pg_shared)
     y = "+81398765432"
-    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
-        sa = Sync(shared_config(pg_shared, dsn, "a"), a)
-        sb = Sync(shared_config(pg_shared, dsn, "b"), b)
+    async with two_sites(pg_shared, tmp_path) as s:
+        a, b, sa, sb = s.a, s.b, s.sa, s.sb
         await a.add(block(X, label="a, by hand"))
         await a.add(block("+81311110000"))
         await sa.once()
@@ -162,10 +145,8 @@ async def test_a_prefix_rule_that_comes_by_snapshot_is_found_by_the_lookup(
     """A prefix rule B first learns from a snapshot covers B's next lookup: the snapshot's rows
     go in with no trigger of entries' firing, so the swap must tell the lookup's prefix_heads
     (migration 9) about them itself."""
-    dsn = await fresh_central(pg_shared)
-    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
-        sa = Sync(shared_config(pg_shared, dsn, "a"), a)
-        sb = Sync(shared_config(pg_shared, dsn, "b"), b)
+    async with two_sites(pg_shared, tmp_path) as s:
+        a, b, sa, sb = s.a, s.b, s.sa, s.sb
         await a.add(block("+8150", prefix=True, label="a range"))
         await sa.once()
         async with central.connect(sb.config) as conn:
@@ -183,10 +164,8 @@ async def test_postgres_killed_mid_snapshot_leaves_the_local_list_as_it_was(
     monkeypatch.setattr(engine, "SNAPSHOT_FETCH", 100)
     monkeypatch.setattr(engine, "SNAPSHOT_CHUNK", 300)
     monkeypatch.setattr(engine, "SNAPSHOT_INLINE", 0)  # the snapshot's own process
-    dsn = await fresh_central(pg_own)
-    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
-        sa = Sync(shared_config(pg_own, dsn, "a"), a)
-        sb = Sync(shared_config(pg_own, dsn, "b"), b)
+    async with two_sites(pg_own, tmp_path) as s:
+        a, b, sa, sb, dsn = s.a, s.b, s.sa, s.sb, s.dsn
         await b.add(block("+81399990000", label="b's own"))
         await sb.once()
         # Many rows, made in the central store itself: far more chunks than the snapshot's
@@ -202,13 +181,13 @@ async def test_postgres_killed_mid_snapshot_leaves_the_local_list_as_it_was(
         state = await b.run("s", local.state)
         await b.run("s", lambda db: db.execute("UPDATE sync_state SET snapshot_at = NULL"))
         watcher = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
-        count = f"SELECT count(*) FROM {local.SNAPSHOT_TABLE}"  # noqa: S608  # a fixed name
 
         def staged() -> int:
-            try:
-                return int(watcher.execute(count).fetchone()[0])
-            except sqlite3.OperationalError:  # not created yet
+            tables = local.snapshot_tables(watcher)
+            if not tables:  # not created yet
                 return 0
+            count = f"SELECT count(*) FROM {local.snapshot_table(tables[0])}"  # noqa: S608  # checked
+            return int(watcher.execute(count).fetchone()[0])
 
         syncing = asyncio.create_task(sb.once())
         await eventually(lambda: staged() >= 300)
@@ -221,10 +200,7 @@ async def test_postgres_killed_mid_snapshot_leaves_the_local_list_as_it_was(
         assert [(e.id, e.number, e.kind, e.label) for e in await b.entries()] == before
         after = await b.run("s", local.state)
         assert (after.last_seq, after.snapshot_at) == (state.last_seq, None)
-        tables = await b.run(
-            "t", lambda db: [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
-        )
-        assert local.SNAPSHOT_TABLE not in tables
+        assert await b.run("t", local.snapshot_tables) == []
         pg_own.start()
         assert (await sb.once()).snapshot == ROWS + 1
         await sa.once()
@@ -240,14 +216,14 @@ async def test_an_entry_added_while_a_snapshot_is_built_keeps_the_swap_whole(
     laid over the snapshot and every snapshot row present."""
     async with site(tmp_path, "b") as b:
         await b.run_in_transaction("join", lambda db: local.join(db, "b"))
-        await b.run("begin", local.snapshot_begin)  # the local list is empty: ids from 1
+        table = await b.run("begin", local.snapshot_begin)  # the list is empty: ids from 1
         rows = [
             ("block", number, 0, "", "manual", 0.0, None, "")
             for number in ("+81311110001", "+81311110002")
         ]
-        await b.run_in_transaction("stage", lambda db: local.snapshot_stage(db, rows))
+        await b.run_in_transaction("stage", lambda db: local.snapshot_stage(db, table, rows))
         await b.add(allow("+81311110002", label="made meanwhile"))  # id 1 in the old list
-        await b.run_in_transaction("swap", lambda db: local.snapshot_apply(db, 7))
+        await b.run_in_transaction("swap", lambda db: local.snapshot_apply(db, table, 7))
         got = {e.number: (e.kind, e.label) for e in await b.entries()}
         assert got == {
             "+81311110001": (ListKind.BLOCK, ""),

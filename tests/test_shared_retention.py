@@ -12,7 +12,7 @@ from screener.shared import central
 from screener.shared.engine import Sync
 from screener.store import CallRecord
 from tests.pgserver import PGServer, bin_dir
-from tests.test_shared_sync import NOW, block, fresh_central, lists, shared_config, site
+from tests.sharedsites import NOW, block, fresh_central, lists, shared_config, site, two_sites
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,6 +30,22 @@ def _age(server: PGServer, dsn: str, days: int) -> None:
         conn.execute("UPDATE calls SET received_at = received_at - %s", (days * 86400,))
 
 
+def _call(call_id: str) -> CallRecord:
+    return CallRecord(
+        call_id=call_id,
+        received_at=NOW,
+        raw_number="0312345678",
+        raw_name="",
+        e164="+81312345678",
+        category="fixed",
+        did=None,
+        route="challenge",
+        rule="default",
+        reasons=["unknown caller"],
+        latency_ms=1.5,
+    )
+
+
 def _count(server: PGServer, dsn: str, sql: str) -> int:
     with server.connect(dsn.rsplit("=", 1)[1]) as conn:
         row = conn.execute(sql).fetchone()
@@ -42,10 +58,8 @@ async def test_a_site_offline_longer_than_the_retention_takes_a_snapshot(
     """B holds X; A removes X; B stays away while the tombstone ages past retention_days and is
     pruned. B's next sync takes a snapshot (a pull would never see the removal) and drops X;
     A, which had applied everything, just pulls."""
-    dsn = await fresh_central(pg_shared)
-    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
-        sa = Sync(shared_config(pg_shared, dsn, "a", retention_days=30), a)
-        sb = Sync(shared_config(pg_shared, dsn, "b", retention_days=30), b)
+    async with two_sites(pg_shared, tmp_path, retention_days=30) as s:
+        a, b, sa, sb, dsn = s.a, s.b, s.sa, s.sb, s.dsn
         await a.add(block("+81312345678"))
         await a.add(block("+81311112222"))
         await sa.once()
@@ -69,10 +83,8 @@ async def test_a_tombstone_younger_than_the_retention_is_kept(
     pg_shared: PGServer, tmp_path: Path
 ) -> None:
     """Pruning keeps what is within retention_days: a late site still pulls the removal."""
-    dsn = await fresh_central(pg_shared)
-    async with site(tmp_path, "a") as a, site(tmp_path, "b") as b:
-        sa = Sync(shared_config(pg_shared, dsn, "a", retention_days=30), a)
-        sb = Sync(shared_config(pg_shared, dsn, "b", retention_days=30), b)
+    async with two_sites(pg_shared, tmp_path, retention_days=30) as s:
+        a, b, sa, sb, dsn = s.a, s.b, s.sa, s.sb, s.dsn
         await a.add(block("+81312345678"))
         await sa.once()
         await sb.once()
@@ -98,38 +110,10 @@ async def test_old_call_records_and_idempotency_keys_are_pruned(
         await sync.join()
         await a.add(block("+81312345678"))
         for n in range(3):
-            await a.record_call(
-                CallRecord(
-                    call_id=f"c{n}",
-                    received_at=NOW,
-                    raw_number="0312345678",
-                    raw_name="",
-                    e164="+81312345678",
-                    category="fixed",
-                    did=None,
-                    route="challenge",
-                    rule="default",
-                    reasons=["unknown caller"],
-                    latency_ms=1.5,
-                )
-            )
+            await a.record_call(_call(f"c{n}"))
         await sync.once()
         _age(pg_shared, dsn, 100)
-        await a.record_call(
-            CallRecord(
-                call_id="recent",
-                received_at=NOW,
-                raw_number="0312345678",
-                raw_name="",
-                e164="+81312345678",
-                category="fixed",
-                did=None,
-                route="challenge",
-                rule="default",
-                reasons=["unknown caller"],
-                latency_ms=1.5,
-            )
-        )
+        await a.record_call(_call("recent"))
         fresh = Sync(config, a)  # a new engine: its first round prunes
         await fresh.once()
     with pg_shared.connect(dsn.rsplit("=", 1)[1]) as conn:

@@ -11,100 +11,34 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from screener.config import SharedConfig
 from screener.errors import SharedError
-from screener.policy import SOURCE_LEARNED, Entry, ListKind
+from screener.policy import SOURCE_LEARNED, ListKind
 from screener.shared import engine, local, schema
 from screener.shared.engine import Sync, init_central, status
 from screener.store import Store
 from tests.pgserver import PGServer, bin_dir
+from tests.sharedsites import (
+    NOW,
+    allow,
+    block,
+    central_entries,
+    eventually,
+    fresh_central,
+    lists,
+    running,
+    shared_config,
+    site,
+)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(bin_dir() is None, reason="PostgreSQL not installed (scripts/bootstrap)"),
 ]
-
-NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
-
-
-def shared_config(server: PGServer, dsn: str, site: str, **kwargs: Any) -> SharedConfig:
-    return SharedConfig(
-        dsn=dsn,
-        site=site,
-        password=server.password,
-        sslmode="disable",
-        connect_timeout=3,
-        push_interval=0.02,
-        **kwargs,
-    )
-
-
-async def fresh_central(server: PGServer) -> str:
-    dsn = server.create_database(f"t_{uuid.uuid4().hex[:12]}")
-    await init_central(shared_config(server, dsn, "admin"))
-    return dsn
-
-
-def block(number: str, **kwargs: Any) -> Entry:
-    return Entry(ListKind.BLOCK, number, created_at=NOW, **kwargs)
-
-
-def allow(number: str, **kwargs: Any) -> Entry:
-    return Entry(ListKind.ALLOW, number, created_at=NOW, **kwargs)
-
-
-@asynccontextmanager
-async def site(tmp: Path, name: str) -> AsyncIterator[Store]:
-    async with Store.open(tmp / f"{name}.db") as store:
-        yield store
-
-
-async def lists(store: Store) -> dict[tuple[str, bool], tuple[str, str]]:
-    return {(e.number, e.prefix): (e.kind.value, e.source) for e in await store.entries()}
-
-
-async def eventually(predicate: Callable[[], Any], within: float = 20.0) -> None:
-    """Wait for ``predicate()`` (awaited if need be) to be true: polls, never a fixed sleep."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def running(sync: Sync) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(sync.run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-
-
-def central_entries(server: PGServer, dsn_db: str) -> dict[tuple[str, bool], tuple[str, str]]:
-    dbname = dsn_db.rsplit("dbname=", 1)[1]
-    with server.connect(dbname) as conn:
-        rows = conn.execute(
-            "SELECT number, prefix, kind, source FROM entries WHERE NOT deleted"
-        ).fetchall()
-    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
-
 
 # ---- the central schema ----------------------------------------------------------------------
 

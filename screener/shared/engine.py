@@ -26,6 +26,7 @@ import contextlib
 import json
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -212,21 +213,22 @@ class Sync:
         began = time.monotonic()
         # At most this many live rows (the sequence counts every change ever made).
         inline = await central.top_seq(conn) <= SNAPSHOT_INLINE
-        await self.store.run("begin a snapshot", local.snapshot_begin)
+        table = await self.store.run("begin a snapshot", local.snapshot_begin)
         spent: dict[str, float] = {}
         try:
-            seq, count = await self._build_snapshot(inline=inline, spent=spent)
+            seq, count, heads = await self._build_snapshot(table, inline=inline, spent=spent)
             built = time.monotonic()
             cache = await self.store.run("snapshot cache", _import_pragmas)
             try:
                 removed, written = await self.store.run_in_transaction(
-                    "apply a snapshot", lambda db: local.snapshot_apply(db, seq)
+                    "apply a snapshot",
+                    lambda db: local.snapshot_apply(db, table, seq, rows=count, heads=heads),
                 )
             finally:
                 await self.store.run("snapshot cache", partial(_restore_pragmas, cache=cache))
             spent.update(build_s=built - began, swap_s=time.monotonic() - built)
         finally:
-            await self.store.run("end a snapshot", local.snapshot_end)
+            await self.store.run("end a snapshot", partial(local.snapshot_end, table=table))
         self.snapshot_spent = {k: round(v, 3) for k, v in spent.items()}
         log.info(
             "sync.snapshot",
@@ -241,13 +243,19 @@ class Sync:
         self.snapshot_rows = count
         return count
 
-    async def _build_snapshot(self, *, inline: bool, spent: dict[str, float]) -> tuple[int, int]:
-        """Run the snapshot's process; (sequence, rows). Killed by its PID if cancelled.
+    async def _build_snapshot(
+        self, table: str, *, inline: bool, spent: dict[str, float]
+    ) -> tuple[int, int, list[tuple[str, int]]]:
+        """Run the snapshot's process; (sequence, rows, prefix heads). Killed by its PID if
+        cancelled.
 
         ``inline``: a small list, built on a thread of this process instead (the process's
-        start costs more than the whole snapshot, and a few thousand rows are no stall).
+        start costs more than the whole snapshot, and a few thousand rows are no stall); if
+        cancelled, the thread is told to stop and waited for (it stops at its next batch), so
+        nothing writes into the snapshot's table once this returns.
         """
         orders = {
+            "table": table,
             "dsn": self.config.dsn,
             "connect": self.config.connect_kwargs(),  # the password: on its stdin only
             "db": str(self.store.path),
@@ -257,8 +265,15 @@ class Sync:
             "busy_timeout_ms": 30_000,
         }
         if inline:
+            cancel = threading.Event()
+            job = asyncio.ensure_future(asyncio.to_thread(snapshot_build, orders, spent, cancel))
             try:
-                return await asyncio.to_thread(snapshot_build, orders, spent)
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                cancel.set()
+                with contextlib.suppress(Exception):  # its Cancelled, or what failed first
+                    await job
+                raise
             except (psycopg.Error, OSError, sqlite3.Error) as exc:
                 raise central.wrap(exc, self.config, "snapshot") from exc
         proc = await asyncio.create_subprocess_exec(
@@ -284,7 +299,8 @@ class Sync:
             answer = {}
         if proc.returncode == 0 and "seq" in answer:
             spent.update({k: float(answer[k]) for k in ("fetch_s", "write_s") if k in answer})
-            return int(answer["seq"]), int(answer["rows"])
+            heads = [(str(h), int(n)) for h, n in answer.get("heads", [])]
+            return int(answer["seq"]), int(answer["rows"]), heads
         reason = answer.get("error") or err.decode(errors="replace").strip()[-500:]
         raise central.wrap(
             RuntimeError(reason or f"exit status {proc.returncode}"), self.config, "snapshot"

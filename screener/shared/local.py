@@ -13,7 +13,9 @@ Each function here takes a ``sqlite3.Connection`` and runs on the store's databa
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -166,33 +168,87 @@ def _params(row: Row) -> tuple[Any, ...]:
 
 # The snapshot is built in a table of its own, shaped like ``entries`` (its CREATE TABLE, from
 # the schema itself), and swapped in by one short transaction: the list is the old one or the
-# whole snapshot, never a mixture, and each row is written once (no staging copy).
-SNAPSHOT_TABLE = "sync_snapshot_entries"
+# whole snapshot, never a mixture, and each row is written once (no staging copy). Each
+# snapshot's table has a name of its own (the building process's PID and a random part), so
+# two snapshots of one database at once (the service's and a `screener sync`, or two engines)
+# each build their own; the later swap wins, each whole.
+SNAPSHOT_PREFIX = "sync_snapshot_"
+_SNAPSHOT_NAME = re.compile(r"sync_snapshot_(\d+)_[0-9a-f]{8}")
+_LEGACY_SNAPSHOT_TABLE = "sync_snapshot_entries"  # the one fixed name of before
 _SNAPSHOT_COLUMNS = f"id, {_ROW_COLUMNS}"
 _CREATE_ENTRIES = re.compile(r'^\s*CREATE\s+TABLE\s+("?)entries\1\s*\(', re.IGNORECASE)
 # A row that only reserves ids: the snapshot's own rows are numbered above every id the old
 # list used, so that a hit counted against an old id never lands on another entry.
 _PLACEHOLDER = "\x00sync-placeholder"
+# The snapshot tables this process is building now (begun, not yet ended).
+_BUILDING: set[str] = set()
 
 
-def snapshot_begin(db: sqlite3.Connection) -> None:
-    """A fresh, empty table to build a snapshot in (a leftover of a crashed one is dropped).
+def snapshot_table(name: str) -> str:
+    """``name`` if it is a snapshot table's name (it goes into SQL), else ValueError."""
+    if not _SNAPSHOT_NAME.fullmatch(name):
+        raise ValueError(f"not a snapshot table: {name!r}")
+    return name
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's process: alive
+    return True
+
+
+def _leftover(name: str) -> bool:
+    """Whether ``name`` is a snapshot table that nobody builds any more."""
+    if name == _LEGACY_SNAPSHOT_TABLE:
+        return True
+    match = _SNAPSHOT_NAME.fullmatch(name)
+    if match is None:
+        return False
+    pid = int(match[1])
+    if pid == os.getpid():
+        return name not in _BUILDING  # one of ours whose end never ran
+    return not _alive(pid)  # its process died (killed, or the machine stopped)
+
+
+def snapshot_tables(db: sqlite3.Connection) -> list[str]:
+    """The snapshot tables in this database (being built, or left by a crash)."""
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ?",
+            (len(SNAPSHOT_PREFIX), SNAPSHOT_PREFIX),
+        )
+    ]
+
+
+def snapshot_begin(db: sqlite3.Connection) -> str:
+    """A fresh, empty table to build a snapshot in; returns its name.
 
     It has the columns and the key of ``entries`` but not its other indexes: those are built
-    once, at the swap, rather than kept up row by row.
+    once, at the swap, rather than kept up row by row. The tables of snapshots whose process
+    is gone (a crash) are dropped; another process's snapshot under way is left alone.
     """
-    db.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_TABLE}")
+    for name in snapshot_tables(db):
+        if _leftover(name):
+            db.execute(f'DROP TABLE IF EXISTS "{name}"')
+    table = f"{SNAPSHOT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
     (sql,) = db.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'entries'"
     ).fetchone()
-    db.execute(_CREATE_ENTRIES.sub(f"CREATE TABLE {SNAPSHOT_TABLE} (", sql, count=1))
+    db.execute(_CREATE_ENTRIES.sub(f"CREATE TABLE {table} (", sql, count=1))
+    _BUILDING.add(table)
     top = db.execute("SELECT max(id) FROM entries").fetchone()[0]
     if top is not None:
         db.execute(
-            f"INSERT INTO {SNAPSHOT_TABLE} (id, kind, number, prefix, source, created_at)"  # noqa: S608  # fixed
+            f"INSERT INTO {table} (id, kind, number, prefix, source, created_at)"  # noqa: S608  # a checked name
             " VALUES (?, 'block', ?, 0, 'sync', 0)",
             (top, _PLACEHOLDER),
         )
+    return table
 
 
 # Rows per INSERT statement while a snapshot is written: one statement of many rows costs
@@ -201,9 +257,9 @@ _STAGE_ROWS = 100
 _STAGE_ONE = "(?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-def snapshot_stage(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+def snapshot_stage(db: sqlite3.Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
     """Write rows of the snapshot into its table (the column order of ``_ROW_COLUMNS``)."""
-    head = f"INSERT INTO {SNAPSHOT_TABLE} ({_ROW_COLUMNS}) VALUES "  # noqa: S608  # fixed
+    head = f"INSERT INTO {snapshot_table(table)} ({_ROW_COLUMNS}) VALUES "  # noqa: S608  # checked
     full = len(rows) - len(rows) % _STAGE_ROWS
     if full:
         flat = list(chain.from_iterable(rows[:full]))
@@ -216,14 +272,25 @@ def snapshot_stage(db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> Non
         db.executemany(head + _STAGE_ONE, rows[full:])
 
 
-def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
+def snapshot_apply(
+    db: sqlite3.Connection,
+    table: str,
+    seq: int,
+    *,
+    rows: int | None = None,
+    heads: Iterable[tuple[str, int]] | None = None,
+) -> tuple[int, int]:
     """Make the built snapshot at ``seq`` the local list, in the caller's transaction.
+
+    ``rows`` (how many the build wrote) and ``heads`` (its prefix rules' heads), when the
+    build gives them, spare this transaction, which holds the site's write lock, two reads of
+    the whole table.
 
     Entries that stay keep their id, hits and last_seen; the local changes not yet pushed are
     laid over the snapshot by the conflict rule (:func:`_lay_pending`), as the central store
     will lay them when they arrive. Returns (entries removed, entries written).
     """
-    table = SNAPSHOT_TABLE
+    table = snapshot_table(table)
     # The ids below the placeholder's are the old list's as it was when the build began; an
     # entry added since (its change is in the outbox, laid over below) may hold an id that a
     # snapshot row has, so only the older ones carry their id over.
@@ -240,7 +307,9 @@ def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
             " AND o.id <= ?",
             (top,),
         )
-    written = int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608  # fixed
+    written = (
+        rows if rows is not None else int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608  # checked
+    )
     kept = (
         int(
             db.execute(
@@ -255,10 +324,18 @@ def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
     # The rows went in with no trigger of entries' firing: the lookup's prefix_heads (migration
     # 9, kept by those triggers) must learn the snapshot's prefix rules here, or a rule that
     # first came by snapshot would never be probed.
-    db.execute(
-        "INSERT OR IGNORE INTO prefix_heads (head, length) SELECT DISTINCT"  # noqa: S608  # fixed
-        f" substr(number, 1, 4), length(number) FROM {table} WHERE prefix = 1"
-    )
+    if heads is None:
+        db.execute(
+            "INSERT OR IGNORE INTO prefix_heads (head, length) SELECT DISTINCT"  # noqa: S608  # checked
+            f" substr(number, 1, 4), length(number) FROM {table} WHERE prefix = 1"
+        )
+    else:
+        db.executemany("INSERT OR IGNORE INTO prefix_heads (head, length) VALUES (?, ?)", heads)
+        # And those of the local changes just laid over (a head too many costs one probe).
+        db.execute(
+            "INSERT OR IGNORE INTO prefix_heads (head, length) SELECT DISTINCT"
+            " substr(number, 1, 4), length(number) FROM sync_outbox WHERE prefix = 1"
+        )
     # The schema of entries that lives on: its indexes and triggers, rebuilt on the new table.
     dependents = db.execute(
         "SELECT sql FROM sqlite_master WHERE tbl_name = 'entries'"
@@ -280,9 +357,10 @@ def snapshot_apply(db: sqlite3.Connection, seq: int) -> tuple[int, int]:
     return before - kept, written
 
 
-def snapshot_end(db: sqlite3.Connection) -> None:
+def snapshot_end(db: sqlite3.Connection, table: str) -> None:
     """Drop the snapshot's table if it is still there (the snapshot failed)."""
-    db.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_TABLE}")
+    db.execute(f"DROP TABLE IF EXISTS {snapshot_table(table)}")
+    _BUILDING.discard(table)
 
 
 def _pending(db: sqlite3.Connection, keys: Iterable[Key] | None = None) -> dict[Key, list[Change]]:

@@ -3,9 +3,10 @@
 ``python -m screener.shared.snapshot`` reads its orders as JSON on stdin (the DSN, the
 connection's keyword arguments with the password, the database file, the batch sizes: never on
 its command line or in its environment, which ``ps`` shows), fetches the central rows
-(central.snapshot) on one thread while another writes them into the snapshot table
-(local.snapshot_stage, a transaction per chunk), and prints ``{"seq": n, "rows": n}`` or
-``{"error": "..."}`` as its one line of output. The engine swaps the table in afterwards.
+(central.snapshot) on one thread while another writes them into the snapshot table the engine
+made for it (``table``; local.snapshot_stage, a transaction per chunk), and prints
+``{"seq": n, "rows": n, "heads": [...]}`` or ``{"error": "..."}`` as its one line of output.
+The engine swaps the table in afterwards.
 
 Why a process: decoding millions of rows and binding them to SQLite statements is Python work
 that holds the interpreter lock; in the service's process it would take turns with the calls'
@@ -30,29 +31,48 @@ from screener.shared import central, local
 _DONE = object()
 
 
-def build(orders: dict[str, Any], spent: dict[str, float] | None = None) -> tuple[int, int]:
-    """Fetch the snapshot and write it into the snapshot table: (its sequence, its rows).
+class Cancelled(Exception):
+    """The snapshot was called off (``cancel`` set) before it was built."""
+
+
+def build(
+    orders: dict[str, Any],
+    spent: dict[str, float] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[int, int, list[tuple[str, int]]]:
+    """Fetch the snapshot and write it into the snapshot table: (its sequence, its rows, the
+    heads of its prefix rules for the lookup's ``prefix_heads``: found here, so that the swap
+    need not read the whole table for them).
 
     ``spent``, if given, gets the seconds spent waiting for PostgreSQL (``fetch_s``) and
-    writing (``write_s``, on the other thread): where a slow snapshot's time went.
+    writing (``write_s``, on the other thread): where a slow snapshot's time went. ``cancel``
+    (the engine's thread, when the snapshot is built in its process): once set, both threads
+    stop at their next batch and :class:`Cancelled` is raised, nothing more written.
     """
     fetch_s = write_s = 0.0
+    table = local.snapshot_table(orders["table"])
+    stopped = cancel if cancel is not None else threading.Event()
     db = sqlite3.connect(orders["db"], isolation_level=None, check_same_thread=False)
     try:
         db.execute(f"PRAGMA busy_timeout = {int(orders['busy_timeout_ms'])}")
         db.execute(f"PRAGMA cache_size = -{int(orders['cache_kib'])}")
+        # As the store's own connections: in WAL, a commit is not an fsync (a checkpoint is);
+        # a crash loses at most the last chunks of a table that is dropped anyway.
+        db.execute("PRAGMA synchronous = NORMAL")
         chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
         failed: list[BaseException] = []
+        heads: set[tuple[str, int]] = set()
 
         def write() -> None:
             nonlocal write_s
             while (rows := chunks.get()) is not _DONE:
-                if failed:
+                if failed or stopped.is_set():
                     continue  # drain: the fetcher stops at its next put
                 try:
                     began = time.perf_counter()
                     db.execute("BEGIN IMMEDIATE")
-                    local.snapshot_stage(db, rows)
+                    local.snapshot_stage(db, table, rows)
+                    heads.update((r[1][:4], len(r[1])) for r in rows if r[2])
                     db.execute("COMMIT")
                     write_s += time.perf_counter() - began
                 except BaseException as exc:  # handed to the main thread, which raises it
@@ -70,7 +90,7 @@ def build(orders: dict[str, Any], spent: dict[str, float] | None = None) -> tupl
                 staged: list[Any] = []
                 for rows in batches:
                     fetch_s += time.perf_counter() - began
-                    if failed:
+                    if failed or stopped.is_set():
                         break
                     staged.extend(rows)
                     count += len(rows)
@@ -86,9 +106,11 @@ def build(orders: dict[str, Any], spent: dict[str, float] | None = None) -> tupl
             writer.join()
         if failed:
             raise failed[0]
+        if stopped.is_set():
+            raise Cancelled("the snapshot was cancelled")
         if spent is not None:
             spent.update(fetch_s=fetch_s, write_s=write_s)
-        return seq, count
+        return seq, count, sorted(heads)
     finally:
         db.close()
 
@@ -98,11 +120,11 @@ def main() -> int:
     orders = json.loads(sys.stdin.read())
     spent: dict[str, float] = {}
     try:
-        seq, rows = build(orders, spent)
+        seq, rows, heads = build(orders, spent)
     except (psycopg.Error, OSError, sqlite3.Error) as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
-    print(json.dumps({"seq": seq, "rows": rows, **spent}), flush=True)
+    print(json.dumps({"seq": seq, "rows": rows, "heads": heads, **spent}), flush=True)
     return 0
 
 
