@@ -184,6 +184,8 @@ def paired_callers(
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """``count`` staff-bound callers of the mix, and their dialled numbers: direct and
     screened in turn, so that both halves share the same seconds of the machine."""
+    if not STAFF_KINDS & {kind for kind, share in MIX if share}:
+        raise ValueError("the caller mix has no staff-bound callers to compare")
     callers: list[tuple[str, str]] = []
     while len(callers) < count:
         more = caller_mix(entries, astdb, 2 * count, seed + len(callers))

@@ -69,8 +69,8 @@ def doctor(db_path: Path | None, config_path: Path | None, recount: bool) -> Non
                 return findings, 0, True
             if recount:
                 await store.recount_lists()
-            counted = await store.recount_entries_by()
-            return findings, sum(counted.values()), counted == await store.count_entries_by()
+            count, agree = await store.check_list_counts()
+            return findings, count, agree
 
     findings, count, counts_agree = _run(go())
     if marker.left_behind(config.db_path):

@@ -359,8 +359,12 @@ def snapshot_apply(
 
 def snapshot_end(db: sqlite3.Connection, table: str) -> None:
     """Drop the snapshot's table if it is still there (the snapshot failed)."""
-    db.execute(f"DROP TABLE IF EXISTS {snapshot_table(table)}")
-    _BUILDING.discard(table)
+    try:
+        db.execute(f"DROP TABLE IF EXISTS {snapshot_table(table)}")
+    finally:
+        # Even if the drop failed (a lock held too long): the table is no longer being built,
+        # so the next snapshot's clean-up may drop it.
+        _BUILDING.discard(table)
 
 
 def _pending(db: sqlite3.Connection, keys: Iterable[Key] | None = None) -> dict[Key, list[Change]]:

@@ -114,7 +114,9 @@ def _lookup(db: sqlite3.Connection, e164: str, candidates: list[str] | None = No
     them is probed (the lookup before migration 9: the reference its answers are tested on)."""
     if candidates is None:
         # One statement: the number's own probe, and one for each prefix a rule could be.
-        return [entry_from_row(row) for row in db.execute(_LOOKUP_BY_HEADS, (e164,))]
+        # fetchall: the statement is done before any row is mapped, so that an error while
+        # mapping never keeps it (and the loop connection's read snapshot) open.
+        return [entry_from_row(row) for row in db.execute(_LOOKUP_BY_HEADS, (e164,)).fetchall()]
     sql = _LOOKUP_SQL.get(len(candidates)) or _lookup_sql(len(candidates))
     rows = db.execute(sql, candidates).fetchall()
     return [
@@ -306,6 +308,32 @@ class EntriesStore(StoreBase):
             interruptible=True,
         )
         return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def check_list_counts(self) -> tuple[int, bool]:
+        """``screener doctor``'s check: the entries counted (a scan), and whether the kept
+        sizes agree, both read in one read transaction (so a write meanwhile, by the running
+        service, cannot make them differ)."""
+
+        def check(db: sqlite3.Connection) -> tuple[int, bool]:
+            db.execute("BEGIN")
+            try:
+                counted = {
+                    (k, s): int(n)
+                    for k, s, n in db.execute(
+                        "SELECT kind, source, count(*) FROM entries GROUP BY kind, source"
+                    )
+                }
+                kept = {
+                    (k, s): int(n)
+                    for k, s, n in db.execute(
+                        "SELECT kind, source, n FROM list_counts WHERE n != 0"
+                    )
+                }
+            finally:
+                db.execute("COMMIT")
+            return sum(counted.values()), counted == kept
+
+        return await self._call("check list counts", check, interruptible=True)
 
     async def recount_lists(self) -> None:
         """Count ``list_counts`` again from the entries (``screener doctor --recount``)."""
