@@ -299,16 +299,6 @@ class EntriesStore(StoreBase):
         )
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    async def recount_entries_by(self) -> dict[tuple[str, str], int]:
-        """The same, counted from the entries themselves (a scan: ``screener doctor``'s check
-        of ``list_counts``; seconds on a hundred million, so a cancelled caller interrupts it)."""
-        rows = await self._fetchall(
-            "count entries",
-            "SELECT kind, source, count(*) FROM entries GROUP BY kind, source",
-            interruptible=True,
-        )
-        return {(r[0], r[1]): int(r[2]) for r in rows}
-
     async def check_list_counts(self) -> tuple[int, bool]:
         """``screener doctor``'s check: the entries counted (a scan), and whether the kept
         sizes agree, both read in one read transaction (so a write meanwhile, by the running
