@@ -461,28 +461,31 @@ class AMIClient:
         if protocol is None or not self.connected:
             raise AMINotConnected(f"not connected to AMI at {self.settings.address}")
         seconds = self.settings.action_timeout if timeout is None else timeout
-        # Every action is written before any response is awaited (protocol.send does not wait).
-        sent: list[tuple[str, Any, asyncio.Future[Any]]] = []
-        try:
-            for h in headers:
-                sent.append((h["Action"], *self._start(protocol, h)))
-        except BaseException:
-            # The link closed between two writes: the ones already written will never be
-            # awaited, so their futures must not fail later unseen ("Future exception was
-            # never retrieved" in the log, tests/test_ami.py).
-            for _, action, future in sent:
-                forget(protocol, action)
-                future.cancel()
-            raise
-        results = await asyncio.gather(
-            *(self._wait(protocol, name, action, future, seconds) for name, action, future in sent),
-            return_exceptions=True,
-        )
+        sent = [new_action(h) for h in headers]
+        # Every action in one write, before any response is awaited; a link already closing
+        # raises here, before any of them is registered.
+        futures = protocol.send_all(sent)
         responses: list[Response] = []
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-            responses.append(result)
+        try:
+            # One deadline for all (their answers come in order): no task per action.
+            async with asyncio.timeout(seconds):
+                for h, future in zip(headers, futures, strict=True):
+                    responses.append(_response(h["Action"], await future))
+        except TimeoutError as exc:
+            # The deadline cancelled the wait for the first action unanswered (responses holds
+            # those before it); the ones after it are unanswered too.
+            self.timeouts += len(headers) - len(responses)
+            name = headers[len(responses)]["Action"]
+            raise AMITimeout(f"{name}: no response within {seconds:g}s") from exc
+        finally:
+            for action, future in zip(sent, futures, strict=True):
+                forget(protocol, action)
+                # Those after a failure are never awaited: cancelled, or their error retrieved,
+                # so none fails later unseen ("Future exception was never retrieved").
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()
         return responses
 
     @staticmethod
@@ -512,13 +515,7 @@ class AMIClient:
             raise AMITimeout(f"{name}: no response within {seconds:g}s") from exc
         finally:
             forget(protocol, action)
-        if isinstance(result, list):
-            response = Response(headers_of(result[0]), tuple(headers_of(m) for m in result[1:]))
-        else:
-            response = Response(headers_of(result))
-        if not response.success:
-            raise AMIActionError(f"{name} failed: {response.message or 'no message'}")
-        return response
+        return _response(name, result)
 
     async def ping(self) -> float:
         """Send a Ping and return the round-trip time in seconds."""
@@ -555,6 +552,17 @@ async def _close(protocol: Protocol, grace: float = 1.0) -> None:
     except TimeoutError:
         protocol.transport.abort()
         await protocol.lost
+
+
+def _response(name: str, result: Any) -> Response:
+    """The answer to action ``name`` as a Response; AMIActionError unless it succeeded."""
+    if isinstance(result, list):
+        response = Response(headers_of(result[0]), tuple(headers_of(m) for m in result[1:]))
+    else:
+        response = Response(headers_of(result))
+    if not response.success:
+        raise AMIActionError(f"{name} failed: {response.message or 'no message'}")
+    return response
 
 
 def _describe(exc: BaseException) -> str:
