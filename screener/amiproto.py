@@ -48,6 +48,8 @@ responses          a timed-out action stays in ``responses`` forever   ``forget`
 from __future__ import annotations
 
 import asyncio
+import itertools
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
@@ -74,6 +76,9 @@ __all__ = [
 EOL = "\r\n"
 SEP = b"\r\n\r\n"  # ends every AMI message
 _T = TypeVar("_T")
+# ActionIDs unique to this process (panoramisk's generator formats four fields per action).
+_ID_PREFIX = f"screener/{uuid.uuid4().hex[:12]}/"
+_ids = itertools.count(1)
 SUCCESS_RESPONSES = frozenset(Message.success_responses)  # Success, Follows, Goodbye
 # Actions Asterisk answers with exactly one Response (no EventList, no later event): their
 # answer resolves them at once, without panoramisk's per-message "is more coming?" test.
@@ -168,7 +173,7 @@ class _Action(Action):  # type: ignore[misc]  # panoramisk ships no types
     def __init__(self, headers: Mapping[str, str], as_list: bool | None) -> None:
         # Not Action.__init__: it builds the dict through MutableMapping.update, one key at a
         # time, and its future with asyncio.Future() (the loop is looked up again).
-        action_id = Action.action_id_generator()
+        action_id = f"{_ID_PREFIX}{next(_ids)}"
         store = {key.lower(): (key, value) for key, value in headers.items()}
         store["actionid"] = ("ActionID", action_id)
         self._store = store
@@ -213,6 +218,9 @@ class Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
         self._buffer = b""
         self.closed = False
         self.responses: dict[str, Any] = {}
+        # ActionIDs of the actions in flight that may be answered by events (an EventList):
+        # only while one is, an unwanted event must be looked into for its ActionID.
+        self._listing: set[str] = set()
         self.in_flight_at_loss = 0  # actions failed by the drop: the pending table's size then
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -225,6 +233,8 @@ class Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
         if self.closed or self.transport.is_closing():
             raise AMINotConnected("AMI connection is closing")
         self.responses[data.id] = data
+        if not getattr(data, "single", False):
+            self._listing.add(data.id)
         wire = data.wire if isinstance(data, _Action) else str(data).encode("utf-8")
         self.transport.write(wire)
         future: asyncio.Future[Any] = data.future
@@ -236,6 +246,8 @@ class Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
             raise AMINotConnected("AMI connection is closing")
         for action in actions:
             self.responses[action.id] = action
+            if not getattr(action, "single", False):
+                self._listing.add(action.id)
         self.transport.write(
             b"".join(a.wire if isinstance(a, _Action) else str(a).encode() for a in actions)
         )
@@ -269,7 +281,12 @@ class Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
         if (block[6:] if end < 0 else block[6:end]).strip().lower() in wanted:
             return False
         # EventList items carry the ActionID of the action waiting for them: never drop those.
-        return not (self.responses and b"\nactionid:" in block.lower())
+        listing = self._listing
+        if listing:
+            listing.intersection_update(self.responses)  # forget those answered meanwhile
+            if listing and b"\nactionid:" in block.lower():
+                return False
+        return True
 
     def _handle_block(self, block: str) -> None:
         lines = block.split(EOL)

@@ -517,6 +517,7 @@ async def test_protocol_drops_unwanted_events_before_parsing() -> None:
     assert not proto._unwanted(b"event: SHUTDOWN\r\nShutdown: Cleanly")
     assert not proto._unwanted(b"Response: Success\r\nActionID: 7")
     proto.responses["7"] = object()  # an action waiting for its EventList items
+    proto._listing.add("7")
     assert proto._unwanted(b"Event: Newexten\r\nUniqueid: 1")
     assert not proto._unwanted(b"Event: CoreShowChannel\r\nactionid: 7\r\nChannel: x")
     assert not Protocol(lambda headers, duplicated: None)._unwanted(b"Event: Newexten")
