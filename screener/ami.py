@@ -72,6 +72,7 @@ MAX_BACKOFF = 2.0
 # C0, DEL, C1, the Unicode line/paragraph separators, and lone surrogates (cannot be encoded).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _KEY = re.compile(r"[A-Za-z0-9_-]+")
+_KEYS: dict[str, str] = {}  # header names already checked -> lower-cased
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ class Response:
 
 def sanitize_value(value: str) -> str:
     """Strip every control character (CR, LF, NUL, other C0/C1, U+2028/9, lone surrogates)."""
-    return _CONTROL.sub("", value)
+    # Every character _CONTROL matches is one isprintable() refuses (Cc, Zl, Zp, Cs): a
+    # printable value (nearly all of them) is clean without the regex.
+    return value if value.isprintable() else _CONTROL.sub("", value)
 
 
 def build_action(action: Mapping[str, str]) -> dict[str, str]:
@@ -152,15 +155,23 @@ def build_action(action: Mapping[str, str]) -> dict[str, str]:
     seen: set[str] = set()
     for key, value in action.items():
         # Keys come from our code, never from callers: a bad one is a bug, so refuse it loudly.
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
-            raise ValueError(f"invalid AMI header name {key!r}")
-        if key.lower() == "actionid":
+        lower = _KEYS.get(key) if isinstance(key, str) else None
+        if lower is None:
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                raise ValueError(f"invalid AMI header name {key!r}")
+            lower = key.lower()
+            if len(_KEYS) < 256:  # the names our code uses: a handful
+                _KEYS[key] = lower
+        if lower == "actionid":
             raise ValueError("ActionID is set by the AMI client")
-        if key.lower() in seen:
+        if lower in seen:
             raise ValueError(f"header {key!r} given twice (case-insensitively)")
-        seen.add(key.lower())
+        seen.add(lower)
         clean = sanitize_value(str(value))
-        if len(f"{key}: {clean}".encode()) > MAX_LINE_BYTES - 2:
+        # At most 4 bytes a character: a short line needs no encoding to be measured.
+        if len(key) + 2 + 4 * len(clean) > MAX_LINE_BYTES - 2 and (
+            len(f"{key}: {clean}".encode()) > MAX_LINE_BYTES - 2
+        ):
             raise ValueError(f"header {key!r} is longer than Asterisk's {MAX_LINE_BYTES}-byte line")
         headers[key] = clean
     if "action" not in seen:
@@ -466,18 +477,20 @@ class AMIClient:
         # raises here, before any of them is registered.
         futures = protocol.send_all(sent)
         responses: list[Response] = []
+        # One deadline for all (their answers come in order), one timer: no task per action,
+        # and none of asyncio.timeout's rescheduling.
+        timer = asyncio.get_running_loop().call_later(seconds, _expire, futures)
         try:
-            # One deadline for all (their answers come in order): no task per action.
-            async with asyncio.timeout(seconds):
-                for h, future in zip(headers, futures, strict=True):
-                    responses.append(_response(h["Action"], await future))
-        except TimeoutError as exc:
-            # The deadline cancelled the wait for the first action unanswered (responses holds
-            # those before it); the ones after it are unanswered too.
+            for h, future in zip(headers, futures, strict=True):
+                responses.append(_response(h["Action"], await future))
+        except _Expired as exc:
+            # The first action unanswered (responses holds those before it); the ones after it
+            # are unanswered too.
             self.timeouts += len(headers) - len(responses)
             name = headers[len(responses)]["Action"]
             raise AMITimeout(f"{name}: no response within {seconds:g}s") from exc
         finally:
+            timer.cancel()
             for action, future in zip(sent, futures, strict=True):
                 forget(protocol, action)
                 # Those after a failure are never awaited: cancelled, or their error retrieved,
@@ -552,6 +565,16 @@ async def _close(protocol: Protocol, grace: float = 1.0) -> None:
     except TimeoutError:
         protocol.transport.abort()
         await protocol.lost
+
+
+class _Expired(Exception):
+    """An action's deadline passed before its answer (send_in_order's timer)."""
+
+
+def _expire(futures: Sequence[asyncio.Future[Any]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(_Expired())
 
 
 def _response(name: str, result: Any) -> Response:

@@ -274,11 +274,16 @@ class Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
         wanted = self._wanted_bytes
         if wanted is None:
             return False
-        block = block.lstrip(b"\r\n")
-        if block[:6].lower() != b"event:":
-            return False
-        end = block.find(b"\r\n")
-        if (block[6:] if end < 0 else block[6:end]).strip().lower() in wanted:
+        if block.startswith(b"Event: "):  # as Asterisk writes it: the name is what follows
+            end = block.find(b"\r\n", 7)
+            name = block[7:] if end < 0 else block[7:end]
+        else:
+            block = block.lstrip(b"\r\n")
+            if block[:6].lower() != b"event:":
+                return False
+            end = block.find(b"\r\n")
+            name = block[6:] if end < 0 else block[6:end]
+        if name.strip().lower() in wanted:
             return False
         # EventList items carry the ActionID of the action waiting for them: never drop those.
         listing = self._listing

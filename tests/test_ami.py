@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from panoramisk import Manager
 from panoramisk.actions import Action
 
-from screener.ami import AMIClient, AMISettings, Event, build_action
+from screener.ami import AMIClient, AMISettings, Event, build_action, sanitize_value
 from screener.amiproto import Protocol
 from screener.errors import (
     AMIActionError,
@@ -653,3 +653,12 @@ async def test_client_over_tls(tls_cert: tuple[Path, Path]) -> None:
         AMIClient(make_settings(fake, ssl=True, ca_file=str(cert))) as client,
     ):
         assert await client.ping() > 0
+
+
+def test_sanitize_fast_path_skips_no_control_character() -> None:
+    """Every character sanitize_value strips makes a value non-printable, so the fast path
+    (a printable value is returned as it is) never lets one through."""
+    stripped = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000)]
+    assert all(not chr(cp).isprintable() for cp in stripped)
+    assert all(sanitize_value(f"a{chr(cp)}b") == "ab" for cp in stripped)
+    assert sanitize_value("山田 Tele\u3000Sales") == "山田 Tele\u3000Sales"
