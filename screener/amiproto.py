@@ -1,8 +1,9 @@
 """The boundary with panoramisk: the one module that imports it, and what of it we replace.
 
-We keep panoramisk 1.4 (the project's AMI library) for what it does well: ``Action`` (ActionID
-generation, serialization), ``Message`` (response parsing) and ``AMIProtocol.handle_message``
-(matching responses and EventList items to the action waiting for them). Its ``Manager`` is not
+We keep panoramisk 1.4 (the project's AMI library) for what it does well: ``Action`` (built
+more cheaply by ``_Action``, a subclass), ``Message`` (response parsing) and
+``AMIProtocol.handle_message`` (matching EventList items to the action waiting for them; a
+one-response action's answer is matched here, before them). Its ``Manager`` is not
 used at all (``screener.ami.AMIClient`` replaces its lifecycle; docs/ami.md). Of the six methods
 of ``AMIProtocol``, ``Protocol`` below replaces five, and these helpers replace three behaviours
 of ``Action``. Each is shown by a pair of tests in tests/test_amiproto.py: ``test_panoramisk_*``
@@ -197,7 +198,7 @@ def forget(protocol: Protocol, action: Any) -> None:
 
 
 class Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
-    """panoramisk's protocol with incremental UTF-8, our event parsing and prompt failure."""
+    """panoramisk's protocol with whole-message UTF-8, our event parsing and prompt failure."""
 
     def __init__(
         self,
