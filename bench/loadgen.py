@@ -316,6 +316,7 @@ class Client:
     log_path: Path
     proc: asyncio.subprocess.Process | None = None
     peak_rss: int = 0
+    cwd: Path | None = None  # run from here (``-m screener`` then imports the code found there)
     _log: Any = None
 
     async def start(self, server: LoadServer, within: float = 30.0) -> None:
@@ -324,6 +325,7 @@ class Client:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
             env=self.env,
+            cwd=self.cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,

@@ -72,6 +72,7 @@ MAX_BACKOFF = 2.0
 # C0, DEL, C1, the Unicode line/paragraph separators, and lone surrogates (cannot be encoded).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _KEY = re.compile(r"[A-Za-z0-9_-]+")
+_KEYS: dict[str, str] = {}  # header names already checked -> lower-cased
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ class Response:
 
 def sanitize_value(value: str) -> str:
     """Strip every control character (CR, LF, NUL, other C0/C1, U+2028/9, lone surrogates)."""
-    return _CONTROL.sub("", value)
+    # Every character _CONTROL matches is one isprintable() refuses (Cc, Zl, Zp, Cs): a
+    # printable value (nearly all of them) is clean without the regex.
+    return value if value.isprintable() else _CONTROL.sub("", value)
 
 
 def build_action(action: Mapping[str, str]) -> dict[str, str]:
@@ -152,15 +155,23 @@ def build_action(action: Mapping[str, str]) -> dict[str, str]:
     seen: set[str] = set()
     for key, value in action.items():
         # Keys come from our code, never from callers: a bad one is a bug, so refuse it loudly.
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
-            raise ValueError(f"invalid AMI header name {key!r}")
-        if key.lower() == "actionid":
+        lower = _KEYS.get(key) if isinstance(key, str) else None
+        if lower is None:
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                raise ValueError(f"invalid AMI header name {key!r}")
+            lower = key.lower()
+            if len(_KEYS) < 256:  # the names our code uses: a handful
+                _KEYS[key] = lower
+        if lower == "actionid":
             raise ValueError("ActionID is set by the AMI client")
-        if key.lower() in seen:
+        if lower in seen:
             raise ValueError(f"header {key!r} given twice (case-insensitively)")
-        seen.add(key.lower())
+        seen.add(lower)
         clean = sanitize_value(str(value))
-        if len(f"{key}: {clean}".encode()) > MAX_LINE_BYTES - 2:
+        # At most 4 bytes a character: a short line needs no encoding to be measured.
+        if len(key) + 2 + 4 * len(clean) > MAX_LINE_BYTES - 2 and (
+            len(f"{key}: {clean}".encode()) > MAX_LINE_BYTES - 2
+        ):
             raise ValueError(f"header {key!r} is longer than Asterisk's {MAX_LINE_BYTES}-byte line")
         headers[key] = clean
     if "action" not in seen:
@@ -461,28 +472,33 @@ class AMIClient:
         if protocol is None or not self.connected:
             raise AMINotConnected(f"not connected to AMI at {self.settings.address}")
         seconds = self.settings.action_timeout if timeout is None else timeout
-        # Every action is written before any response is awaited (protocol.send does not wait).
-        sent: list[tuple[str, Any, asyncio.Future[Any]]] = []
-        try:
-            for h in headers:
-                sent.append((h["Action"], *self._start(protocol, h)))
-        except BaseException:
-            # The link closed between two writes: the ones already written will never be
-            # awaited, so their futures must not fail later unseen ("Future exception was
-            # never retrieved" in the log, tests/test_ami.py).
-            for _, action, future in sent:
-                forget(protocol, action)
-                future.cancel()
-            raise
-        results = await asyncio.gather(
-            *(self._wait(protocol, name, action, future, seconds) for name, action, future in sent),
-            return_exceptions=True,
-        )
+        sent = [new_action(h) for h in headers]
+        # Every action in one write, before any response is awaited; a link already closing
+        # raises here, before any of them is registered.
+        futures = protocol.send_all(sent)
         responses: list[Response] = []
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-            responses.append(result)
+        # One deadline for all (their answers come in order), one timer: no task per action,
+        # and none of asyncio.timeout's rescheduling.
+        timer = asyncio.get_running_loop().call_later(seconds, _expire, futures)
+        try:
+            for h, future in zip(headers, futures, strict=True):
+                responses.append(_response(h["Action"], await future))
+        except _Expired as exc:
+            # The first action unanswered (responses holds those before it); the ones after it
+            # are unanswered too.
+            self.timeouts += len(headers) - len(responses)
+            name = headers[len(responses)]["Action"]
+            raise AMITimeout(f"{name}: no response within {seconds:g}s") from exc
+        finally:
+            timer.cancel()
+            for action, future in zip(sent, futures, strict=True):
+                forget(protocol, action)
+                # Those after a failure are never awaited: cancelled, or their error retrieved,
+                # so none fails later unseen ("Future exception was never retrieved").
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()
         return responses
 
     @staticmethod
@@ -512,13 +528,7 @@ class AMIClient:
             raise AMITimeout(f"{name}: no response within {seconds:g}s") from exc
         finally:
             forget(protocol, action)
-        if isinstance(result, list):
-            response = Response(headers_of(result[0]), tuple(headers_of(m) for m in result[1:]))
-        else:
-            response = Response(headers_of(result))
-        if not response.success:
-            raise AMIActionError(f"{name} failed: {response.message or 'no message'}")
-        return response
+        return _response(name, result)
 
     async def ping(self) -> float:
         """Send a Ping and return the round-trip time in seconds."""
@@ -555,6 +565,27 @@ async def _close(protocol: Protocol, grace: float = 1.0) -> None:
     except TimeoutError:
         protocol.transport.abort()
         await protocol.lost
+
+
+class _Expired(Exception):
+    """An action's deadline passed before its answer (send_in_order's timer)."""
+
+
+def _expire(futures: Sequence[asyncio.Future[Any]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(_Expired())
+
+
+def _response(name: str, result: Any) -> Response:
+    """The answer to action ``name`` as a Response; AMIActionError unless it succeeded."""
+    if isinstance(result, list):
+        response = Response(headers_of(result[0]), tuple(headers_of(m) for m in result[1:]))
+    else:
+        response = Response(headers_of(result))
+    if not response.success:
+        raise AMIActionError(f"{name} failed: {response.message or 'no message'}")
+    return response
 
 
 def _describe(exc: BaseException) -> str:

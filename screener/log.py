@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any, Literal, TextIO
 
@@ -25,14 +26,21 @@ LEVELS = {
 # (U+0085, U+2028, U+2029 for str.splitlines() and JavaScript), drive a terminal (DEL and the C1
 # controls, U+009B is CSI) or cannot be written as UTF-8 (lone surrogates). As \uXXXX escapes
 # the JSON still decodes to exactly the same value.
-_JSON_ESCAPES = {
-    cp: f"\\u{cp:04x}" for cp in (*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
-}
+_RAW = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def dumps(value: Any, **kwargs: Any) -> str:
     """``json.dumps`` with no raw control or line-separator character (caller data is hostile)."""
-    return json.dumps(value, ensure_ascii=False, **kwargs).translate(_JSON_ESCAPES)
+    text = json.dumps(value, ensure_ascii=False, **kwargs)
+    # One regex search over a clean line (nearly every line) instead of str.translate with a
+    # 2,200-entry table, which looked every character up: 5 times json.dumps's own cost.
+    if text.isascii() and "\x7f" not in text:  # DEL is the one ASCII character to escape
+        return text
+    return _RAW.sub(_escape, text) if _RAW.search(text) else text
 
 
 def configure_logging(

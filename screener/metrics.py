@@ -133,6 +133,7 @@ class Metrics:
             ["channel", "result"],
             registry=registry,
         )
+        self._calls: dict[tuple[str, str, str], Any] = {}
         self._ami = ami
         self._logged_in_before = False
         if ami is not None:
@@ -151,16 +152,25 @@ class Metrics:
                 registry=registry,
             )
 
+    def _call_counter(self, route: str, category: str, fallback: str) -> Any:
+        # labels() checks and joins its arguments on every call: once per call made it a hot
+        # spot; the few (route, category) children are kept instead.
+        key = (route, category, fallback)
+        child = self._calls.get(key)
+        if child is None:
+            child = self._calls[key] = self.calls.labels(route, category, fallback)
+        return child
+
     def on_event(self, event: events.Event) -> None:
         """Count one published event (a hub subscriber: never blocks)."""
         match event:
             case events.CallScreened():
-                self.calls.labels(event.route, event.category, "false").inc()
+                self._call_counter(event.route, event.category, "false").inc()
                 self.decision_seconds.observe(event.decision_ms / 1000.0)
                 if event.redirect_ms is not None:
                     self.redirect_seconds.observe(event.redirect_ms / 1000.0)
             case events.Fallback():
-                self.calls.labels(event.route, event.category, "true").inc()
+                self._call_counter(event.route, event.category, "true").inc()
             case events.ChallengeOutcome():
                 self.challenge_outcomes.labels(event.outcome).inc()
             case events.VoicemailLeft():

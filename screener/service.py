@@ -65,6 +65,7 @@ from screener.policy import Outcome, Route, challenge_code
 from screener.recordings import recording_path
 from screener.screening import screen
 from screener.shared import start_sync
+from screener.skew import WindowMin
 from screener.staffphones import StaffPhones
 from screener.store import (
     CallRecord,
@@ -179,7 +180,7 @@ class Screener:
         )
         self.recent: OrderedDict[str, Caller] = OrderedDict()
         # Our clock minus Asterisk's, per recent request (see _remaining).
-        self._clock_gaps: deque[float] = deque(maxlen=CLOCK_WINDOW)
+        self._clock_gaps = WindowMin(CLOCK_WINDOW)
         self._holds_warned: set[float] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
@@ -520,7 +521,7 @@ class Screener:
         if request.asterisk_time is None:
             start = request.received_at
         else:
-            skew = min(self._clock_gaps, default=0.0)
+            skew = self._clock_gaps.min(default=0.0)
             # A gap shorter than the hold is delay, or a skew too small to matter: trust
             # Asterisk's clock as it is. Only a gap every recent request shows is a skew.
             start = request.asterisk_time + (skew if abs(skew) >= hold else 0.0)
@@ -529,7 +530,7 @@ class Screener:
 
     def _observe_clock(self, request: Request) -> None:
         if request.asterisk_time is not None:
-            self._clock_gaps.append(request.received_at - request.asterisk_time)
+            self._clock_gaps.add(request.received_at - request.asterisk_time)
 
     def _too_late(self, request: Request) -> bool:
         return self._remaining(request) < 0

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from panoramisk import Manager
 from panoramisk.actions import Action
 
-from screener.ami import AMIClient, AMISettings, Event, build_action
+from screener.ami import AMIClient, AMISettings, Event, build_action, sanitize_value
 from screener.amiproto import Protocol
 from screener.errors import (
     AMIActionError,
@@ -510,16 +510,17 @@ async def test_client_filters_events_case_insensitively() -> None:
 
 
 async def test_protocol_drops_unwanted_events_before_parsing() -> None:
-    """Filtered-out events are dropped unparsed; Shutdown and EventList items are never dropped."""
+    """Filtered-out events are dropped undecoded; Shutdown and EventList items are never dropped."""
     proto = Protocol(lambda headers, duplicated: None, frozenset({"userevent"}))
-    assert proto._unwanted("Event: Newexten\r\nUniqueid: 1")
-    assert not proto._unwanted("Event: UserEvent\r\nUniqueid: 1")
-    assert not proto._unwanted("event: SHUTDOWN\r\nShutdown: Cleanly")
-    assert not proto._unwanted("Response: Success\r\nActionID: 7")
+    assert proto._unwanted(b"Event: Newexten\r\nUniqueid: 1")
+    assert not proto._unwanted(b"Event: UserEvent\r\nUniqueid: 1")
+    assert not proto._unwanted(b"event: SHUTDOWN\r\nShutdown: Cleanly")
+    assert not proto._unwanted(b"Response: Success\r\nActionID: 7")
     proto.responses["7"] = object()  # an action waiting for its EventList items
-    assert proto._unwanted("Event: Newexten\r\nUniqueid: 1")
-    assert not proto._unwanted("Event: CoreShowChannel\r\nactionid: 7\r\nChannel: x")
-    assert not Protocol(lambda headers, duplicated: None)._unwanted("Event: Newexten")
+    proto._listing.add("7")
+    assert proto._unwanted(b"Event: Newexten\r\nUniqueid: 1")
+    assert not proto._unwanted(b"Event: CoreShowChannel\r\nactionid: 7\r\nChannel: x")
+    assert not Protocol(lambda headers, duplicated: None)._unwanted(b"Event: Newexten")
 
 
 async def test_event_keeps_first_of_duplicated_headers() -> None:
@@ -579,32 +580,34 @@ async def test_send_in_order_writes_every_action_before_any_answer() -> None:
         assert client.pending_actions == 0
 
 
-async def test_send_in_order_cut_between_two_writes_leaves_no_failed_future_unseen() -> None:
-    """The link closing after the first of two writes: send_in_order raises, and the first
-    action's future is cancelled and forgotten, so the drop's close() cannot fail it later with
-    nobody to see it (asyncio's "Future exception was never retrieved" error in the log)."""
+async def test_send_in_order_cut_before_the_answers_leaves_no_failed_future_unseen() -> None:
+    """The link dropping after send_in_order's one write, before the answers: it raises
+    AMINotConnected, nothing stays pending, and the Redirect's failed future (never awaited,
+    since the Setvar's failed first) has had its error looked at, so asyncio will not log
+    "Future exception was never retrieved" when it is freed."""
     setvar = {"Action": "Setvar", "Channel": "1700.1", "Variable": "V", "Value": "ja-no"}
     redirect = {"Action": "Redirect", "Channel": "1700.1", "Context": "screen-staff", "Exten": "s"}
+    loop = asyncio.get_running_loop()
     async with FakeAMI(secret=SECRET) as fake, AMIClient(make_settings(fake)) as client:
         protocol = client._protocol
         assert protocol is not None
         fake.replies["setvar"] = None  # never answered
+        fake.replies["redirect"] = None
         written: list[asyncio.Future[Any]] = []
-        send = protocol.send
+        send_all = protocol.send_all
 
-        def send_then_close(data: Any, as_list: bool | None = None) -> asyncio.Future[Any]:
-            if written:
-                raise AMINotConnected("AMI connection is closing")
-            future = send(data, as_list)
-            written.append(future)
-            return future
+        def send_then_drop(actions: list[Any]) -> list[asyncio.Future[Any]]:
+            futures = send_all(actions)
+            written.extend(futures)
+            loop.call_soon(protocol.close)  # what a drop does, once the write is out
+            return futures
 
-        protocol.send = send_then_close  # type: ignore[method-assign]  # the cut, between writes
+        protocol.send_all = send_then_drop  # type: ignore[method-assign]  # the drop
         with pytest.raises(AMINotConnected):
             await client.send_in_order([setvar, redirect])
-        protocol.close()  # what the drop does next
-        (first,) = written
-        assert first.cancelled()
+        assert len(written) == 2 and all(f.done() and not f.cancelled() for f in written)
+        # asyncio's own flag: set while a failed future's error was never retrieved.
+        assert not any(f._log_traceback for f in written)  # type: ignore[attr-defined]
         assert protocol.responses == {}
 
 
@@ -650,3 +653,12 @@ async def test_client_over_tls(tls_cert: tuple[Path, Path]) -> None:
         AMIClient(make_settings(fake, ssl=True, ca_file=str(cert))) as client,
     ):
         assert await client.ping() > 0
+
+
+def test_sanitize_fast_path_skips_no_control_character() -> None:
+    """Every character sanitize_value strips makes a value non-printable, so the fast path
+    (a printable value is returned as it is) never lets one through."""
+    stripped = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000)]
+    assert all(not chr(cp).isprintable() for cp in stripped)
+    assert all(sanitize_value(f"a{chr(cp)}b") == "ab" for cp in stripped)
+    assert sanitize_value("山田 Tele\u3000Sales") == "山田 Tele\u3000Sales"

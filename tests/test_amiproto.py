@@ -399,3 +399,20 @@ async def test_ours_forgets_a_timed_out_action() -> None:
         await asyncio.wait_for(future, 0.01)
     forget(protocol, action)
     assert protocol.responses == {}
+
+
+async def test_ours_answers_a_one_response_action_with_its_headers() -> None:
+    """A Redirect's Response resolves it at once with its headers (no panoramisk Message), even
+    split across chunks, and leaves nothing pending; an unknown ActionID resolves nothing."""
+    protocol, events = ours(frozenset({"userevent"}))
+    action = new_action({"Action": "Redirect", "Channel": "1700.1"})
+    future = protocol.send(action)
+    other = protocol.send(new_action({"Action": "Ping"}))
+    reply = f"Response: Error\r\nActionID: {action.id}\r\nMessage: Channel does not exist\r\n\r\n"
+    data = b"Response: Success\r\nActionID: nobody\r\n\r\n" + reply.encode()
+    protocol.data_received(data[:30])
+    protocol.data_received(data[30:])
+    headers = await future
+    assert isinstance(headers, Headers) and headers["message"] == "Channel does not exist"
+    assert action.id not in protocol.responses and len(protocol.responses) == 1
+    assert not other.done() and events == []

@@ -8,7 +8,7 @@ import logging
 
 import structlog
 
-from screener.log import configure_logging
+from screener.log import configure_logging, dumps
 
 
 def test_library_lines_are_json_too() -> None:
@@ -38,3 +38,18 @@ def test_panoramisk_chatter_is_quiet_below_debug() -> None:
     configure_logging("json", "info", stream=out)
     logging.getLogger("panoramisk.ami_protocol").info("message interpreted")
     assert out.getvalue() == ""
+
+
+def test_dumps_escapes_every_raw_line_end_and_control_and_nothing_else() -> None:
+    """DEL, the C1 controls, U+2028/9 and lone surrogates come out as \\uXXXX (in ASCII lines
+    and in lines with Japanese), every other character as json.dumps writes it, and the
+    line decodes to the same value."""
+    escaped = [0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000)]
+    for cp in escaped:
+        for text in (f"a{chr(cp)}b", f"山田{chr(cp)}"):
+            line = dumps({"name": text})
+            assert chr(cp) not in line and f"\\u{cp:04x}" in line
+            if not 0xD800 <= cp < 0xE000:
+                assert json.loads(line) == {"name": text}
+    for text in ("Tele Sales", "タナカ ショウジ\u3000", "tab\there", "\x1b[2J"):
+        assert dumps({"name": text}) == json.dumps({"name": text}, ensure_ascii=False)
