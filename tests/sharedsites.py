@@ -16,7 +16,7 @@ from typing import Any
 from screener.config import SharedConfig
 from screener.policy import Entry, ListKind
 from screener.shared.engine import Sync, init_central
-from screener.store import Store
+from screener.store import CallRecord, Store
 from tests.pgserver import PGServer
 
 NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -115,3 +115,20 @@ async def two_sites(server: PGServer, tmp: Path, **kwargs: Any) -> AsyncIterator
             Sync(shared_config(server, dsn, "a", **kwargs), a),
             Sync(shared_config(server, dsn, "b", **kwargs), b),
         )
+
+
+def call_record(call_id: str) -> CallRecord:
+    """One screened call's record at NOW (a challenged fixed line), for the call log tests."""
+    return CallRecord(
+        call_id=call_id,
+        received_at=NOW,
+        raw_number="0312345678",
+        raw_name="",
+        e164="+81312345678",
+        category="fixed",
+        did=None,
+        route="challenge",
+        rule="default",
+        reasons=["unknown caller"],
+        latency_ms=1.5,
+    )

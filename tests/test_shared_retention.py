@@ -10,9 +10,16 @@ import pytest
 
 from screener.shared import central
 from screener.shared.engine import Sync
-from screener.store import CallRecord
 from tests.pgserver import PGServer, bin_dir
-from tests.sharedsites import NOW, block, fresh_central, lists, shared_config, site, two_sites
+from tests.sharedsites import (
+    block,
+    call_record,
+    fresh_central,
+    lists,
+    shared_config,
+    site,
+    two_sites,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -28,22 +35,6 @@ def _age(server: PGServer, dsn: str, days: int) -> None:
         )
         conn.execute("UPDATE applied SET at = at - make_interval(days => %s)", (days,))
         conn.execute("UPDATE calls SET received_at = received_at - %s", (days * 86400,))
-
-
-def _call(call_id: str) -> CallRecord:
-    return CallRecord(
-        call_id=call_id,
-        received_at=NOW,
-        raw_number="0312345678",
-        raw_name="",
-        e164="+81312345678",
-        category="fixed",
-        did=None,
-        route="challenge",
-        rule="default",
-        reasons=["unknown caller"],
-        latency_ms=1.5,
-    )
 
 
 def _count(server: PGServer, dsn: str, sql: str) -> int:
@@ -110,10 +101,10 @@ async def test_old_call_records_and_idempotency_keys_are_pruned(
         await sync.join()
         await a.add(block("+81312345678"))
         for n in range(3):
-            await a.record_call(_call(f"c{n}"))
+            await a.record_call(call_record(f"c{n}"))
         await sync.once()
         _age(pg_shared, dsn, 100)
-        await a.record_call(_call("recent"))
+        await a.record_call(call_record("recent"))
         fresh = Sync(config, a)  # a new engine: its first round prunes
         await fresh.once()
     with pg_shared.connect(dsn.rsplit("=", 1)[1]) as conn:

@@ -26,6 +26,7 @@ from tests.sharedsites import (
     NOW,
     allow,
     block,
+    call_record,
     central_entries,
     eventually,
     fresh_central,
@@ -158,28 +159,12 @@ async def test_an_existing_local_list_is_shared_when_the_site_joins(
 
 async def test_call_records_are_shipped_with_the_site(pg_shared: PGServer, tmp_path: Path) -> None:
     """Call records reach the central calls table, once each, with their site and outcome."""
-    from screener.store import CallRecord
-
     dsn = await fresh_central(pg_shared)
     async with site(tmp_path, "a") as a:
         sync = Sync(shared_config(pg_shared, dsn, "a", call_batch=2), a)
         await sync.join()
         for n in range(5):
-            await a.record_call(
-                CallRecord(
-                    call_id=f"c{n}",
-                    received_at=NOW,
-                    raw_number="0312345678",
-                    raw_name="",
-                    e164="+81312345678",
-                    category="fixed",
-                    did=None,
-                    route="challenge",
-                    rule="default",
-                    reasons=["unknown caller"],
-                    latency_ms=1.5,
-                )
-            )
+            await a.record_call(call_record(f"c{n}"))
         assert (await sync.once()).calls == 5
         await a.set_outcome("c3", "pass", NOW)
         assert (await sync.once()).calls == 1
