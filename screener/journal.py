@@ -13,8 +13,10 @@ it committed. When nothing in the journal is left to commit, it is truncated.
 At start-up (:func:`recover`, before any call is screened) the lines that no ``c`` mark covers
 are queued again, in their order, ahead of everything else; so an outcome still lands after
 its call's record. One transaction may have committed without its ``c`` mark (a crash between
-COMMIT and the mark): the last ``b`` mark names it, and the database says whether it holds it
-(:func:`_applied`: the exact row its last write leaves), so nothing is written twice.
+COMMIT and the mark): its ``b`` mark names it, and the database says whether it holds it
+(:func:`_applied`: the exact row its last write leaves), so nothing is written twice. Every
+``b`` group that no ``c`` covers is checked so (only the last can be unsure in a journal this
+version wrote; an older one may hold more).
 
 The file is locked (``flock``) for the life of the process: a second ``screener run`` on the
 same database is refused. A torn last line (a crash inside the ``write``) is dropped with a
@@ -24,8 +26,14 @@ calls go back to waiting for their commit (:meth:`Journal.append` returns None).
 short write is cut back to the last whole line, so that no later line is glued to its fragment;
 if even that fails, the next line starts after a newline of its own and marks the failed
 append's writes committed (never replayed: the writer was told they were not journaled). Marks
-go on while the journal is off (what it already holds must still be marked), and a commit mark
-the disk refused is written with the next one.
+go on while the journal is off (what it already holds must still be marked). A commit mark the
+disk refused is written before the next ``b`` mark, in the same write, and :meth:`Journal.begin`
+says whether that went out: while it is refused no transaction begins (the writer holds its
+commits, :data:`MARK_RETRY`), so that a committed transaction is never left behind a later
+``b`` mark without its ``c`` (it would be replayed). The writes of a failed append whose
+fragment could not be cut off are marked committed the same way, before anything commits. A
+journal that turned off with nothing outstanding is emptied and turned on again at the next
+append (at most every :data:`RETRY_ON` seconds).
 
 Rules that decide inside a transaction (what an outcome teaches, what a feature code does) are
 journaled as their inputs and rebuilt with the configuration at replay (:class:`OutcomeRule`,
@@ -39,10 +47,12 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +90,8 @@ SUFFIX = ".screener-journal"
 # about 150,000 call records (420 bytes each), more than the writer carries in memory over a
 # held lock (MAX_CARRIED_WRITES).
 MAX_BYTES = 64 * 1024 * 1024
+# A journal off with nothing outstanding is tried again (emptied, turned on) this often.
+RETRY_ON = 1.0
 
 
 def journal_path(db_path: Path) -> Path:
@@ -332,16 +344,16 @@ class Contents:
     def last_seq(self) -> int:
         return max(self.writes, default=0)
 
-    def unsure(self) -> set[int]:
-        """The writes of the last transaction begun whose commit mark is missing."""
-        if not self.begun:
-            return set()
-        return self.begun[-1] - self.committed
+    def unsure(self) -> list[set[int]]:
+        """The transactions begun whose commit mark is missing (their writes no ``c`` mark
+        holds), in order; each may or may not have committed."""
+        groups = (group - self.committed for group in self.begun)
+        return [group for group in groups if group & self.writes.keys()]
 
-    def pending(self, unsure_applied: bool) -> list[tuple[int, dict[str, Any]]]:
-        """The writes no commit holds, in order (``unsure_applied``: the database holds the
-        last transaction begun)."""
-        done = self.committed | (self.unsure() if unsure_applied else set())
+    def pending(self, applied: Set[int] = frozenset()) -> list[tuple[int, dict[str, Any]]]:
+        """The writes no commit holds, in order (``applied``: writes of unsure transactions
+        the database holds)."""
+        done = self.committed | applied
         return [(seq, self.writes[seq]) for seq in sorted(self.writes) if seq not in done]
 
 
@@ -474,20 +486,23 @@ class Journal:
         self._size = size  # where the last whole line ends: the next record starts there
         self.enabled = enabled  # False: SCREENER_JOURNAL=off; nothing new is journaled
         self._off = False  # a failed append or MAX_BYTES: off until the journal is empty
+        self._off_at = 0.0  # when it turned off (time.monotonic)
         self.outstanding = 0  # journaled writes not yet committed
         self.failures = 0  # appends that failed (counted for the status line)
         # A failed or short write may have left a fragment past _size that could not be cut
-        # off: the next record then starts on a line of its own, and the writes of the failed
-        # append (whose fragment may hold whole lines) are marked never to be replayed.
+        # off: the next record then starts on a line of its own.
         self._ragged = False
-        self._void: set[int] = set()
-        # Commit marks that could not be written (a full disk): written with the next mark.
+        # Writes to be marked committed that are not yet (a commit mark the disk refused, or
+        # the writes of a failed append whose fragment may hold whole lines of them): written
+        # before the next b mark, and no transaction begins until they are.
         self._unmarked: set[int] = set()
 
     def append(self, writes: Sequence[Write]) -> list[int] | None:
         """Journal ``writes`` (one write: they are one line each); their sequence numbers, or
         None when they were not journaled (then their commit must be waited for)."""
-        if not self.enabled or self._off:
+        if not self.enabled:
+            return None
+        if self._off and not self._retry_on():
             return None
         lines: list[str] = []
         seqs: list[int] = []
@@ -508,15 +523,37 @@ class Journal:
         self._next += len(seqs)
         if not self._write(text):
             if self._ragged:
-                self._void.update(seqs)
+                # The fragment left may hold whole lines of these writes, which the writer
+                # commits as not journaled: marked committed before anything commits.
+                self._unmarked.update(seqs)
             return None
         self.outstanding += len(seqs)
         return seqs
 
-    def begin(self, seqs: Sequence[int]) -> None:
-        """A transaction holding ``seqs`` is about to be tried."""
+    def _retry_on(self) -> bool:
+        """Off with nothing outstanding (and for a while): empty the file, turn on again."""
+        if self.outstanding > 0 or time.monotonic() - self._off_at < RETRY_ON:
+            return False
+        self.reset()
+        return not self._off
+
+    def begin(self, seqs: Sequence[int]) -> bool:
+        """A transaction holding ``seqs`` is about to be tried; False if it must not be yet:
+        its mark, or a commit mark written before it, was refused (a full disk)."""
+        if not seqs and not self._unmarked:
+            return True
+        lines = []
+        if self._unmarked:
+            lines.append(json.dumps({"c": _ranges(self._unmarked)}, separators=(",", ":")))
         if seqs:
-            self._mark("b", seqs)
+            lines.append(json.dumps({"b": _ranges(seqs)}, separators=(",", ":")))
+        if self._write(("\n".join(lines) + "\n").encode()):
+            self._unmarked.clear()
+            return True
+        if self.outstanding <= 0 and not seqs:
+            self.reset()  # nothing in the file is left to replay: emptying it will do
+            return not self._unmarked
+        return False
 
     def done(self, seqs: Sequence[int]) -> None:
         """``seqs`` are committed (or given up for good, logged): never to be replayed."""
@@ -526,8 +563,15 @@ class Journal:
         if self.outstanding <= 0:
             self.reset()
             return
+        self.mark_committed(seqs)
+
+    def mark_committed(self, seqs: Iterable[int]) -> None:
+        """Write a ``c`` mark for ``seqs`` (and any refused before); kept for the next mark
+        if the disk refuses it."""
         self._unmarked.update(seqs)
-        self._mark("c", sorted(self._unmarked))
+        data = json.dumps({"c": _ranges(self._unmarked)}, separators=(",", ":")) + "\n"
+        if self._write(data.encode()):
+            self._unmarked.clear()
 
     def reset(self) -> None:
         """Nothing is left to replay: empty the file (and take writes again if it was off)."""
@@ -539,16 +583,10 @@ class Journal:
             return
         self._size = 0
         self._ragged = False
-        self._void.clear()
         self._unmarked.clear()
         if self._off:
             log.info("the journal takes writes again", journal=str(self.path))
         self._off = False
-
-    def _mark(self, key: str, seqs: Sequence[int]) -> None:
-        data = json.dumps({key: _ranges(seqs)}, separators=(",", ":")) + "\n"
-        if self._write(data.encode()) and key == "c":
-            self._unmarked.clear()
 
     def _write(self, data: bytes) -> bool:
         """Append whole lines. A failed or short write is cut back to the last whole line, so
@@ -556,11 +594,7 @@ class Journal:
         the next start: a commit mark lost, a write applied twice)."""
         ragged = self._ragged and not self._cut()
         if ragged:
-            prefix = b"\n"  # the fragment that could not be cut becomes a torn line of its own
-            if self._void:
-                void = json.dumps({"c": _ranges(self._void)}, separators=(",", ":"))
-                prefix += void.encode() + b"\n"
-            data = prefix + data
+            data = b"\n" + data  # the fragment that could not be cut is a torn line of its own
         try:
             written = os.write(self._fd, data)
         except OSError as exc:
@@ -576,7 +610,6 @@ class Journal:
             except OSError:
                 self._size += written
             self._ragged = False
-            self._void.clear()
         else:
             self._size += written
         return True
@@ -594,11 +627,11 @@ class Journal:
             log.warning("journal: could not cut off a torn line", error=str(exc))
             return False
         self._ragged = False
-        self._void.clear()
         return True
 
     def _turn_off(self, why: str) -> None:
         self.failures += 1
+        self._off_at = time.monotonic()
         if not self._off:
             self._off = True
             log.warning(
@@ -649,13 +682,13 @@ async def recover(
         with open(path, "rb") as f:  # noqa: ASYNC230 -- a local file read once at start-up
             data = f.read()
         contents = parse(data)
-        unsure = contents.unsure()
-        applied = False
-        if unsure:
-            batch = [contents.writes[n] for n in sorted(unsure) if n in contents.writes]
-            applied = await store.run(
-                "journal: check the last commit", lambda db: _applied(db, batch)
-            )
+        applied: set[int] = set()
+        for group in contents.unsure():
+            batch = [contents.writes[n] for n in sorted(group) if n in contents.writes]
+            if await store.run(
+                "journal: check a commit", functools.partial(_applied, writes=batch)
+            ):
+                applied |= group
         if contents.torn:
             log.warning(
                 "journal: torn or unreadable lines skipped (a crash while writing them)",
@@ -673,8 +706,8 @@ async def recover(
                 log.warning("journal: a line that is no write skipped", seq=seq, error=str(exc))
         journal = Journal(path, fd, contents.last_seq + 1, contents.good_bytes, enabled=enabled)
         journal.outstanding = len(pending)
-        if applied:
-            journal._mark("c", sorted(unsure))
+        if applied and pending:
+            journal.mark_committed(applied)
         if not pending:
             journal.reset()
         else:

@@ -25,6 +25,9 @@ other, so an outcome is always applied after the record of its call.
 *The journal* (:mod:`screener.journal`, optional): each write is appended to it as it is
 queued (:meth:`Writer.queue_journaled` says whether it was), each transaction is marked in it
 before and after, and what a crashed run left is queued first again (:meth:`Writer.resume`).
+When the journal refuses the mark that must come before a commit (a full disk), the batch is
+carried as over a held lock and tried again after ``MARK_RETRY`` seconds: a commit the journal
+cannot mark could be replayed after a crash.
 
 *Lock survival*: when another process holds the write lock past ``busy_timeout`` (a long
 ``list import``), the whole batch is carried, in order, ahead of the next one and retried on the
@@ -51,7 +54,7 @@ from typing import Protocol
 
 import structlog
 
-from screener.errors import StoreLockedError
+from screener.errors import StoreError, StoreLockedError
 from screener.events import DBWriteFailed, Event
 from screener.journal import Journal
 from screener.store import (
@@ -71,6 +74,9 @@ log = structlog.get_logger("screener.writer")
 
 # Writes kept in memory while the database stays locked by another process (about 1 KB each).
 MAX_CARRIED_WRITES = 100_000
+# A mark the journal refused (a full disk): the commit behind it is tried again this often.
+MARK_RETRY = 0.2
+JOURNAL_REFUSED = StoreError("the journal refused the mark before this commit (a full disk?)")
 
 Result = WriteResult
 
@@ -305,8 +311,8 @@ class Writer:
             # one now would put it before that one.
             self._leave(batch)
             return False
-        if journal is not None:
-            journal.begin(batch.journaled)
+        if journal is not None and not journal.begin(batch.journaled):
+            return await self._unmarked(batch, 0)
         try:
             results = await self.store.apply(batch.writes)
         except StoreLockedError as exc:
@@ -336,8 +342,8 @@ class Writer:
             zip(batch.writes, batch.results, batch.seqs, strict=True)
         ):
             one = [seq] if seq is not None else []
-            if journal is not None:
-                journal.begin(one)
+            if journal is not None and not journal.begin(one):
+                return await self._unmarked(batch, n)
             try:
                 (result,) = await self.store.apply([write])
             except StoreLockedError as exc:
@@ -355,7 +361,16 @@ class Writer:
                 _settle(future, result)
         return False
 
-    def _held(self, exc: StoreLockedError, batch: _Batch, start: int) -> bool:
+    async def _unmarked(self, batch: _Batch, start: int) -> bool:
+        """The journal refused the mark that must come before this commit (a full disk):
+        without it a crash could replay what commits now. Carried as over a held lock, and
+        tried again after :data:`MARK_RETRY` seconds."""
+        carried = self._held(JOURNAL_REFUSED, batch, start)
+        if carried:
+            await asyncio.sleep(MARK_RETRY)
+        return carried
+
+    def _held(self, exc: Exception, batch: _Batch, start: int) -> bool:
         """A lock held elsewhere stopped ``batch`` at its write ``start``: carry that write and
         those after it, in order, ahead of what was queued meanwhile; True if they were.
 
@@ -377,7 +392,12 @@ class Writer:
             self._give_up(rest, str(exc))
             return False
         self.counters.write_retries += 1
-        log.warning("database locked; keeping the writes for the next commit", writes=carried)
+        if exc is JOURNAL_REFUSED:
+            log.warning(
+                "journal refused a mark; keeping the writes for the next commit", writes=carried
+            )
+        else:
+            log.warning("database locked; keeping the writes for the next commit", writes=carried)
         # Ahead of whatever was queued meanwhile: the order stays the order of the calls.
         nxt = self._open_batch()
         nxt.writes[:0], nxt.results[:0], nxt.seqs[:0] = rest.writes, rest.results, rest.seqs

@@ -128,17 +128,34 @@ def test_only_writes_no_commit_holds_are_pending() -> None:
         ]
     )
     contents = jr.parse(data)
-    assert [seq for seq, _ in contents.pending(False)] == [3, 4]
-    assert contents.unsure() == set() and contents.torn == 0
+    assert [seq for seq, _ in contents.pending()] == [3, 4]
+    assert contents.unsure() == [] and contents.torn == 0
 
 
 def test_the_last_transaction_begun_without_a_commit_mark_is_unsure() -> None:
     """A crash between COMMIT and its mark: the database decides (here: it holds it)."""
     data = b"".join([_line(1, WRITES[0]), _mark("b", [1, 1]), _line(2, WRITES[4])])
     contents = jr.parse(data)
-    assert contents.unsure() == {1}
-    assert [seq for seq, _ in contents.pending(True)] == [2]
-    assert [seq for seq, _ in contents.pending(False)] == [1, 2]
+    assert contents.unsure() == [{1}]
+    assert [seq for seq, _ in contents.pending({1})] == [2]
+    assert [seq for seq, _ in contents.pending()] == [1, 2]
+
+
+def test_every_transaction_begun_without_its_commit_mark_is_unsure() -> None:
+    """Not only the last: a journal may hold an earlier b group no c mark covers (a commit
+    mark lost before a later transaction began); each is for the database to decide."""
+    data = b"".join(
+        [
+            _line(1, WRITES[0]),
+            _mark("b", [1, 1]),
+            _line(2, WRITES[4]),
+            _mark("b", [2, 2]),
+            _line(3, WRITES[7]),
+            _mark("b", [3, 3]),
+            _mark("c", [3, 3]),
+        ]
+    )
+    assert jr.parse(data).unsure() == [{1}, {2}]
 
 
 def test_a_torn_last_line_is_skipped_and_counted() -> None:
@@ -147,7 +164,7 @@ def test_a_torn_last_line_is_skipped_and_counted() -> None:
     torn = _line(2, WRITES[4])[:25]
     contents = jr.parse(whole + torn)
     assert contents.torn == 1
-    assert [seq for seq, _ in contents.pending(False)] == [1]
+    assert [seq for seq, _ in contents.pending()] == [1]
     assert contents.good_bytes == len(whole)
 
 
@@ -268,7 +285,7 @@ def test_a_short_append_is_cut_off_so_the_next_mark_reads_whole(
         contents = jr.parse(journal.path.read_bytes())
         assert contents.torn == 0
         assert contents.committed == {1}
-        assert [seq for seq, _ in contents.pending(False)] == [2]
+        assert [seq for seq, _ in contents.pending()] == [2]
     finally:
         journal.close()
 
@@ -292,7 +309,73 @@ def test_a_fragment_that_cannot_be_cut_is_a_line_of_its_own_and_never_replayed(
         contents = jr.parse(journal.path.read_bytes())
         assert contents.torn == 1  # the fragment of line 4, on its own
         assert contents.committed >= {1, 3, 4}
-        assert [seq for seq, _ in contents.pending(False)] == [2]
+        assert [seq for seq, _ in contents.pending()] == [2]
+    finally:
+        journal.close()
+
+
+def test_a_refused_commit_mark_goes_out_before_the_next_transaction_begins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit mark the disk refused is written ahead of the next b mark, in one write: a
+    crash after the next transaction began never finds the first committed but unmarked."""
+    journal = _journal(tmp_path)
+    disk = _FailingDisk(monkeypatch, journal._fd)
+    try:
+        assert journal.append([WRITES[0], WRITES[4], WRITES[7]]) == [1, 2, 3]
+        assert journal.begin([1])
+        disk.refuse = True
+        journal.done([1])  # refused
+        assert not journal.begin([2])  # nor may a transaction begin while it is
+        disk.refuse = False
+        assert journal.begin([2])  # no done([2]): a crash here
+        contents = jr.parse(journal.path.read_bytes())
+        assert contents.committed == {1}
+        assert contents.unsure() == [{2}]
+        assert [seq for seq, _ in contents.pending()] == [2, 3]
+    finally:
+        journal.close()
+
+
+def test_a_journal_off_with_nothing_outstanding_turns_on_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append the disk refused with nothing else in the journal: no commit will ever empty
+    it, so the next append (after RETRY_ON) empties it and journals again."""
+    journal = _journal(tmp_path)
+    disk = _FailingDisk(monkeypatch, journal._fd)
+    monkeypatch.setattr(jr, "RETRY_ON", 0.0)
+    try:
+        disk.refuse = True
+        assert journal.append([WRITES[0]]) is None
+        assert journal.append([WRITES[0]]) is None  # still full: tried, refused again
+        disk.refuse = False
+        assert journal.append([WRITES[4]]) == [3]
+        assert journal.failures == 2 and journal.outstanding == 1
+    finally:
+        journal.close()
+
+
+def test_a_fragment_that_cannot_be_cut_is_voided_before_anything_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writes of a short append that could not be cut back are committed as not journaled:
+    the mark that voids them goes out before their transaction begins, even one with no
+    journaled write in it, and none begins while that mark is refused."""
+    journal = _journal(tmp_path)
+    disk = _FailingDisk(monkeypatch, journal._fd)
+    try:
+        disk.no_truncate = True
+        line = json.dumps({"n": 1, "w": jr.encode(WRITES[0])}, separators=(",", ":"))
+        disk.short = len(line) + 1  # line 1 whole: a write the writer will commit itself
+        assert journal.append([WRITES[0], WRITES[4]]) is None
+        disk.refuse = True
+        assert not journal.begin([])
+        disk.refuse = False
+        assert journal.begin([])
+        contents = jr.parse(journal.path.read_bytes())
+        assert contents.committed >= {1, 2}
+        assert contents.pending() == []
     finally:
         journal.close()
 
@@ -314,7 +397,7 @@ def test_a_commit_mark_the_disk_refused_goes_out_with_the_next(
         journal.done([2])
         contents = jr.parse(journal.path.read_bytes())
         assert contents.committed == {1, 2} and contents.torn == 0
-        assert [seq for seq, _ in contents.pending(False)] == [3]
+        assert [seq for seq, _ in contents.pending()] == [3]
     finally:
         journal.close()
 
@@ -387,6 +470,20 @@ async def test_a_fallback_appended_to_a_logged_call_is_recognised(db: Path) -> N
     call = RecordCall(record("9.4"))
     fell = RecordFallback(record("9.4", fallback=True, reasons=("dialplan fallback", "no answer")))
     assert await _replayed(db, [[call], [fell]], [fell]) == []
+
+
+async def test_an_earlier_unsure_transaction_is_checked_too(db: Path) -> None:
+    """Two transactions begun without their commit marks (a journal of an older release): the
+    first committed and is skipped, the second did not and is replayed."""
+    first = RecordCall(record("9.5"))
+    second = RecordCall(record("9.6"))
+    async with Store.open(db) as store:
+        await store.apply([first])
+        data = _compact(1, first) + _mark("b", [1, 1]) + _compact(2, second) + _mark("b", [2, 2])
+        jr.journal_path(db).write_bytes(data)
+        recovered = await jr.recover(db, store, POLICY)
+        recovered.journal.close()
+    assert [seq for seq, _ in recovered.pending] == [2]
 
 
 # Written by the journal of the previous release (f40bd3f): two writes committed, then an

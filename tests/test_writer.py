@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from screener import journal as jr
+from screener import writer as writer_module
 from screener.errors import StoreError, StoreLockedError
 from screener.events import Event
 from screener.journal import Journal
@@ -88,7 +91,7 @@ async def _settle() -> None:
 
 def _pending(journal: Journal) -> list[str]:
     contents = jr.parse(journal.path.read_bytes())
-    return [item["r"]["call_id"] for _, item in contents.pending(False)]
+    return [item["r"]["call_id"] for _, item in contents.pending()]
 
 
 async def test_writes_given_up_past_the_cap_leave_the_journal(tmp_path: Path) -> None:
@@ -163,4 +166,34 @@ async def test_at_shutdown_nothing_commits_after_a_write_left_in_the_journal(
         assert _pending(rig.journal) == ["a", "b"]
         assert rig.counters.record_errors == 0  # nothing lost: the next start commits them
     finally:
+        rig.journal.close()
+
+
+async def test_no_commit_begins_while_the_journal_refuses_its_mark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk refuses the b mark: the batch is not committed (a crash could replay it),
+    but carried and tried again once the journal takes the mark; nothing is lost."""
+    monkeypatch.setattr(writer_module, "MARK_RETRY", 0.01)
+    rig = _rig(tmp_path)
+    refused = {"on": True}
+    begin = rig.journal.begin
+    monkeypatch.setattr(rig.journal, "begin", lambda seqs: not refused["on"] and begin(seqs))
+    task = asyncio.create_task(rig.writer.run())
+    try:
+        await _settle()
+        rig.writer.queue(_call("a"))
+        await asyncio.sleep(0.05)
+        assert rig.store.asked == 0 and rig.counters.write_retries >= 1
+        rig.writer.queue(_call("b"))
+        refused["on"] = False
+        await asyncio.sleep(0.05)
+        await rig.store.turn("ok")
+        await rig.writer.flushed()
+        assert rig.store.committed == [["a", "b"]]
+        assert rig.counters.record_errors == 0
+        assert rig.journal.path.stat().st_size == 0
+    finally:
+        rig.writer.close()
+        await task
         rig.journal.close()
