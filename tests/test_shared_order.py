@@ -232,3 +232,25 @@ async def test_an_entry_added_while_a_snapshot_is_built_keeps_the_swap_whole(
             "+81311110002": (ListKind.ALLOW, "made meanwhile"),
         }
         assert (await b.run("s", local.state)).last_seq == 7
+
+
+async def test_no_id_names_another_number_after_a_swap(tmp_path: Path) -> None:
+    """Ids handed out while a snapshot was built (entries made here meanwhile) are never held
+    by another number after the swap: a list hit queued for such an id cannot land on another
+    entry."""
+    async with site(tmp_path, "b") as b:
+        await b.run_in_transaction("join", lambda db: local.join(db, "b"))
+        await b.add(block("+81311110000"))  # id 1: the list the build begins from
+        table = await b.run("begin", local.snapshot_begin)
+        rows = [("block", f"+8131111{n:04d}", 0, "", "manual", 0.0, None, "") for n in range(0, 6)]
+        await b.run_in_transaction("stage", lambda db: local.snapshot_stage(db, table, rows))
+        for number in ("+81322220001", "+81322220002", "+81322220003"):
+            await b.add(allow(number))  # ids 2, 3, 4, which snapshot rows hold too
+        before = {e.id: e.number for e in await b.entries()}
+        await b.run_in_transaction("swap", lambda db: local.snapshot_apply(db, table, 9))
+        after = {e.id: e.number for e in await b.entries()}
+        assert len(after) == 6 + 3
+        for entry_id, number in after.items():
+            assert entry_id > 4 or before.get(entry_id) == number, (entry_id, number)
+        new, _ = await b.add(block("+81333330000"))
+        assert new.id is not None and new.id > max(after)

@@ -184,6 +184,12 @@ _PLACEHOLDER = "\x00sync-placeholder"
 _BUILDING: set[str] = set()
 
 
+def _ids_used(db: sqlite3.Connection) -> int:
+    """The highest id in entries, 0 if none."""
+    (top,) = db.execute("SELECT coalesce(max(id), 0) FROM entries").fetchone()
+    return int(top)
+
+
 def snapshot_table(name: str) -> str:
     """``name`` if it is a snapshot table's name (it goes into SQL), else ValueError."""
     if not _SNAPSHOT_NAME.fullmatch(name):
@@ -241,8 +247,8 @@ def snapshot_begin(db: sqlite3.Connection) -> str:
     ).fetchone()
     db.execute(_CREATE_ENTRIES.sub(f"CREATE TABLE {table} (", sql, count=1))
     _BUILDING.add(table)
-    top = db.execute("SELECT max(id) FROM entries").fetchone()[0]
-    if top is not None:
+    top = _ids_used(db)
+    if top:
         db.execute(
             f"INSERT INTO {table} (id, kind, number, prefix, source, created_at)"  # noqa: S608  # a checked name
             " VALUES (?, 'block', ?, 0, 'sync', 0)",
@@ -299,6 +305,16 @@ def snapshot_apply(
         (_PLACEHOLDER,),
     ).fetchall()
     top = int(reserved[0][0]) if reserved else 0
+    # Ids handed out since the build began (an entry made here meanwhile, or another process's
+    # snapshot swapped in) may be held by snapshot rows too: a hit queued for such an id would
+    # land on another number. Those rows (at most that many) move above every id in use.
+    used = _ids_used(db)
+    if used > top:
+        (high,) = db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()  # noqa: S608  # checked
+        db.execute(
+            f"UPDATE {table} SET id = id + ? WHERE id > ? AND id <= ?",  # noqa: S608  # checked
+            (max(int(high), used) - top, top, used),
+        )
     before = int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
     if before:
         db.execute(
