@@ -1,8 +1,9 @@
 """Part 7: peak memory and speed of ``screener list import`` / ``list export`` at 1 M and 10 M rows.
 
 Each command runs as its own process (``python -m screener``, no ``SCREENER_*`` environment);
-its peak RSS is the kernel's ``ru_maxrss`` for that one child (``os.wait4``), its CPU time the
-child's user + system time. Rows per second are given both per wall-clock second and per CPU
+its peak RSS is the kernel's ``ru_maxrss`` for that one child (``os.wait4``, in the small
+process of ``bench/rusage.py``, so that the benchmark's own peak is not counted in), its CPU time
+the child's user + system time. Rows per second are given both per wall-clock second and per CPU
 second: on a shared machine the wall figure moves with the load (the load average is recorded
 before and after), the CPU figure much less.
 
@@ -18,12 +19,13 @@ comparison made in one run, under the same load, says what a change did.
 from __future__ import annotations
 
 import io
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tarfile
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +52,23 @@ def measure(argv: list[str], code: Path | None = None) -> dict[str, float]:
     if code is not None:
         env["PYTHONPATH"] = str(code)
         cwd = code
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    # wait4 gives this child's own rusage (RUSAGE_CHILDREN would be the max over all children).
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    error = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {error[-2000:]}")
-    return {
-        "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kilobytes
-    }
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "rusage.json"
+        # Through bench.rusage: a child of this (by now large) process would report this
+        # process's peak RSS as its own (see bench/rusage.py).
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "rusage.py"), str(report), "--", *argv],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        if done.returncode != 0:
+            error = done.stderr.decode(errors="replace")
+            raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {error[-2000:]}")
+        figures: dict[str, float] = json.loads(report.read_text(encoding="utf-8"))
+    return figures
 
 
 def _rates(figures: dict[str, float], rows: int) -> dict[str, float]:
