@@ -10,6 +10,9 @@ its ``ScreenRouted`` event and the dialplan steps, and reads the screener's own 
 
 - before-restart: allow-list a customer; a toll-free caller is challenged (``[route-challenge]``
   reads the digits), the customer rings staff (``[route-staff]`` dials the staff phones).
+- before-restart, the shared list (docker/compose.shared.yml): the allow entry made at this
+  site reaches the bundled PostgreSQL's central list, and ``screener sync status`` shows the
+  site joined with nothing waiting in its outbox and no error.
 - after-restart: the allow entry is still in the database on the volume, and the customer's
   next call rings staff again: the restarted screener reads the same list.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,6 +68,50 @@ def call_log(compose: list[str], call_ids: list[str], within: float = 15) -> dic
         time.sleep(0.5)
 
 
+def central_kind(compose: list[str], e164: str) -> str:
+    """The kind of ``e164``'s entry in the shared list's central table ('' if none), read with
+    psql in the postgres container (the password from its secret file, never a flag)."""
+    if not re.fullmatch(r"\+[0-9]{6,15}", e164):
+        raise ValueError(f"not an E.164 number: {e164!r}")
+    sql = f"SELECT kind FROM entries WHERE number = '{e164}' AND NOT prefix AND NOT deleted"  # noqa: S608 (digits only, checked above)
+    done = subprocess.run(  # noqa: S603 (the compose command line scripts/compose-test built)
+        [
+            *compose,
+            "exec",
+            "-T",
+            "postgres",
+            "sh",
+            "-c",
+            'PGPASSWORD="$(cat /run/secrets/shared_password)" psql -h 127.0.0.1'
+            ' -p "${SCREENER_PG_PORT:-55432}" -U screener -d screener -tAc "$0"',
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise CheckFailed(f"psql in the postgres container: exit {done.returncode}: {done.stderr}")
+    return done.stdout.strip()
+
+
+def shared(compose: list[str], e164: str, within: float = 15) -> None:
+    """This site's allow entry is in the central list, and the site's sync is caught up."""
+    deadline = time.monotonic() + within
+    while True:
+        kind = central_kind(compose, e164)
+        status = json.loads(screener_cli(compose, "sync", "status", "--json"))
+        if kind == "allow" and status["joined"] and status["outbox"] == 0:
+            break
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"the allow entry did not reach PostgreSQL ({kind!r}): {status}")
+        time.sleep(0.5)
+    if status["site"] != "compose-test" or status["last_error"] is not None:
+        raise CheckFailed(f"sync status: {status}")
+    print(f"compose-check: the allow entry reached the shared list (site {status['site']!r})")
+
+
 async def routed_to(probe: Probe, call: Call, route: str, context: str, app: str) -> None:
     """The screener (not the fallback) sent the call to ``route``, whose dialplan ran ``app``."""
     got = await probe.routed(call, within=15)
@@ -90,6 +138,7 @@ async def calls(compose: list[str], phase: str) -> None:
     )
     if phase == "before-restart":
         screener_cli(compose, "list", "add", CUSTOMER, "--allow", "--label", "Customer")
+        await asyncio.to_thread(shared, compose, "+81312345678")
     else:
         entries = json.loads(screener_cli(compose, "list", "show", "--json"))
         if not any(e.get("number") == "+81312345678" and e.get("kind") == "allow" for e in entries):
