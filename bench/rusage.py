@@ -29,6 +29,8 @@ def main(argv: list[str]) -> int:
     if pid == 0:  # pragma: no cover (the child execs at once)
         try:
             os.execvp(command[0], command)  # noqa: S606 (the benchmark's own command line)
+        except OSError as exc:
+            os.write(2, f"bench/rusage.py: cannot run {command[0]}: {exc.strerror}\n".encode())
         finally:
             os._exit(127)
     _, status, usage = os.wait4(pid, 0)

@@ -342,7 +342,11 @@ class Contents:
 
     @property
     def last_seq(self) -> int:
-        return max(self.writes, default=0)
+        """The highest sequence number the file names, in a write or in a mark: a mark may
+        name writes whose lines are torn (a failed append), and its numbers must never be
+        handed out again (the mark would cover the new writes)."""
+        marked = (max(group, default=0) for group in (self.committed, *self.begun))
+        return max(max(self.writes, default=0), *marked)
 
     def unsure(self) -> list[set[int]]:
         """The transactions begun whose commit mark is missing (their writes no ``c`` mark
@@ -560,10 +564,9 @@ class Journal:
         if not seqs:
             return
         self.outstanding -= len(seqs)
-        if self.outstanding <= 0:
-            self.reset()
+        if self.outstanding <= 0 and self.reset():
             return
-        self.mark_committed(seqs)
+        self.mark_committed(seqs)  # or the file could not be emptied: these must be marked
 
     def mark_committed(self, seqs: Iterable[int]) -> None:
         """Write a ``c`` mark for ``seqs`` (and any refused before); kept for the next mark
@@ -573,20 +576,22 @@ class Journal:
         if self._write(data.encode()):
             self._unmarked.clear()
 
-    def reset(self) -> None:
-        """Nothing is left to replay: empty the file (and take writes again if it was off)."""
+    def reset(self) -> bool:
+        """Nothing is left to replay: empty the file (and take writes again if it was off);
+        False if it could not be emptied."""
         self.outstanding = 0
         try:
             os.ftruncate(self._fd, 0)
         except OSError as exc:
             self._turn_off(f"could not empty the journal: {exc}")
-            return
+            return False
         self._size = 0
         self._ragged = False
         self._unmarked.clear()
         if self._off:
             log.info("the journal takes writes again", journal=str(self.path))
         self._off = False
+        return True
 
     def _write(self, data: bytes) -> bool:
         """Append whole lines. A failed or short write is cut back to the last whole line, so
@@ -708,8 +713,8 @@ async def recover(
         journal.outstanding = len(pending)
         if applied and pending:
             journal.mark_committed(applied)
-        if not pending:
-            journal.reset()
+        if not pending and not journal.reset() and applied:
+            journal.mark_committed(applied)  # the file could not be emptied: mark them
         else:
             log.warning(
                 "journal: replaying writes a previous run left uncommitted",

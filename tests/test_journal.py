@@ -513,3 +513,28 @@ async def test_a_journal_left_by_the_previous_release_replays(db: Path) -> None:
             assert recovered.journal.append([WRITES[0]]) == [4]
         finally:
             recovered.journal.close()
+
+
+def test_sequence_numbers_a_mark_names_are_never_handed_out_again() -> None:
+    """A failed append whose lines are torn away can still be named by a c mark that made it
+    to disk: the next start numbers its writes past it, or that mark would cover them."""
+    data = _line(1, WRITES[0]) + _mark("c", [2, 3])
+    assert jr.parse(data).last_seq == 3
+
+
+def test_a_commit_is_marked_when_the_journal_cannot_be_emptied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last outstanding writes committed, but the file could not be emptied: they get
+    their c mark instead, so the next start does not replay them."""
+    journal = _journal(tmp_path)
+    disk = _FailingDisk(monkeypatch, journal._fd)
+    try:
+        assert journal.append([WRITES[0]]) == [1]
+        assert journal.begin([1])
+        disk.no_truncate = True
+        journal.done([1])
+        contents = jr.parse(journal.path.read_bytes())
+        assert contents.committed == {1} and contents.pending() == []
+    finally:
+        journal.close()
