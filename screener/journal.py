@@ -323,6 +323,11 @@ def _ranges(seqs: Iterable[int]) -> list[list[int]]:
     return out
 
 
+def _mark_line(key: str, seqs: Iterable[int]) -> bytes:
+    """One mark line: ``{"b": ranges}`` or ``{"c": ranges}``."""
+    return (json.dumps({key: _ranges(seqs)}, separators=(",", ":")) + "\n").encode()
+
+
 def _unranges(ranges: Any) -> set[int]:
     return {n for first, last in ranges for n in range(int(first), int(last) + 1)}
 
@@ -538,25 +543,21 @@ class Journal:
         """Off with nothing outstanding (and for a while): empty the file, turn on again."""
         if self.outstanding > 0 or time.monotonic() - self._off_at < RETRY_ON:
             return False
-        self.reset()
-        return not self._off
+        return self.reset()
 
     def begin(self, seqs: Sequence[int]) -> bool:
         """A transaction holding ``seqs`` is about to be tried; False if it must not be yet:
         its mark, or a commit mark written before it, was refused (a full disk)."""
         if not seqs and not self._unmarked:
             return True
-        lines = []
-        if self._unmarked:
-            lines.append(json.dumps({"c": _ranges(self._unmarked)}, separators=(",", ":")))
-        if seqs:
-            lines.append(json.dumps({"b": _ranges(seqs)}, separators=(",", ":")))
-        if self._write(("\n".join(lines) + "\n").encode()):
+        data = (_mark_line("c", self._unmarked) if self._unmarked else b"") + (
+            _mark_line("b", seqs) if seqs else b""
+        )
+        if self._write(data):
             self._unmarked.clear()
             return True
         if self.outstanding <= 0 and not seqs:
-            self.reset()  # nothing in the file is left to replay: emptying it will do
-            return not self._unmarked
+            return self.reset()  # nothing in the file is left to replay: emptying it will do
         return False
 
     def done(self, seqs: Sequence[int]) -> None:
@@ -572,8 +573,7 @@ class Journal:
         """Write a ``c`` mark for ``seqs`` (and any refused before); kept for the next mark
         if the disk refuses it."""
         self._unmarked.update(seqs)
-        data = json.dumps({"c": _ranges(self._unmarked)}, separators=(",", ":")) + "\n"
-        if self._write(data.encode()):
+        if self._write(_mark_line("c", self._unmarked)):
             self._unmarked.clear()
 
     def reset(self) -> bool:
@@ -711,11 +711,12 @@ async def recover(
                 log.warning("journal: a line that is no write skipped", seq=seq, error=str(exc))
         journal = Journal(path, fd, contents.last_seq + 1, contents.good_bytes, enabled=enabled)
         journal.outstanding = len(pending)
-        if applied and pending:
-            journal.mark_committed(applied)
-        if not pending and not journal.reset() and applied:
-            journal.mark_committed(applied)  # the file could not be emptied: mark them
+        if not pending:
+            if not journal.reset() and applied:
+                journal.mark_committed(applied)  # the file could not be emptied: mark them
         else:
+            if applied:
+                journal.mark_committed(applied)
             log.warning(
                 "journal: replaying writes a previous run left uncommitted",
                 journal=str(path),

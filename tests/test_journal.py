@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from screener import journal as jr
 from screener.errors import StoreError
@@ -538,3 +539,13 @@ def test_a_commit_is_marked_when_the_journal_cannot_be_emptied(
         assert contents.committed == {1} and contents.pending() == []
     finally:
         journal.close()
+
+
+async def test_an_empty_journal_at_start_up_replays_nothing_and_says_nothing(db: Path) -> None:
+    """A clean previous stop left nothing to replay: no replay warning is logged."""
+    async with Store.open(db) as store:
+        with structlog.testing.capture_logs() as logs:
+            recovered = await jr.recover(db, store, POLICY)
+        recovered.journal.close()
+    assert recovered.pending == []
+    assert not [e for e in logs if "replaying" in e["event"]], logs
