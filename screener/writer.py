@@ -365,12 +365,14 @@ class Writer:
         """The journal refused the mark that must come before this commit (a full disk):
         without it a crash could replay what commits now. Carried as over a held lock, and
         tried again after :data:`MARK_RETRY` seconds."""
-        carried = self._held(JOURNAL_REFUSED, batch, start)
+        carried = self._held(JOURNAL_REFUSED, batch, start, "journal refused a mark")
         if carried:
             await asyncio.sleep(MARK_RETRY)
         return carried
 
-    def _held(self, exc: Exception, batch: _Batch, start: int) -> bool:
+    def _held(
+        self, exc: Exception, batch: _Batch, start: int, why: str = "database locked"
+    ) -> bool:
         """A lock held elsewhere stopped ``batch`` at its write ``start``: carry that write and
         those after it, in order, ahead of what was queued meanwhile; True if they were.
 
@@ -392,12 +394,7 @@ class Writer:
             self._give_up(rest, str(exc))
             return False
         self.counters.write_retries += 1
-        if exc is JOURNAL_REFUSED:
-            log.warning(
-                "journal refused a mark; keeping the writes for the next commit", writes=carried
-            )
-        else:
-            log.warning("database locked; keeping the writes for the next commit", writes=carried)
+        log.warning(f"{why}; keeping the writes for the next commit", writes=carried)
         # Ahead of whatever was queued meanwhile: the order stays the order of the calls.
         nxt = self._open_batch()
         nxt.writes[:0], nxt.results[:0], nxt.seqs[:0] = rest.writes, rest.results, rest.seqs
