@@ -41,18 +41,24 @@ class CheckFailed(Exception):
     """One check that did not hold."""
 
 
-def screener_cli(compose: list[str], *args: str) -> str:
-    """Run a screener admin command in the screener's container; its stdout."""
+def compose_exec(compose: list[str], service: str, what: str, *argv: str, timeout: float) -> str:
+    """Run ``argv`` in ``service``'s container; its stdout (``what`` names it in a failure)."""
     done = subprocess.run(  # noqa: S603 (the compose command line scripts/compose-test built)
-        [*compose, "exec", "-T", "screener", "screener", *args],
+        [*compose, "exec", "-T", service, *argv],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
     if done.returncode != 0:
-        raise CheckFailed(f"screener {' '.join(args)}: exit {done.returncode}: {done.stderr}")
+        raise CheckFailed(f"{what}: exit {done.returncode}: {done.stderr}")
     return done.stdout
+
+
+def screener_cli(compose: list[str], *args: str) -> str:
+    """Run a screener admin command in the screener's container; its stdout."""
+    what = f"screener {' '.join(args)}"
+    return compose_exec(compose, "screener", what, "screener", *args, timeout=60)
 
 
 def call_log(compose: list[str], call_ids: list[str], within: float = 15) -> dict[str, Any]:
@@ -74,26 +80,12 @@ def central_kind(compose: list[str], e164: str) -> str:
     if not re.fullmatch(r"\+[0-9]{6,15}", e164):
         raise ValueError(f"not an E.164 number: {e164!r}")
     sql = f"SELECT kind FROM entries WHERE number = '{e164}' AND NOT prefix AND NOT deleted"  # noqa: S608 (digits only, checked above)
-    done = subprocess.run(  # noqa: S603 (the compose command line scripts/compose-test built)
-        [
-            *compose,
-            "exec",
-            "-T",
-            "postgres",
-            "sh",
-            "-c",
-            'PGPASSWORD="$(cat /run/secrets/shared_password)" psql -h 127.0.0.1'
-            ' -p "${SCREENER_PG_PORT:-55432}" -U screener -d screener -tAc "$0"',
-            sql,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    psql = (
+        'PGPASSWORD="$(cat /run/secrets/shared_password)" psql -h 127.0.0.1'
+        ' -p "${SCREENER_PG_PORT:-55432}" -U screener -d screener -tAc "$0"'
     )
-    if done.returncode != 0:
-        raise CheckFailed(f"psql in the postgres container: exit {done.returncode}: {done.stderr}")
-    return done.stdout.strip()
+    what = "psql in the postgres container"
+    return compose_exec(compose, "postgres", what, "sh", "-c", psql, sql, timeout=30).strip()
 
 
 def shared(compose: list[str], e164: str, within: float = 15) -> None:
