@@ -82,7 +82,7 @@ def central_kind(compose: list[str], e164: str) -> str:
     sql = f"SELECT kind FROM entries WHERE number = '{e164}' AND NOT prefix AND NOT deleted"  # noqa: S608 (digits only, checked above)
     psql = (
         'PGPASSWORD="$(cat /run/secrets/shared_password)" psql -h 127.0.0.1'
-        ' -p "${SCREENER_PG_PORT:-55432}" -U screener -d screener -tAc "$0"'
+        ' -p "${SCREENER_PG_PORT:-25432}" -U screener -d screener -tAc "$0"'
     )
     what = "psql in the postgres container"
     return compose_exec(compose, "postgres", what, "sh", "-c", psql, sql, timeout=30).strip()

@@ -12,5 +12,5 @@ COPY docker/postgres-entrypoint.sh /usr/local/bin/screener-postgres
 VOLUME ["/var/lib/screener-pg"]
 USER postgres
 HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=5 \
-  CMD ["sh", "-c", "pg_isready -q -h 127.0.0.1 -p \"${SCREENER_PG_PORT:-55432}\""]
+  CMD ["sh", "-c", "pg_isready -q -h 127.0.0.1 -p \"${SCREENER_PG_PORT:-25432}\""]
 CMD ["/usr/local/bin/screener-postgres"]
