@@ -210,7 +210,9 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
         n = f"{d['entries']:,} entries"
         s, f = d["screen_async"], d["floor_sqlite3_point"]
         verdict["decision_p99"] = s["p99_ms"] <= TARGETS["decision_p99_ms"]
-        verdict["decision_vs_floor"] = d["ratio_p99"] <= TARGETS["decision_vs_floor"]
+        # The issue sets both: p50 and p99 within 3x of the floor (p99 alone read "yes" at 3.8x).
+        bound = TARGETS["decision_vs_floor"]
+        verdict["decision_vs_floor"] = d["ratio_p50"] <= bound and d["ratio_p99"] <= bound
         t.add_row(
             "1 decision",
             f"screen(), loop lookups p50 / p99 ({n})",
