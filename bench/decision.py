@@ -176,8 +176,9 @@ async def _one_at_a_time(
 ) -> None:
     """``screen()`` and the floor's point lookup as a call meets them at tens of calls a second:
     each after IDLE_S of the event loop idle (a call every 2 ms is 500 calls/s; the SIP part's
-    rates leave longer gaps), the two alternating caller by caller, neither warmed by the one
-    before it. The turns above time a stream of back-to-back decisions, whose code and pages stay
+    rates leave longer gaps), each caller's two taking turns at going first (the second finds the
+    caller's pages where the first left them, 2 ms before: on its own connection, in the OS's
+    cache). The turns above time a stream of back-to-back decisions, whose code and pages stay
     in the CPU's caches; here each finds them as the idle time (and whatever the machine ran
     meanwhile) left them."""
     _clear()
