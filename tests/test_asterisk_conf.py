@@ -20,6 +20,7 @@ CARRIER = REPO / "scripts" / "sandbox-carrier"
 ROUTES = ("staff", "challenge", "voicemail", "reject")
 CONTRACT_CONTEXTS = (
     "from-trunk",
+    "screen-hold",
     "screen-staff",
     "screen-voicemail",
     "screen-reject",
@@ -257,47 +258,93 @@ def test_every_goto_target_context_exists() -> None:
     assert {f"route-{r}" for r in ROUTES} <= set(plan)
 
 
+def extensions(context: str) -> dict[str, list[str]]:
+    """The context's extensions, each with its lines in priority order (``exten,1,...`` first,
+    then its ``n,...`` / ``n(label),...`` lines)."""
+    out: dict[str, list[str]] = {}
+    current = ""
+    for line in dialplan()[context]:
+        name = line.split(",", 1)[0]
+        if name != "n" and not name.startswith("n("):
+            current = name
+        out.setdefault(current, []).append(line)
+    return out
+
+
 def test_contract_extensions() -> None:
-    """from-trunk answers `_X.` and `s`; decisions land on `s`; challenge on `_X.`."""
-    plan = dialplan()
-
-    def extens(ctx: str) -> set[str]:
-        return {line.split(",", 1)[0] for line in plan[ctx] if not line.startswith("n,")}
-
-    assert {"_X.", "s"} <= extens("from-trunk")
+    """from-trunk answers `_X.`, `_+X.` and `s` and holds each in screen-hold under the same
+    extension; decisions land on `s`; challenge on `_X.`."""
+    for context in ("from-trunk", "screen-hold"):
+        assert set(extensions(context)) == {"_X.", "_+X.", "s"}, context
     for route in ("staff", "voicemail", "reject"):
-        assert "s" in extens(f"screen-{route}")
-    assert "_X." in extens("screen-challenge")
-    assert "s" in extens("screen-fallback")
+        assert "s" in extensions(f"screen-{route}")
+    assert "_X." in extensions("screen-challenge")
+    assert "s" in extensions("screen-fallback")
+
+
+REQUEST = (
+    "ScreenRequest,Version: 1,Tainted: ${FILTER(a-z,${SCREEN_TAINTED})}"
+    ",Hold: ${FILTER(0-9.,${SCREEN_HOLD_SECONDS})}"
+)
 
 
 def test_request_holds_then_falls_back() -> None:
-    """from-trunk holds, sanitizes the number, asks, rings, waits the hold, then falls back."""
-    for ext in ("_X.", "_+X.", "s"):
-        lines = list(dialplan()["from-trunk"])
-        start = next(i for i, line in enumerate(lines) if line.startswith(f"{ext},1,"))
-        apps = [app_calls(line)[0] for line in lines[start : start + 6]]
-        assert apps == [
+    """from-trunk holds, sanitizes the number, rings, then screen-hold asks, waits the hold,
+    and falls back."""
+    for ext, lines in extensions("from-trunk").items():
+        assert [app_calls(line)[0] for line in lines] == [
             ("Set", "SCREEN_STATE=holding"),
             ("Gosub", "screen-sanitize,s,1"),
-            (
-                "UserEvent",
-                "ScreenRequest,Version: 1,Tainted: ${FILTER(a-z,${SCREEN_TAINTED})}"
-                ",Hold: ${FILTER(0-9.,${SCREEN_HOLD_SECONDS})}",
-            ),
             ("Ringing", ""),
+            ("Goto", "screen-hold,${EXTEN},1"),
+        ], ext
+    for ext, lines in extensions("screen-hold").items():
+        assert [app_calls(line)[0] for line in lines] == [
+            ("UserEvent", REQUEST),
             ("Wait", "${SCREEN_HOLD_SECONDS}"),
             ("Goto", "screen-fallback,s,1"),
+        ], ext
+
+
+# Where the screener's Redirects go (screener/dialplan.py, screener/staffphones.py), and the
+# extensions that raise the event each answers: a Redirect comes after its event, while the
+# channel runs what follows it there.
+REDIRECT_TARGETS = {
+    **{f"screen-{route}": ("screen-hold", "UserEvent(ScreenRequest,") for route in ROUTES},
+    "staff-feature-result": ("staff-feature", "UserEvent(StaffFeature,"),
+}
+
+
+def test_a_redirect_lands_on_a_priority_that_leads_to_its_check() -> None:
+    """Asterisk can apply a Redirect while the channel steps from one priority to the next,
+    and the channel then runs the target at the priority it was about to run, or one past it,
+    instead of 1 (docs/architecture.md, "Where a Redirect lands"). Every extension a Redirect
+    targets has each priority the held channel can be at, and every one of them but the first
+    only goes back to the first, the check."""
+    for target, (held, event) in REDIRECT_TARGETS.items():
+        holds = [
+            lines
+            for lines in extensions(held).values()
+            if any(line.split(",", 2)[2].startswith(event) for line in lines[:1])
         ]
+        assert holds, f"{held}: no extension that starts with {event}"
+        reach = max(len(lines) for lines in holds)  # the last step, or one past the event's
+        for ext, lines in extensions(target).items():
+            assert len(lines) > reach, (target, ext)
+            check = app_calls(lines[0])
+            assert check[0][0] == "GotoIf" and check[0][1].endswith(":go"), (target, ext, check)
+            for line in lines[1:reach]:
+                assert app_calls(line) == [("Goto", "1")], (target, ext, line)
+            assert lines[reach].startswith("n(go),"), (target, ext, lines[reach])
 
 
 def test_decision_gates_check_state_first() -> None:
     """Each screen-<route> gate first sends a non-holding call to screen-late."""
     for route in ROUTES:
-        first = dialplan()[f"screen-{route}"][0]
-        assert app_calls(first) == [
-            ("GotoIf", '$["${SCREEN_STATE}" != "holding"]?screen-late,s,1')
-        ], first
+        for ext, lines in extensions(f"screen-{route}").items():
+            assert app_calls(lines[0]) == [
+                ("GotoIf", '$["${SCREEN_STATE}" != "holding"]?screen-late,s,1:go')
+            ], (route, ext)
 
 
 def test_route_bodies_report_screenrouted_first() -> None:

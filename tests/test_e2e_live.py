@@ -72,12 +72,50 @@ async def test_fallback_rings_staff_when_the_screener_is_down(
     assert await probe.routed(call) == ("staff", True)
 
 
-async def test_late_redirect_does_no_harm(probe: Probe, sandbox: SandboxInfo) -> None:
-    """A Redirect arriving after the fallback began is refused by the dialplan's gate."""
+def ran(probe: Probe, call_id: str, context: str) -> list[str]:
+    """The priorities and applications the call ran in ``context``, in order."""
+    return [
+        f"{e.get('Priority')} {e.get('Application')}"
+        for e in probe.pbx.matching(
+            lambda e: e.name.lower() == "newexten" and e.get("Uniqueid") == call_id
+        )
+        if e.get("Context") == context
+    ]
+
+
+# Asterisk can apply a Redirect while the held channel steps from one priority to the next; the
+# channel then starts the target at the priority it was about to run, or one past it (2 or 3 in
+# the shipped dialplan), instead of 1 (docs/architecture.md, "Where a Redirect lands"). The
+# tests below send such a landing on purpose.
+LANDINGS = [1, 2, 3]
+
+
+@pytest.mark.parametrize("priority", LANDINGS)
+async def test_a_redirect_landing_past_priority_1_takes_the_decision_through_the_check(
+    probe: Probe, sandbox: SandboxInfo, priority: int
+) -> None:
+    """A decision's Redirect that lands on priority 2 or 3 of its gate still routes the call,
+    and the gate's state check runs first."""
+    call = await probe.call_local("0120121852")
+    await probe.pbx.wait_for(user_event("ScreenRequest", call.call_id), 10)
+    async with AMIClient(sandbox.screener) as decision:
+        await decision.redirect(call.call_id, "screen-voicemail", "s", priority)
+    assert await probe.routed(call, within=5) == ("voicemail", False)
+    steps = ran(probe, call.call_id, "screen-voicemail")
+    assert steps[steps.index("1 GotoIf") + 1] == "4 Set", steps  # checked, then routed
+    assert probe.pbx.matching(user_event("ScreenFallback", call.call_id)) == []
+
+
+@pytest.mark.parametrize("priority", LANDINGS)
+async def test_late_redirect_does_no_harm(
+    probe: Probe, sandbox: SandboxInfo, priority: int
+) -> None:
+    """A Redirect arriving after the fallback began is refused by the dialplan's gate, on
+    whichever of its priorities it lands."""
     call = await probe.call_local("0120121852")
     await probe.pbx.wait_for(user_event("ScreenFallback", call.call_id), 10)
     async with AMIClient(sandbox.screener) as late:
-        await late.redirect(call.call_id, "screen-voicemail", "s")
+        await late.redirect(call.call_id, "screen-voicemail", "s", priority)
     await probe.pbx.wait_for(user_event("ScreenLate", call.call_id), 5)
     await asyncio.sleep(0.5)
     routed = probe.pbx.matching(user_event("ScreenRouted", call.call_id))
