@@ -273,9 +273,10 @@ def extensions(context: str) -> dict[str, list[str]]:
 
 def test_contract_extensions() -> None:
     """from-trunk answers `_X.`, `_+X.` and `s` and holds each in screen-hold under the same
-    extension; decisions land on `s`; challenge on `_X.`."""
-    for context in ("from-trunk", "screen-hold"):
-        assert set(extensions(context)) == {"_X.", "_+X.", "s"}, context
+    extension (`_X!`, `_+X!`: one digit is left of a DID like `1,`); decisions land on `s`;
+    challenge on `_X.`."""
+    assert set(extensions("from-trunk")) == {"_X.", "_+X.", "s"}
+    assert set(extensions("screen-hold")) == {"_X!", "_+X!", "s"}
     for route in ("staff", "voicemail", "reject"):
         assert "s" in extensions(f"screen-{route}")
     assert "_X." in extensions("screen-challenge")
@@ -296,7 +297,8 @@ def test_request_holds_then_falls_back() -> None:
             ("Set", "SCREEN_STATE=holding"),
             ("Gosub", "screen-sanitize,s,1"),
             ("Ringing", ""),
-            ("Goto", "screen-hold,${EXTEN},1"),
+            # No comma (it would split the Goto's arguments) and no space.
+            ("Goto", r"screen-hold,${FILTER(\x21-\x2b\x2d-\x7e,${EXTEN})},1"),
         ], ext
     for ext, lines in extensions("screen-hold").items():
         assert [app_calls(line)[0] for line in lines] == [
@@ -315,20 +317,42 @@ REDIRECT_TARGETS = {
 }
 
 
+def test_the_staff_feature_asks_then_waits_in_three_steps() -> None:
+    """staff-feature answers before it asks; its extension `wait` asks, waits and fails."""
+    plan = extensions("staff-feature")
+    ask = plan["s"][-3:]
+    assert [app_calls(line)[0][0] for line in ask] == ["Set", "Answer", "Goto"], ask
+    assert app_calls(ask[-1]) == [("Goto", "wait,1")]
+    assert [app_calls(line)[0] for line in plan["wait"]] == [
+        ("UserEvent", app_calls(plan["wait"][0])[0][1]),
+        ("Wait", "${FEATURE_WAIT}"),
+        ("Goto", "staff-feature-result,failed,1"),
+    ]
+    assert app_calls(plan["wait"][0])[0][1].startswith("StaffFeature,")
+
+
 def test_a_redirect_lands_on_a_priority_that_leads_to_its_check() -> None:
     """Asterisk can apply a Redirect while the channel steps from one priority to the next,
-    and the channel then runs the target at the priority it was about to run, or one past it,
+    and the channel then starts the target at 2, or at the priority it was about to run,
     instead of 1 (docs/architecture.md, "Where a Redirect lands"). Every extension a Redirect
     targets has each priority the held channel can be at, and every one of them but the first
     only goes back to the first, the check."""
     for target, (held, event) in REDIRECT_TARGETS.items():
-        holds = [
-            lines
-            for lines in extensions(held).values()
-            if any(line.split(",", 2)[2].startswith(event) for line in lines[:1])
-        ]
-        assert holds, f"{held}: no extension that starts with {event}"
-        reach = max(len(lines) for lines in holds)  # the last step, or one past the event's
+        # Every extension that raises the event: the Redirect comes after it, and the channel
+        # may be about to run any later priority of that extension (the last, at most: its
+        # own Goto leaves it), or 2.
+        reach, found = 2, 0
+        for ext, lines in extensions(held).items():
+            apps = [app_calls(line)[0] for line in lines]
+            at = next(
+                (i for i, (app, args) in enumerate(apps) if f"{app}({args}".startswith(event)), None
+            )
+            if at is None:
+                continue
+            # No Gosub after the event: its steps elsewhere would be about to run too.
+            assert not [a for a, _ in apps[at:] if a.startswith("Gosub")], (held, ext)
+            reach, found = max(reach, len(lines)), found + 1
+        assert found, f"{held}: no extension raises {event}"
         for ext, lines in extensions(target).items():
             assert len(lines) > reach, (target, ext)
             check = app_calls(lines[0])

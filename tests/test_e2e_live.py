@@ -84,8 +84,8 @@ def ran(probe: Probe, call_id: str, context: str) -> list[str]:
 
 
 # Asterisk can apply a Redirect while the held channel steps from one priority to the next; the
-# channel then starts the target at the priority it was about to run, or one past it (2 or 3 in
-# the shipped dialplan), instead of 1 (docs/architecture.md, "Where a Redirect lands"). The
+# channel then starts the target at 2, or at the priority it was about to run (2 or 3 in the
+# shipped dialplan), instead of 1 (docs/architecture.md, "Where a Redirect lands"). The
 # tests below send such a landing on purpose.
 LANDINGS = [1, 2, 3]
 
@@ -102,8 +102,21 @@ async def test_a_redirect_landing_past_priority_1_takes_the_decision_through_the
         await decision.redirect(call.call_id, "screen-voicemail", "s", priority)
     assert await probe.routed(call, within=5) == ("voicemail", False)
     steps = ran(probe, call.call_id, "screen-voicemail")
+    assert steps[0].startswith(f"{priority} "), steps  # it landed where it was sent
     assert steps[steps.index("1 GotoIf") + 1] == "4 Set", steps  # checked, then routed
     assert probe.pbx.matching(user_event("ScreenFallback", call.call_id)) == []
+
+
+async def test_a_did_with_a_comma_is_still_screened(
+    screener: ScreenerProcess, probe: Probe
+) -> None:
+    """A comma in the dialled number (``_X.`` matches it) would split the hold's Goto: it is
+    left out, and the call is screened under the rest of the number."""
+    screener.start()
+    call = await probe.call_local("0312345678", did="0355,550100")
+    request = await probe.pbx.wait_for(user_event("ScreenRequest", call.call_id), 10)
+    assert (request.get("Context"), request.get("Exten")) == ("screen-hold", "0355550100")
+    assert await probe.routed(call, within=10) == ("staff", False)
 
 
 @pytest.mark.parametrize("priority", LANDINGS)
