@@ -10,8 +10,9 @@ import json
 import re
 import ssl
 import subprocess
+import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,16 @@ from tests.notifyservers import (
 )
 
 NOW = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+
+
+def clock_from(start: dt.datetime) -> Callable[[], dt.datetime]:
+    """A clock that reads ``start`` now and runs on from it in real time: the outbox rows are
+    made at NOW, so a Sender on the real clock would find them older than ``max_age_hours``
+    once that much time has passed since NOW was written."""
+    began = time.monotonic()
+    return lambda: start + dt.timedelta(seconds=time.monotonic() - began)
+
+
 SECRET = "webhook-test-secret"
 
 
@@ -304,7 +315,9 @@ async def test_email_with_starttls_login_and_the_wav_attached(store: Store, tmp_
             security="starttls", username="office", password="pw", ca_file=cert,
         )  # fmt: skip
         channel = EmailChannel(email_config)
-        sender = Sender(config_with(tmp_path, email=email_config), store, [channel])
+        sender = Sender(
+            config_with(tmp_path, email=email_config), store, [channel], clock=lambda: NOW
+        )
         assert await sender.deliver_due(channel) == (1, 0)
         await wait_for(lambda: len(box.messages) == 1)
     (mail,) = box.messages
@@ -339,7 +352,9 @@ async def test_email_refused_login_is_a_failed_attempt_kept_for_retry(
             password="wrong", ca_file=cert,
         )  # fmt: skip
         channel = EmailChannel(email_config)
-        sender = Sender(config_with(tmp_path, email=email_config), store, [channel])
+        sender = Sender(
+            config_with(tmp_path, email=email_config), store, [channel], clock=lambda: NOW
+        )
         assert await sender.deliver_due(channel) == (0, 1)
     assert box.messages == []
     (status,) = await store.delivery_status(["email"], since=NOW - dt.timedelta(days=1))
@@ -356,7 +371,9 @@ async def test_webhook_signed_post_per_event(store: Store, tmp_path: Path) -> No
     async with webhook_receiver(hooks) as url:
         hook_config = WebhookConfig(url=url, secret=SECRET)
         channel = WebhookChannel(hook_config)
-        sender = Sender(config_with(tmp_path, webhook=hook_config), store, [channel])
+        sender = Sender(
+            config_with(tmp_path, webhook=hook_config), store, [channel], clock=lambda: NOW
+        )
         try:
             assert await sender.deliver_due(channel) == (3, 0)
         finally:
@@ -376,7 +393,9 @@ async def test_webhook_with_a_wrong_secret_is_refused_and_retried(
     async with webhook_receiver(hooks) as url:
         hook_config = WebhookConfig(url=url, secret="not-the-secret")
         channel = WebhookChannel(hook_config)
-        sender = Sender(config_with(tmp_path, webhook=hook_config), store, [channel])
+        sender = Sender(
+            config_with(tmp_path, webhook=hook_config), store, [channel], clock=lambda: NOW
+        )
         try:
             assert await sender.deliver_due(channel) == (0, 1)
         finally:
@@ -399,6 +418,7 @@ async def test_receiver_down_then_back_every_event_arrives_once(
         store,
         [channel],
         count=lambda c, r: counted.append((c, r)),
+        clock=clock_from(NOW),
     )
     keys = [f"voicemail:down{n}" for n in range(5)]
     running = asyncio.create_task(sender.run())
@@ -477,7 +497,9 @@ async def test_mqtt_topic_per_event_and_retained_health(store: Store, tmp_path: 
     with mosquitto(tmp_path) as port:
         mqtt_config = MqttConfig(host="127.0.0.1", port=port, prefix="office/screener")
         channel = MqttChannel(mqtt_config)
-        sender = Sender(config_with(tmp_path, mqtt=mqtt_config), store, [channel])
+        sender = Sender(
+            config_with(tmp_path, mqtt=mqtt_config), store, [channel], clock=lambda: NOW
+        )
         got: list[tuple[str, dict[str, Any]]] = []
         async with aiomqtt.Client("127.0.0.1", port=port) as watcher:
             await watcher.subscribe("office/screener/#", qos=1)
@@ -553,7 +575,7 @@ async def test_webhook_errors_never_name_the_url_path(store: Store, tmp_path: Pa
     hook_config = WebhookConfig(url=f"http://bot:pw-77@127.0.0.1:{port}/T0/tok-99", timeout=2)
     await store.add_outbox("voicemail", "voicemail:t", voicemail_payload("t"), NOW)
     channel = WebhookChannel(hook_config)
-    sender = Sender(config_with(tmp_path, webhook=hook_config), store, [channel])
+    sender = Sender(config_with(tmp_path, webhook=hook_config), store, [channel], clock=lambda: NOW)
     try:
         assert await sender.deliver_due(channel) == (0, 1)
     finally:
