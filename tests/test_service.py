@@ -70,7 +70,7 @@ def snapshot(
     *,
     user_event: str = "ScreenRequest",
     exten: str = DID,
-    context: str = "from-trunk",
+    context: str = "screen-hold",
     timestamp: float | None = None,
     **body: str,
 ) -> dict[str, str]:
@@ -90,7 +90,7 @@ def snapshot(
         "AccountCode": "",
         "Context": context,
         "Exten": exten,
-        "Priority": "2",
+        "Priority": "1",
         "Uniqueid": call_id,
         "Linkedid": call_id,
         "UserEvent": user_event,
@@ -525,7 +525,7 @@ async def test_forged_header_makes_the_caller_invalid(fake: FakeAMI, db: Path) -
         f"CallerIDNum: {MOBILE}\r\n"
         "CallerIDName: Bank\r\n"
         f"CallerIDNum: {TOLL_FREE}\r\n"  # what a CR/LF in the name would look like on the wire
-        f"Context: from-trunk\r\nExten: {DID}\r\nPriority: 2\r\n"
+        f"Context: screen-hold\r\nExten: {DID}\r\nPriority: 1\r\n"
         f"Uniqueid: {call_id}\r\nLinkedid: {call_id}\r\n"
         "UserEvent: ScreenRequest\r\nVersion: 1\r\n\r\n"
     )
