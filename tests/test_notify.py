@@ -31,7 +31,7 @@ from screener.errors import ConfigError
 from screener.notify.mail import EmailChannel
 from screener.notify.message import compose, json_body, sign, verify
 from screener.notify.mqtt import MqttChannel
-from screener.notify.sender import Sender, backoff
+from screener.notify.sender import Channel, Sender, backoff
 from screener.notify.voicemail import locate, message_parts
 from screener.notify.watcher import Trouble, transitions
 from screener.notify.webhook import WebhookChannel
@@ -91,6 +91,11 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def config_with(tmp_path: Path, **notify: Any) -> Config:
     defaults = {"poll_interval": 0.05, "retry_base": 0.05, "retry_max": 0.2}
     return Config(db_path=tmp_path / "screener.db", notify=NotifyConfig(**{**defaults, **notify}))
+
+
+def sender_at_now(tmp_path: Path, store: Store, channel: Channel, **notify: Any) -> Sender:
+    """A Sender of ``channel`` whose clock reads NOW, when the test's outbox rows were made."""
+    return Sender(config_with(tmp_path, **notify), store, [channel], clock=lambda: NOW)
 
 
 # --- pure parts -------------------------------------------------------------------------------
@@ -315,9 +320,7 @@ async def test_email_with_starttls_login_and_the_wav_attached(store: Store, tmp_
             security="starttls", username="office", password="pw", ca_file=cert,
         )  # fmt: skip
         channel = EmailChannel(email_config)
-        sender = Sender(
-            config_with(tmp_path, email=email_config), store, [channel], clock=lambda: NOW
-        )
+        sender = sender_at_now(tmp_path, store, channel, email=email_config)
         assert await sender.deliver_due(channel) == (1, 0)
         await wait_for(lambda: len(box.messages) == 1)
     (mail,) = box.messages
@@ -352,9 +355,7 @@ async def test_email_refused_login_is_a_failed_attempt_kept_for_retry(
             password="wrong", ca_file=cert,
         )  # fmt: skip
         channel = EmailChannel(email_config)
-        sender = Sender(
-            config_with(tmp_path, email=email_config), store, [channel], clock=lambda: NOW
-        )
+        sender = sender_at_now(tmp_path, store, channel, email=email_config)
         assert await sender.deliver_due(channel) == (0, 1)
     assert box.messages == []
     (status,) = await store.delivery_status(["email"], since=NOW - dt.timedelta(days=1))
@@ -371,9 +372,7 @@ async def test_webhook_signed_post_per_event(store: Store, tmp_path: Path) -> No
     async with webhook_receiver(hooks) as url:
         hook_config = WebhookConfig(url=url, secret=SECRET)
         channel = WebhookChannel(hook_config)
-        sender = Sender(
-            config_with(tmp_path, webhook=hook_config), store, [channel], clock=lambda: NOW
-        )
+        sender = sender_at_now(tmp_path, store, channel, webhook=hook_config)
         try:
             assert await sender.deliver_due(channel) == (3, 0)
         finally:
@@ -393,9 +392,7 @@ async def test_webhook_with_a_wrong_secret_is_refused_and_retried(
     async with webhook_receiver(hooks) as url:
         hook_config = WebhookConfig(url=url, secret="not-the-secret")
         channel = WebhookChannel(hook_config)
-        sender = Sender(
-            config_with(tmp_path, webhook=hook_config), store, [channel], clock=lambda: NOW
-        )
+        sender = sender_at_now(tmp_path, store, channel, webhook=hook_config)
         try:
             assert await sender.deliver_due(channel) == (0, 1)
         finally:
@@ -482,7 +479,7 @@ async def test_rows_older_than_max_age_are_given_up(store: Store, tmp_path: Path
         "voicemail", "voicemail:old", voicemail_payload("old"), NOW - dt.timedelta(hours=49)
     )
     channel = WebhookChannel(WebhookConfig(url=f"http://127.0.0.1:{free_port()}/"))
-    sender = Sender(config_with(tmp_path, max_age_hours=48), store, [channel], clock=lambda: NOW)
+    sender = sender_at_now(tmp_path, store, channel, max_age_hours=48)
     assert await sender.deliver_due(channel) == (0, 0)
     (status,) = await store.delivery_status(["webhook"], since=NOW - dt.timedelta(hours=48))
     assert (status.waiting, status.given_up) == (0, 1)
@@ -497,9 +494,7 @@ async def test_mqtt_topic_per_event_and_retained_health(store: Store, tmp_path: 
     with mosquitto(tmp_path) as port:
         mqtt_config = MqttConfig(host="127.0.0.1", port=port, prefix="office/screener")
         channel = MqttChannel(mqtt_config)
-        sender = Sender(
-            config_with(tmp_path, mqtt=mqtt_config), store, [channel], clock=lambda: NOW
-        )
+        sender = sender_at_now(tmp_path, store, channel, mqtt=mqtt_config)
         got: list[tuple[str, dict[str, Any]]] = []
         async with aiomqtt.Client("127.0.0.1", port=port) as watcher:
             await watcher.subscribe("office/screener/#", qos=1)
@@ -575,7 +570,7 @@ async def test_webhook_errors_never_name_the_url_path(store: Store, tmp_path: Pa
     hook_config = WebhookConfig(url=f"http://bot:pw-77@127.0.0.1:{port}/T0/tok-99", timeout=2)
     await store.add_outbox("voicemail", "voicemail:t", voicemail_payload("t"), NOW)
     channel = WebhookChannel(hook_config)
-    sender = Sender(config_with(tmp_path, webhook=hook_config), store, [channel], clock=lambda: NOW)
+    sender = sender_at_now(tmp_path, store, channel, webhook=hook_config)
     try:
         assert await sender.deliver_due(channel) == (0, 1)
     finally:
