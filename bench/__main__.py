@@ -784,6 +784,24 @@ def _print_sip(sp: dict[str, Any], t: Table) -> dict[str, bool]:
                 "≤ 1 / ≤ 5 ms",
                 _ok(verdict["sip_added"]),
             )
+        floor_pair = sp.get("paired_floor")
+        if floor_pair:
+            # What Asterisk's hold, the AMI round trip and the Redirect cost with a responder
+            # that does nothing else: the share of the added set-up no screener can save.
+            fa = floor_pair["paired"]["added"]
+            share = f"{_ms(fa['p50_ms'])} / {_ms(fa['p99_ms'])} ms"
+            if paired:
+                own_p50 = paired["paired"]["added"]["p50_ms"] - fa["p50_ms"]
+                share += f"; the screener's own, beyond it: p50 {_ms(own_p50)} ms"
+            t.add_row(
+                "",
+                f"side by side at {floor_pair['rate']}/s, bench/floor.py (no lookup, no record)"
+                " answering instead: set-up added over direct p50 / p99",
+                share + f"; {floor_pair['completed']} / {floor_pair['attempted']},"
+                f" fb {floor_pair['fallback']}",
+                "",
+                "",
+            )
         best = sp["max_completed_rate"]
         if "direct" in best:
             verdict["sip_rate"] = best["screened"] >= TARGETS["sip_rate_vs_direct"] * best["direct"]

@@ -57,3 +57,37 @@ def test_sip_bench_direct_and_screened(sandbox: SandboxInfo, tmp_path: Path) -> 
     assert screened["processes"]["asterisk"]["peak_rss_mb"] > 0
     assert screened["processes"]["screener"]["peak_rss_mb"] > 0
     assert asyncio.run(_staff_dial(sandbox)) == before
+
+
+def test_sip_bench_side_by_side_steps_time_the_screener_and_the_floor(
+    sandbox: SandboxInfo, tmp_path: Path
+) -> None:
+    """The two side-by-side steps: direct calls alternate with screened ones, answered first by
+    the screener and then by bench/floor.py; each half's set-up is timed from its own calls,
+    no call takes the fallback, and only the screener's step has its log's times."""
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is missing: scripts/bootstrap installs Debian's sip-tester")
+    result = sip.run_on(
+        sandbox,
+        entries=100_000,
+        rates=(5,),
+        step_seconds=2,
+        hold_s=1,
+        astdb=1000,
+        dialplans=("direct", "screened"),
+        workdir=tmp_path / "sip",
+        paired_rate=5,
+        log=lambda _: None,
+    )
+    for key in ("paired", "paired_floor"):
+        step = result[key]
+        assert step["attempted"] == 10 and step["completed"] == 10, (key, step)
+        # The direct half routes through route-staff too, whose ScreenRouted says no fallback.
+        assert step["fallback"] == 0 and step["routed_by_decision"] == 10, (key, step)
+        assert step["to_staff"] == 10, (key, step)
+        halves = step["paired"]
+        assert halves["screened_calls"] == 5
+        assert halves["direct"]["n"] == 5 and halves["screened"]["n"] == 5, (key, halves)
+        assert halves["screened"]["p50_ms"] > 0 and halves["direct"]["p50_ms"] > 0
+    assert result["paired"]["screener"]["decision"]["n"] == 5
+    assert "screener" not in result["paired_floor"]
