@@ -282,6 +282,11 @@ def _print(results: dict[str, Any], console: Console) -> dict[str, bool]:
             ("sync_screen", "sync path (bare sqlite3) p50 / p99"),
             ("store_lookup", "Store.lookup alone, on the loop p50 / p99"),
             ("store_lookup_thread", "Store.lookup alone, on the thread p50 / p99"),
+            (
+                "store_lookup_after_commit",
+                "Store.lookup alone, on the loop, after another connection's commit p50 / p99",
+            ),
+            ("floor_after_commit", "floor, after another connection's commit p50 / p99"),
             ("normalize_uncached", "normalize, cache miss p50 / p99"),
             ("normalize_cached", "normalize, cache hit p50 / p99"),
             ("screen_before_cpu", "CPU time: before p50 / p99"),

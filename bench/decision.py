@@ -200,6 +200,38 @@ async def _one_at_a_time(
     result["idle_ratio_p99"] = ratio(got["p99_ms"], base["p99_ms"])
 
 
+def _after_commits(
+    path: Path, store: Store, uri: str, e164s: list[str], result: dict[str, Any]
+) -> None:
+    """``Store.lookup`` on the loop and the floor's point lookup, each after another
+    connection's commit, as the service's reader meets them: its writer commits the call
+    records. A commit changes the WAL, and SQLite then drops a reader's whole page cache at its
+    next read, so each lookup walks the index from the file again (the OS's cache, by pread)."""
+    writer = sqlite3.connect(path, isolation_level=None)
+    floor_db = sqlite3.connect(uri, uri=True)
+    loop_db = store._loop_db
+    assert loop_db is not None  # opened with loop_lookups
+    try:
+        writer.execute("CREATE TABLE IF NOT EXISTS bench_commits (n INTEGER)")
+        times: dict[str, list[float]] = {"store": [], "floor": []}
+        for n, e164 in enumerate(e164s):
+            for what in ("store", "floor") if n % 2 else ("floor", "store"):
+                writer.execute("INSERT INTO bench_commits VALUES (?)", (n,))
+                start = time.perf_counter()
+                if what == "store":
+                    _lookup(loop_db, e164)  # what Store.lookup runs on the loop
+                else:
+                    floor_db.execute(EXACT_SQL, (e164,)).fetchall()
+                times[what].append((time.perf_counter() - start) * 1000.0)
+        result["store_lookup_after_commit"] = summary(times["store"])
+        result["floor_after_commit"] = summary(times["floor"])
+    finally:
+        floor_db.close()
+        writer.execute("DROP TABLE IF EXISTS bench_commits")
+        writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        writer.close()
+
+
 async def run(path: Path, size: int, count: int) -> dict[str, Any]:
     """Time every method over ``count`` callers against the database at ``path``."""
     raws = callers(size, count)
@@ -249,6 +281,7 @@ async def run(path: Path, size: int, count: int) -> dict[str, Any]:
                 lookups.append((clock() - start) * 1000.0)
             result[f"store_lookup{key}"] = summary(lookups)
             if not key:
+                _after_commits(path, store, uri, e164s, result)
                 # Before and after in turns of BLOCK callers (each warm in its own turn, both
                 # under the same load), and the same decision from both for every caller.
                 # Each on its own connection (as two services would be): on one, the before's

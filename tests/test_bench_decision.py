@@ -4,6 +4,8 @@ caller, and the target's ratio is ``screen()`` against the floor timed in the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,10 @@ def test_decision_part_times_every_caller_side_by_side(
     # One at a time: the first IDLE_CALLERS callers, the floor for those with a number.
     assert result["screen_idle"]["n"] == 100
     assert 0 < result["floor_idle"]["n"] <= 100
+    # After another connection's commit: both lookups for every caller with a number, and the
+    # bench's scratch table leaves the cached database as it found it.
+    assert result["store_lookup_after_commit"]["n"] == with_e164
+    assert result["floor_after_commit"]["n"] == with_e164
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "bench_commits" not in tables
