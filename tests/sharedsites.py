@@ -19,7 +19,10 @@ from screener.shared.engine import Sync, init_central
 from screener.store import CallRecord, Store
 from tests.pgserver import PGServer
 
-NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+# The real clock's time at import, to the second: the central prunes call records and keys by
+# the real clock (call_retention_days), so records at a fixed date would be pruned, and these
+# tests fail, once that date is older than the retention.
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def shared_config(server: PGServer, dsn: str, site: str, **kwargs: Any) -> SharedConfig:
