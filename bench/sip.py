@@ -37,6 +37,10 @@ Rates rise step by step; each step runs the three dialplans one after the other,
 Challenged callers (toll free, withheld) are counted as routed by the screener when the
 challenge answers (``ScreenRouted Route: challenge, Fallback: no`` and a 200 OK); they key in
 nothing (the code is the screener's random choice, unknown to SIPp) and hang up after the hold.
+
+With ``paired_rate``, two side-by-side steps follow the ladder (``PAIRED_STEPS``): staff-bound
+calls alternate between the direct and the screened DID, answered first by the screener, then
+by ``bench/floor.py``; the difference of the halves' set-up is the responder's added delay.
 """
 
 from __future__ import annotations
