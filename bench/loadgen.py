@@ -41,7 +41,7 @@ _SNAPSHOT = (
     "Channel: {chan}\r\nChannelState: 4\r\nChannelStateDesc: Ring\r\n"
     "CallerIDNum: {num}\r\nCallerIDName: {name}\r\nConnectedLineNum: <unknown>\r\n"
     "ConnectedLineName: <unknown>\r\nLanguage: ja\r\nAccountCode: \r\n"
-    "Context: from-trunk\r\nExten: {did}\r\nPriority: {prio}\r\nUniqueid: {uid}\r\n"
+    "Context: {ctx}\r\nExten: {did}\r\nPriority: {prio}\r\nUniqueid: {uid}\r\n"
     "Linkedid: {uid}\r\n"
 )
 _HEAD = "Event: {event}\r\nPrivilege: {priv}\r\nTimestamp: {ts}\r\nSystemName: pbx1\r\n"
@@ -81,13 +81,16 @@ _RTCP = (
 
 
 def _template() -> str:
-    def event(name: str, priv: str, body: str, prio: str) -> str:
+    def event(name: str, priv: str, body: str, ctx: str, prio: str) -> str:
         head = _HEAD.replace("{event}", name).replace("{priv}", priv)
-        return head + _SNAPSHOT.replace("{prio}", prio) + body + "\r\n"
+        return head + _SNAPSHOT.replace("{ctx}", ctx).replace("{prio}", prio) + body + "\r\n"
 
-    parts = [event(n, p, b, str(i + 1)) for i, (n, p, b) in enumerate(_NOISE_BEFORE)]
-    parts.append(event("UserEvent", "user,all", "UserEvent: ScreenRequest\r\nVersion: 1\r\n", "2"))
-    parts += [event(n, p, b, "4") for n, p, b in _NOISE_AFTER]
+    # As the shipped dialplan raises them: the call's first steps in [from-trunk], the request
+    # at [screen-hold]'s first priority, the Wait after it.
+    parts = [event(n, p, b, "from-trunk", str(i + 1)) for i, (n, p, b) in enumerate(_NOISE_BEFORE)]
+    request = "UserEvent: ScreenRequest\r\nVersion: 1\r\n"
+    parts.append(event("UserEvent", "user,all", request, "screen-hold", "1"))
+    parts += [event(n, p, b, "screen-hold", "2") for n, p, b in _NOISE_AFTER]
     return "".join(parts).replace("{rtcp}", _RTCP)
 
 
