@@ -59,6 +59,20 @@ def audio_of(mail: EmailMessage) -> tuple[str, bytes] | None:
     return None
 
 
+async def counted(base: str, want: float, within: float) -> str:
+    """/metrics once both channels' delivered counters read ``want``; fails after ``within`` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        _, text = await asyncio.to_thread(fetch, base + "/metrics")
+        got = [
+            metric_value(text, "screener_notifications_total", {"channel": c, "result": r})
+            for c, r in (("email", "delivered"), ("webhook", "delivered"))
+        ]
+        if got == [want, want] or asyncio.get_running_loop().time() > deadline:
+            return text
+        await asyncio.sleep(0.05)
+
+
 async def test_voicemail_of_a_blocked_caller_is_mailed_posted_and_counted(
     sandbox: SandboxInfo, probe: Probe, tmp_path: Path
 ) -> None:
@@ -112,13 +126,17 @@ async def test_voicemail_of_a_blocked_caller_is_mailed_posted_and_counted(
                 assert (data["e164"], data["raw_number"]) == ("+81120121852", BLOCKED)
                 assert data["voicemail"] == "SUCCESS"
 
+                # The receivers hold a message before the screener has heard their answer and
+                # recorded the delivery; the counters follow that record, a moment later.
                 base = f"http://127.0.0.1:{metrics_port}"
-                _, text = await asyncio.to_thread(fetch, base + "/metrics")
+                text = await counted(base, 1.0, within=10)
                 labels = {"route": "voicemail", "category": "toll_free", "fallback": "false"}
                 assert metric_value(text, "screener_calls_total", labels) == 1
                 assert metric_value(text, "screener_voicemails_total", {"status": "SUCCESS"}) == 1
                 delivered = {"channel": "email", "result": "delivered"}
                 assert metric_value(text, "screener_notifications_total", delivered) == 1
+                posted = {"channel": "webhook", "result": "delivered"}
+                assert metric_value(text, "screener_notifications_total", posted) == 1
                 assert metric_value(text, "screener_redirect_seconds_count", {}) >= 1
 
                 done = screener.cli("notify", "status", "--json")
