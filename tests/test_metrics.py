@@ -272,6 +272,10 @@ async def test_ami_down_too_long_is_notified_degraded_then_recovered(
                 )
             hub.publish(events.VoicemailLeft("v1", "SUCCESS", True))  # wakes the sender
             await wait_for(lambda: len(hooks.posts) == 3, 10)
+            # The receiver holds the post before the sender has its answer and has recorded
+            # the delivery; the counter follows that record.
+            delivered = b'screener_notifications_total{channel="webhook",result="delivered"} 3.0'
+            await wait_for(lambda: delivered in obs.metrics.render(), 10)
             text = obs.metrics.render().decode()
     assert hooks.posts[0]["data"]["component"] == "ami"
     assert hooks.posts[1]["key"] == hooks.posts[0]["key"].replace("degraded", "recovered")
