@@ -274,15 +274,19 @@ async def test_ami_down_too_long_is_notified_degraded_then_recovered(
             await wait_for(lambda: len(hooks.posts) == 3, 10)
             # The receiver holds the post before the sender has its answer and has recorded
             # the delivery; the counter follows that record.
-            delivered = b'screener_notifications_total{channel="webhook",result="delivered"} 3.0'
-            await wait_for(lambda: delivered in obs.metrics.render(), 10)
+            delivered = {(("channel", "webhook"), ("result", "delivered")): 3.0}
+            await wait_for(
+                lambda: (
+                    samples(obs.metrics.render().decode(), "screener_notifications_total")
+                    == delivered
+                ),
+                10,
+            )
             text = obs.metrics.render().decode()
     assert hooks.posts[0]["data"]["component"] == "ami"
     assert hooks.posts[1]["key"] == hooks.posts[0]["key"].replace("degraded", "recovered")
     assert hooks.posts[2]["key"] == "voicemail:v1"
-    assert samples(text, "screener_notifications_total") == {
-        (("channel", "webhook"), ("result", "delivered")): 3.0
-    }
+    assert samples(text, "screener_notifications_total") == delivered
 
 
 async def test_db_write_error_event_is_notified(db: Path) -> None:
